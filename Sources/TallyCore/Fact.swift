@@ -1,0 +1,48 @@
+/// A fact the engine decided: the only way state changes. The store keeps facts in order; folding
+/// them with `TallyState.apply` rebuilds the state exactly, which is how a process recovers after a
+/// crash and how `tally audit` recomputes what the state claims.
+public enum Fact: Hashable, Sendable, Codable {
+    case accountOpened(account: String, subject: Subject, verified: Bool, at: Instant)
+    case accountVerified(account: String, subject: Subject, at: Instant)
+    /// Top-ups and gift grants: money moved into sub-accounts.
+    case moneyCredited(account: String, transaction: LedgerTransaction)
+    case voucherGranted(voucher: Voucher, transaction: LedgerTransaction)
+    case productActivated(account: String, product: String, at: Instant)
+    /// A free monthly pack (bought packs arrive with their order).
+    case packGranted(pack: Pack, transaction: LedgerTransaction)
+    case orderPlaced(order: Order, packs: [Pack], membership: Membership?, transaction: LedgerTransaction)
+    case usageRecorded(record: UsageRecord, transaction: LedgerTransaction?)
+    case monthClosed(month: Month, at: Instant)
+    case billPosted(bill: Bill, transaction: LedgerTransaction)
+    case orderRefunded(order: String, at: Instant, transaction: LedgerTransaction)
+    case statusChanged(account: String, change: StatusChange, at: Instant)
+    case seatAssigned(account: String, product: String, user: String, at: Instant)
+    case entitlementUsed(account: String, key: String, at: Instant)
+    /// A catalog change: `changes` is the YAML of the change (see `CatalogChange`), applied on top of
+    /// the version in force at `effective`.
+    case catalogPublished(effective: Instant, changes: String, at: Instant)
+    case notified(notice: Notice)
+
+    /// The ledger transaction a fact posts, if any.
+    public var transaction: LedgerTransaction? {
+        switch self {
+        case .moneyCredited(_, let t), .voucherGranted(_, let t), .packGranted(_, let t), .orderPlaced(_, _, _, let t),
+             .billPosted(_, let t), .orderRefunded(_, _, let t):
+            return t
+        case .usageRecorded(_, let t):
+            return t
+        default:
+            return nil
+        }
+    }
+}
+
+/// Changes to an account's status flags; each is a transition of `AccountStatus`.
+public enum StatusChange: String, Hashable, Sendable, Codable {
+    case enteredArrears = "entered_arrears"
+    case restored
+    case suspended
+    case unsuspended
+    case refundReviewOn = "refund_review_on"
+    case refundReviewOff = "refund_review_off"
+}

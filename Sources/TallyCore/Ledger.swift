@@ -1,0 +1,95 @@
+/// What a ledger amount counts: money (in micro-yuan) or API calls (the contents of packs).
+///
+/// Why calls too: a pack is a prepaid balance of calls, and SPEC asks that pack balances be
+/// recomputable from the ledger just like money balances. Each unit balances on its own.
+public enum LedgerUnit: String, Sendable, Hashable, Codable {
+    case microyuan
+    case calls
+}
+
+/// A ledger account. Customer accounts are liabilities of the operator (what it owes the customer:
+/// cash, income, gift, vouchers, pack calls); the others are the operator's books.
+public struct LedgerAccount: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+    public var description: String { name }
+    public static func < (a: LedgerAccount, b: LedgerAccount) -> Bool { a.name < b.name }
+
+    public static func cash(_ account: String) -> LedgerAccount { LedgerAccount("customer:\(account):cash") }
+    public static func income(_ account: String) -> LedgerAccount { LedgerAccount("customer:\(account):income") }
+    public static func gift(_ account: String) -> LedgerAccount { LedgerAccount("customer:\(account):gift") }
+    public static func voucher(_ id: String) -> LedgerAccount { LedgerAccount("voucher:\(id)") }
+    public static func pack(_ id: String) -> LedgerAccount { LedgerAccount("pack:\(id)") }
+    /// Money paid in from outside (bank transfers, card payments) for top-ups.
+    public static let paymentsReceived = LedgerAccount("operator:payments-received")
+    /// Gifts and vouchers the operator grants: a promotional expense.
+    public static let promotions = LedgerAccount("operator:promotions")
+    public static func revenue(_ product: String) -> LedgerAccount { LedgerAccount("operator:revenue:\(product)") }
+    /// Calls the operator issues into packs (bought or free), and calls consumed from them.
+    public static let callsIssued = LedgerAccount("operator:calls-issued")
+    public static func callsConsumed(_ api: String) -> LedgerAccount { LedgerAccount("operator:calls-consumed:\(api)") }
+}
+
+/// One line of a transaction. A positive amount credits the account (raises what the operator
+/// owes on it), a negative one debits it; each transaction's amounts sum to zero per unit.
+public struct LedgerEntry: Hashable, Sendable, Codable {
+    public let account: LedgerAccount
+    public let unit: LedgerUnit
+    public let amount: Int64
+
+    public init(_ account: LedgerAccount, _ unit: LedgerUnit, _ amount: Int64) {
+        self.account = account
+        self.unit = unit
+        self.amount = amount
+    }
+
+    public static func money(_ account: LedgerAccount, _ amount: Money) -> LedgerEntry {
+        LedgerEntry(account, .microyuan, amount.microyuan)
+    }
+
+    public static func calls(_ account: LedgerAccount, _ count: Int64) -> LedgerEntry {
+        LedgerEntry(account, .calls, count)
+    }
+}
+
+/// A balanced double-entry transaction: one purchase, top-up, voucher grant, bill deduction,
+/// refund or pack draw. Posted transactions are never changed.
+public struct LedgerTransaction: Hashable, Sendable, Codable {
+    public let id: String
+    public let at: Instant
+    public let kind: String
+    public let entries: [LedgerEntry]
+
+    public init(id: String, at: Instant, kind: String, entries: [LedgerEntry]) {
+        self.id = id
+        self.at = at
+        self.kind = kind
+        self.entries = entries.filter { $0.amount != 0 }
+        precondition(isBalanced, "an unbalanced transaction is a programmer error: \(kind) \(entries)")
+    }
+
+    /// True when the amounts of each unit sum to zero.
+    public var isBalanced: Bool {
+        var sums: [LedgerUnit: Int128] = [:]
+        for entry in entries { sums[entry.unit, default: 0] += Int128(entry.amount) }
+        return sums.values.allSatisfy { $0 == 0 }
+    }
+}
+
+/// Balances recomputed from transactions alone: what `tally audit` compares the state against.
+public struct LedgerBalances: Sendable {
+    public private(set) var balances: [LedgerAccount: [LedgerUnit: Int64]] = [:]
+    public private(set) var unbalanced: [String] = []
+
+    public init<S: Sequence>(_ transactions: S) where S.Element == LedgerTransaction {
+        for transaction in transactions { post(transaction) }
+    }
+
+    public mutating func post(_ transaction: LedgerTransaction) {
+        if !transaction.isBalanced { unbalanced.append(transaction.id) }
+        for entry in transaction.entries { balances[entry.account, default: [:]][entry.unit, default: 0] += entry.amount }
+    }
+
+    public func money(_ account: LedgerAccount) -> Money { Money(microyuan: balances[account]?[.microyuan] ?? 0) }
+    public func calls(_ account: LedgerAccount) -> Int64 { balances[account]?[.calls] ?? 0 }
+}

@@ -1,0 +1,170 @@
+/// Everything Tally knows, rebuilt from facts. Pure data: decisions read it, and `apply` is the
+/// only thing that changes it.
+public struct TallyState: Sendable {
+    public private(set) var catalog: Catalog
+    public private(set) var accounts: [String: Account] = [:]
+    public private(set) var packs: [String: Pack] = [:]
+    public private(set) var orders: [String: Order] = [:]
+    /// Order ids by account and the caller's reference.
+    public private(set) var orderRefs: [String: [String: String]] = [:]
+    /// Usage events by "account|id": the idempotency index.
+    public private(set) var usage: [String: UsageRecord] = [:]
+    public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
+    public private(set) var bills: [String: Bill] = [:]
+    /// Months whose bill run has started: usage for them (and earlier ones) is refused.
+    public private(set) var closedThrough: Month?
+    public private(set) var ledger: [LedgerTransaction] = []
+    public private(set) var notices: [Notice] = []
+    /// Ids of notices sent, so that a notice owed once (pack expiring) is sent once.
+    public private(set) var noticeIDs: Set<String> = []
+    /// Catalog changes published, by effective instant, for the 30-day rule and its notices.
+    public private(set) var publications: [Instant: Instant] = [:]
+    /// Counts every pack created, so that packs bought in the same instant keep their order.
+    public private(set) var packSequence: Int64 = 0
+    public private(set) var factCount: Int64 = 0
+
+    public init(catalog: Catalog) { self.catalog = catalog }
+
+    public var zone: Zone { catalog.zone }
+
+    public static func usageKey(account: String, id: String) -> String { "\(account)|\(id)" }
+
+    public func account(_ id: String) throws(TallyError) -> Account {
+        guard let account = accounts[id] else { throw TallyError(.accountNotFound, "there is no account \(id)") }
+        return account
+    }
+
+    public func order(account: String, ref: String) -> Order? {
+        if let id = orderRefs[account]?[ref] { return orders[id] }
+        if let order = orders[ref], order.account == account { return order }
+        return nil
+    }
+
+    /// The account's packs of an API that can be drawn at `instant`, in drawing order: earliest
+    /// expiry first, then the earliest created.
+    public func drawablePacks(account: Account, api: String, at instant: Instant) -> [Pack] {
+        account.packs.compactMap { packs[$0] }
+            .filter { $0.api == api && !$0.isFree && $0.isUsable(at: instant) }
+            .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
+    }
+
+    public func freePack(account: Account, api: String, month: Month) -> Pack? {
+        account.freePacks[Account.freeKey(api: api, month: month)].flatMap { packs[$0] }
+    }
+
+    // MARK: - Applying facts
+
+    public mutating func apply(_ fact: Fact) {
+        factCount += 1
+        if let transaction = fact.transaction { ledger.append(transaction) }
+        switch fact {
+        case .accountOpened(let id, let subject, let verified, let at):
+            accounts[id] = Account(id: id, subject: subject, verified: verified, opened: at)
+        case .accountVerified(let id, let subject, _):
+            accounts[id]?.verified = true
+            accounts[id]?.subject = subject
+        case .moneyCredited(let id, let transaction):
+            credit(id, transaction)
+        case .voucherGranted(let voucher, _):
+            accounts[voucher.account]?.vouchers.append(voucher)
+        case .productActivated(let id, let product, let at):
+            accounts[id]?.activated[product] = at
+        case .packGranted(let pack, _):
+            add(pack)
+            if case .free(let month) = pack.source {
+                accounts[pack.account]?.freePacks[Account.freeKey(api: pack.api, month: month)] = pack.id
+            }
+        case .orderPlaced(let order, let newPacks, let membership, _):
+            orders[order.id] = order
+            if let ref = order.ref { orderRefs[order.account, default: [:]][ref] = order.id }
+            pay(order.account, order.payment)
+            newPacks.forEach { add($0) }
+            if let membership { accounts[order.account]?.memberships[membership.product] = membership }
+        case .usageRecorded(let usageRecord, _):
+            recordUsage(usageRecord)
+        case .monthClosed(let month, _):
+            if closedThrough.map({ month > $0 }) ?? true { closedThrough = month }
+        case .billPosted(let bill, _):
+            bills[bill.id] = bill
+            pay(bill.account, bill.paid)
+        case .orderRefunded(let id, _, let transaction):
+            guard let order = orders[id] else { return }
+            orders[id]?.refunded = true
+            order.packs.forEach { packs[$0]?.revoked = true }
+            credit(order.account, transaction)
+        case .statusChanged(let id, let change, _):
+            switch change {
+            case .enteredArrears: accounts[id]?.inArrears = true
+            case .restored: accounts[id]?.inArrears = false
+            case .suspended: accounts[id]?.suspended = true
+            case .unsuspended: accounts[id]?.suspended = false
+            case .refundReviewOn: accounts[id]?.refundReview = true
+            case .refundReviewOff: accounts[id]?.refundReview = false
+            }
+        case .seatAssigned(let id, let product, let user, _):
+            accounts[id]?.memberships[product]?.seats.append(user)
+        case .entitlementUsed(let id, let key, _):
+            accounts[id]?.entitlementUses[key, default: 0] += 1
+        case .catalogPublished(let effective, let changes, let at):
+            // The change was validated before the fact was made; a fact that no longer applies
+            // (impossible unless the file was edited by hand) is skipped rather than crashing recovery.
+            if let version = try? CatalogChange.apply(changes, to: catalog.version(at: effective), effective: effective) {
+                catalog.add(version)
+                publications[effective] = at
+            }
+        case .notified(let notice):
+            notices.append(notice)
+            noticeIDs.insert(notice.id)
+        }
+    }
+
+    private mutating func add(_ pack: Pack) {
+        packSequence += 1
+        packs[pack.id] = pack
+        accounts[pack.account]?.packs.append(pack.id)
+    }
+
+    /// Posts the customer sub-account entries of a transaction to the account's balances.
+    private mutating func credit(_ id: String, _ transaction: LedgerTransaction) {
+        for entry in transaction.entries where entry.unit == .microyuan {
+            let amount = Money(microyuan: entry.amount)
+            if entry.account == .cash(id) {
+                accounts[id]?.cash += amount
+            } else if entry.account == .income(id) {
+                accounts[id]?.income += amount
+            } else if entry.account == .gift(id) {
+                accounts[id]?.gift += amount
+            }
+        }
+    }
+
+    private mutating func pay(_ id: String, _ payment: Payment) {
+        guard var account = accounts[id] else { return }
+        for draw in payment.vouchers {
+            if let index = account.vouchers.firstIndex(where: { $0.id == draw.voucher }) {
+                account.vouchers[index].remaining -= draw.amount
+            }
+        }
+        account.gift -= payment.gift
+        account.income -= payment.income
+        account.cash -= payment.cash
+        accounts[id] = account
+    }
+
+    private mutating func recordUsage(_ record: UsageRecord) {
+        usage[TallyState.usageKey(account: record.account, id: record.id)] = record
+        for draw in record.settlement.draws { packs[draw.pack]?.left -= draw.calls }
+        let month = zone.month(of: record.at)
+        let key = MonthlyKey(account: record.account, api: record.api, month: month)
+        var totals = monthly[key] ?? MonthlyUsage()
+        let settlement = record.settlement
+        totals.calls += settlement.accepted
+        totals.free += settlement.free
+        totals.pack += settlement.pack
+        totals.postpaid += settlement.postpaid
+        totals.refused += settlement.refused
+        if let edition = record.edition { totals.byEdition[edition, default: 0] += settlement.accepted }
+        if settlement.postpaid > 0 { totals.postpaidByDay[zone.date(of: record.at).day, default: 0] += settlement.postpaid }
+        monthly[key] = totals
+    }
+}

@@ -1,0 +1,165 @@
+import TallyCore
+
+/// The bill run for a month (SPEC 4): closes the month to usage, then makes one bill per account
+/// and product with post-paid calls, deducts it (gift, income, then cash, which may go negative)
+/// and puts accounts left below zero in arrears. Running it again charges nothing twice.
+public struct RunBills: Operation {
+    public let month: Month
+
+    public init(month: Month) { self.month = month }
+
+    public struct Result: Sendable {
+        /// Bills made by this run, by account then product.
+        public let created: [Bill]
+        /// Bills that an earlier run had made already.
+        public let existing: Int
+    }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Result {
+        let zone = state.tally.zone
+        guard env.now >= zone.end(of: month) else {
+            throw TallyError(.monthNotOver, "\(month) is not over yet; its bill run starts on the 1st of the next month")
+        }
+        if state.tally.closedThrough.map({ month > $0 }) ?? true {
+            state.emit(.monthClosed(month: month, at: env.now))
+        }
+        var byAccount: [String: [String: MonthlyUsage]] = [:]
+        for (key, totals) in state.tally.monthly where key.month == month {
+            byAccount[key.account, default: [:]][key.api] = totals
+        }
+        var created: [Bill] = []
+        var existing = 0
+        let catalog = state.tally.catalog
+        let version = catalog.version(at: zone.start(of: month))
+        for account in byAccount.keys.sorted() {
+            var byProduct: [String: [String: MonthlyUsage]] = [:]
+            for (api, totals) in byAccount[account]! {
+                let product = version.apisByID[api]?.product ?? catalog.versions.lazy.compactMap { $0.apisByID[api]?.product }.first ?? api
+                byProduct[product, default: [:]][api] = totals
+            }
+            for product in byProduct.keys.sorted() where byProduct[product]!.values.contains(where: { $0.postpaid > 0 }) {
+                let id = "bill_\(account)_\(product)_\(month)"
+                if state.tally.bills[id] != nil { existing += 1; continue }
+                let lines = BillingRule.lines(account: account, product: product, month: month, usage: byProduct[product]!, catalog: catalog)
+                let total = lines.reduce(Money.zero) { $0 + $1.amount }
+                let holder = state.tally.accounts[account]!
+                let paid = PaymentRule.deduct(total, from: holder)
+                let bill = Bill(id: id, account: account, product: product, month: month, lines: lines, total: total, at: env.now, paid: paid)
+                let transaction = LedgerTransaction(id: env.ids.next("txn"), at: env.now, kind: "bill",
+                    entries: PaymentRule.debits(paid, account: account) + [.money(.revenue(product), total)])
+                state.emit(.billPosted(bill: bill, transaction: transaction))
+                state.notify(kind: "bill_created", account: account, at: env.now, ids: env.ids,
+                             ["bill": id, "month": month.description, "total": total.description])
+                let after = state.tally.accounts[account]!
+                if after.balance.isNegative && !after.inArrears {
+                    state.emit(.statusChanged(account: account, change: .enteredArrears, at: env.now))
+                    state.notify(kind: "account_in_arrears", account: account, at: env.now, ids: env.ids,
+                                 ["balance": after.balance.description])
+                }
+                created.append(bill)
+            }
+        }
+        return Result(created: created, existing: existing)
+    }
+}
+
+/// Assigns a seat of the account's membership to a user (the premium edition has 6).
+public struct AssignSeat: Operation {
+    public let account: String
+    public let product: String?
+    public let user: String
+
+    public init(account: String, product: String? = nil, user: String) {
+        self.account = account
+        self.product = product
+        self.user = user
+    }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int64 {
+        try Limits.identifier(user, "a user id", lengthMax: Limits.seatUserLengthMax)
+        let holder = try state.tally.account(account)
+        let candidates = holder.memberships.values.filter { product == nil || $0.product == product }.sorted { $0.product < $1.product }
+        guard let membership = candidates.first(where: { $0.isActive(at: env.now) }) else {
+            throw candidates.isEmpty ? TallyError(.noMembership, "the account holds no membership")
+                : TallyError(.membershipExpired, "the membership has expired")
+        }
+        guard let edition = state.tally.catalog.version(at: env.now).editionsByItem[membership.edition] else {
+            throw TallyError(.unknownEdition, "\(membership.edition) is no longer in the catalog")
+        }
+        if membership.seats.contains(user) { return edition.seats - Int64(membership.seats.count) }
+        guard Int64(membership.seats.count) < edition.seats else {
+            throw TallyError(.seatsFull, "all \(edition.seats) seats of \(edition.item) are assigned")
+        }
+        state.emit(.seatAssigned(account: account, product: membership.product, user: user, at: env.now))
+        return edition.seats - Int64(membership.seats.count) - 1
+    }
+}
+
+/// Answers whether a user of an account may use a feature; with `use`, spends one of a limited
+/// feature's monthly uses.
+public struct CheckEntitlement: Operation {
+    public let account: String
+    public let feature: String
+    public let user: String?
+    public let use: Bool
+
+    public init(account: String, feature: String, user: String? = nil, use: Bool = false) {
+        self.account = account
+        self.feature = feature
+        self.user = user
+        self.use = use
+    }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> EntitlementRule.Decision {
+        try Limits.identifier(feature, "a feature", lengthMax: Limits.featureLengthMax)
+        let holder = try state.tally.account(account)
+        let decision = try EntitlementRule.check(account: holder, feature: feature, user: user, use: use,
+                                                 catalog: state.tally.catalog, at: env.now)
+        if let key = decision.useKey { state.emit(.entitlementUsed(account: account, key: key, at: env.now)) }
+        return decision
+    }
+}
+
+/// Publishes a catalog change (SPEC 2.4). A change that cuts a free quota or raises a price must
+/// take effect at least 30 days after publishing unless forced; every affected account is told.
+public struct PublishCatalog: Operation {
+    public let effective: Instant
+    /// The change as YAML: `products: [...]` for a whole version or `changes: [...]` for edits.
+    public let changes: String
+    public let force: Bool
+
+    public init(effective: Instant, changes: String, force: Bool = false) {
+        self.effective = effective
+        self.changes = changes
+        self.force = force
+    }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> [String] {
+        guard changes.utf8.count <= 1_000_000 else { throw TallyError(.invalidCatalog, "a catalog change is at most 1 MB") }
+        guard effective >= env.now else { throw TallyError(.invalidTimestamp, "a catalog change cannot take effect in the past") }
+        let old = state.tally.catalog.version(at: effective)
+        let new = try CatalogChange.apply(changes, to: old, effective: effective)
+        let adverse = CatalogChange.adverseChanges(from: old, to: new)
+        let noticeEnd = env.now.adding(seconds: CatalogChange.noticeDaysMin * 86_400)
+        if !adverse.isEmpty, effective < noticeEnd, !force {
+            let reasons = adverse.values.flatMap { $0 }.sorted().joined(separator: "; ")
+            throw TallyError(.noticePeriodTooShort,
+                             "a change that cuts a free quota or raises a price takes effect at least \(CatalogChange.noticeDaysMin) days after publishing (\(reasons))")
+        }
+        state.emit(.catalogPublished(effective: effective, changes: changes, at: env.now))
+        let zone = state.tally.zone
+        var affected: [String] = []
+        for id in state.tally.accounts.keys.sorted() {
+            let holder = state.tally.accounts[id]!
+            let holds = Set(holder.activated.keys).union(holder.memberships.keys)
+                .union(holder.packs.compactMap { state.tally.packs[$0].flatMap { old.apisByID[$0.api]?.product } })
+            let touched = adverse.keys.filter { holds.contains($0) }.sorted()
+            guard !touched.isEmpty else { continue }
+            affected.append(id)
+            state.notify(kind: "catalog_change_scheduled", account: id, at: env.now, ids: env.ids,
+                         ["effective": effective.rfc3339(in: zone), "products": touched.joined(separator: ","),
+                          "changes": touched.flatMap { adverse[$0]! }.sorted().joined(separator: "; ")])
+        }
+        return affected
+    }
+}

@@ -1,0 +1,105 @@
+import Synchronization
+import TallyCore
+import TallyStore
+
+/// Group commit: facts decided in memory queue here in order and are written to the store in
+/// batches. A caller is answered only after its facts' batch has committed, so nothing acknowledged
+/// is lost; many callers share one write, so nothing costs a transaction per event.
+///
+/// Why no background task: the first waiter that finds no write under way becomes the writer and
+/// drains the queue, then steps down; callers that queue meanwhile wait for the next batch
+/// (TigerBeetle and PostgreSQL's group commit work the same way).
+public final class Journal: Sendable {
+    /// The most facts one store write takes.
+    public static let batchSizeMax = 16_384
+
+    private struct State {
+        var pending: [Fact] = []
+        var enqueuedThrough: UInt64 = 0
+        var durableThrough: UInt64 = 0
+        var writing = false
+        var failure: String?
+        var waiters: [(through: UInt64, continuation: CheckedContinuation<String?, Never>)] = []
+    }
+
+    private let store: any TallyStore
+    private let state = Mutex(State())
+
+    public init(store: any TallyStore) { self.store = store }
+
+    /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so the queue
+    /// order is the order in which the facts were applied.
+    public func enqueue(_ facts: [Fact]) -> UInt64 {
+        state.withLock { state in
+            state.pending.append(contentsOf: facts)
+            state.enqueuedThrough += UInt64(facts.count)
+            return state.enqueuedThrough
+        }
+    }
+
+    /// Returns once every fact up to `ticket` is in the store.
+    public func waitDurable(_ ticket: UInt64) async throws(TallyError) {
+        enum Role { case done, failed(String), write, wait }
+        let role: Role = state.withLock { state in
+            if let failure = state.failure { return .failed(failure) }
+            if state.durableThrough >= ticket { return .done }
+            if state.writing { return .wait }
+            state.writing = true
+            return .write
+        }
+        switch role {
+        case .done: return
+        case .failed(let reason): throw TallyError(.storeUnavailable, reason)
+        case .write: await write()
+        case .wait: break
+        }
+        let failure: String? = await withCheckedContinuation { continuation in
+            let immediate: String?? = state.withLock { state in
+                if let failure = state.failure { return .some(failure) }
+                if state.durableThrough >= ticket { return .some(nil) }
+                state.waiters.append((ticket, continuation))
+                return nil
+            }
+            if let immediate { continuation.resume(returning: immediate) }
+        }
+        if let failure { throw TallyError(.storeUnavailable, failure) }
+    }
+
+    private func write() async {
+        while true {
+            let batch: [Fact]? = state.withLock { state in
+                guard !state.pending.isEmpty else {
+                    state.writing = false
+                    return nil
+                }
+                let count = min(state.pending.count, Journal.batchSizeMax)
+                let batch = Array(state.pending.prefix(count))
+                state.pending.removeFirst(count)
+                return batch
+            }
+            guard let batch else { return }
+            var failure: String?
+            do {
+                try await store.append(batch)
+            } catch {
+                failure = "the store refused a write; the engine must restart from the store: \(error)"
+            }
+            let ready: [CheckedContinuation<String?, Never>] = state.withLock { state in
+                if let failure {
+                    state.failure = failure
+                    state.writing = false
+                    let all = state.waiters.map(\.continuation)
+                    state.waiters.removeAll()
+                    return all
+                }
+                state.durableThrough += UInt64(batch.count)
+                let durable = state.durableThrough
+                let ready = state.waiters.filter { $0.through <= durable }.map(\.continuation)
+                state.waiters.removeAll { $0.through <= durable }
+                return ready
+            }
+            for continuation in ready { continuation.resume(returning: failure) }
+            if failure != nil { return }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Synchronization
+import TallyCore
+import TallyStore
+
+/// The clock: the server's real one, or the simulator's virtual one. Two values of one dependency.
+public struct TallyClock: Sendable {
+    public let now: @Sendable () -> Instant
+
+    public init(now: @escaping @Sendable () -> Instant) { self.now = now }
+}
+
+/// A clock that moves only when told: the simulator's.
+public final class VirtualClock: Sendable {
+    private let current: Mutex<Instant>
+
+    public init(start: Instant) { current = Mutex(start) }
+
+    public var now: Instant { current.withLock { $0 } }
+
+    /// Moves the clock forward; refuses to move it back.
+    public func advance(to instant: Instant) throws(TallyError) {
+        try current.withLock { (value: inout Instant) throws(TallyError) in
+            guard instant >= value else {
+                throw TallyError(.clockMovedBack, "the clock is at \(value.microseconds)µs and never moves back")
+            }
+            value = instant
+        }
+    }
+
+    public var clock: TallyClock { TallyClock { [self] in self.now } }
+}
+
+/// Where new ids come from: sequential in the simulator (reproducible output), random in a
+/// server (unique across restarts and processes).
+public protocol IDSource: Sendable {
+    func next(_ prefix: String) -> String
+}
+
+public final class SequentialIDs: IDSource {
+    private let counters = Mutex<[String: Int]>([:])
+    public init() {}
+    public func next(_ prefix: String) -> String {
+        let n = counters.withLock { counters in
+            counters[prefix, default: 0] += 1
+            return counters[prefix]!
+        }
+        return "\(prefix)_\(n)"
+    }
+}
+
+public struct RandomIDs: IDSource {
+    public init() {}
+    public func next(_ prefix: String) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return "\(prefix)_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    }
+}
+
+/// The state an operation works on: the facts-derived `TallyState`, the token buckets (kept in
+/// memory only: a restart refills them, which errs toward letting calls through), and the facts
+/// the operation has emitted so far.
+public struct EngineState: Sendable {
+    public private(set) var tally: TallyState
+    var buckets: [String: TokenBucket] = [:]
+    fileprivate(set) var emitted: [Fact] = []
+
+    init(tally: TallyState) { self.tally = tally }
+
+    /// Applies a fact and keeps it for the journal. Operations check everything first and emit
+    /// after, so that a refusal changes nothing.
+    mutating func emit(_ fact: Fact) {
+        tally.apply(fact)
+        emitted.append(fact)
+    }
+}
+
+/// What every operation is handed besides the state: the instant it happens at and the id source.
+public struct Environment: Sendable {
+    public let now: Instant
+    public let ids: any IDSource
+}
+
+/// One operation of the engine (open an account, buy, record usage, run bills ...): checks the
+/// request against the state, then emits the facts that carry it out.
+public protocol Operation: Sendable {
+    associatedtype Output: Sendable
+    func execute(_ state: inout EngineState, _ environment: Environment) throws(TallyError) -> Output
+}
+
+/// The engine: the state in memory, rebuilt from the store at start; operations applied one at a
+/// time under a lock; their facts made durable through the journal before the caller hears back.
+public final class Tally: Sendable {
+    public let clock: TallyClock
+    public let ids: any IDSource
+    public let store: any TallyStore
+    private let state: Mutex<EngineState>
+    private let journal: Journal
+
+    /// Starts an engine on `store`: loads every fact and folds it over the catalog.
+    public static func start(catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource) async throws -> Tally {
+        var tally = TallyState(catalog: catalog)
+        for fact in try await store.loadFacts() { tally.apply(fact) }
+        return Tally(state: EngineState(tally: tally), store: store, clock: clock, ids: ids)
+    }
+
+    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource) {
+        self.state = Mutex(state)
+        self.store = store
+        self.journal = Journal(store: store)
+        self.clock = clock
+        self.ids = ids
+    }
+
+    /// Runs an operation now and returns once its facts are durable.
+    @discardableResult
+    public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        let environment = Environment(now: clock.now(), ids: ids)
+        let (output, ticket) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?) in
+            state.emitted.removeAll(keepingCapacity: true)
+            let output: Op.Output
+            do throws(TallyError) {
+                output = try operation.execute(&state, environment)
+            } catch {
+                precondition(state.emitted.isEmpty, "an operation emitted facts and then refused: \(error)")
+                throw error
+            }
+            let ticket = state.emitted.isEmpty ? nil : journal.enqueue(state.emitted)
+            return (output, ticket)
+        }
+        if let ticket { try await journal.waitDurable(ticket) }
+        return output
+    }
+
+    /// Reads the state.
+    public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {
+        try state.withLock { try body($0.tally) }
+    }
+}

@@ -1,0 +1,191 @@
+import TallyCore
+
+/// How one usage event was answered.
+public struct UsageOutcome: Sendable, Hashable {
+    public let id: String
+    /// True when the event had been recorded before: nothing was counted again.
+    public let duplicate: Bool
+    public let free: Int64
+    public let pack: Int64
+    public let postpaid: Int64
+    public let refused: Int64
+    /// Why calls were refused, when some were.
+    public let refusal: TallyError.Code?
+
+    init(id: String, duplicate: Bool, settlement: Settlement) {
+        self.id = id
+        self.duplicate = duplicate
+        free = settlement.free
+        pack = settlement.pack
+        postpaid = settlement.postpaid
+        refused = settlement.refused
+        refusal = settlement.refusal
+    }
+
+    init(id: String, refused calls: Int64, because code: TallyError.Code) {
+        var settlement = Settlement()
+        settlement.refused = calls
+        settlement.refusal = code
+        self.init(id: id, duplicate: false, settlement: settlement)
+    }
+
+    public var accepted: Int64 { free + pack + postpaid }
+    /// The source that pays, for a check-and-record answer: free, pack or postpaid.
+    public var source: String? { postpaid > 0 ? "postpaid" : pack > 0 ? "pack" : free > 0 ? "free" : nil }
+}
+
+/// Records usage, idempotently by (account, id). `check` is check-and-record: the gateway asks
+/// before serving, the QPS limit applies and the event is accepted or refused whole. `report`
+/// settles calls already served: QPS does not apply and what nothing covers is refused in part.
+///
+/// Refusals before settlement (unknown API, not activated, suspended, closed period, future
+/// timestamp, rate limited) record nothing, so the same id may be sent again later. A check refused
+/// for quota or arrears records nothing either; a report is recorded even when refused, because
+/// its calls were served.
+public struct RecordUsage: Operation {
+    public enum Mode: String, Sendable, Hashable { case check, report }
+
+    public let account: String
+    public let id: String
+    public let api: String
+    public let edition: String?
+    public let calls: Int64
+    /// The calls' own timestamp; nil for now.
+    public let at: Instant?
+    public let mode: Mode
+
+    public init(account: String, id: String, api: String, edition: String? = nil, calls: Int64, at: Instant? = nil, mode: Mode) {
+        self.account = account
+        self.id = id
+        self.api = api
+        self.edition = edition
+        self.calls = calls
+        self.at = at
+        self.mode = mode
+    }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> UsageOutcome {
+        try Limits.identifier(id, "an event id", lengthMax: Limits.eventIDLengthMax)
+        try Limits.count(calls, "an event's calls", max: Limits.eventCallsMax)
+        let holder = try state.tally.account(account)
+        if let previous = state.tally.usage[TallyState.usageKey(account: account, id: id)] {
+            guard previous.sameBody(api: api, edition: edition, calls: calls) else {
+                throw TallyError(.idReused, "the event id \(id) was used before for a different event")
+            }
+            return UsageOutcome(id: id, duplicate: true, settlement: previous.settlement)
+        }
+        let instant = at ?? env.now
+        let zone = state.tally.zone
+        if let refusal = refusal(holder: holder, at: instant, state.tally, env) {
+            return UsageOutcome(id: id, refused: calls, because: refusal)
+        }
+        let offer = state.tally.catalog.version(at: instant).apisByID[api]!
+        state.grantFreeQuota(account: account, month: zone.month(of: instant), now: env.now, ids: env.ids)
+        let current = state.tally.accounts[account]!
+        if mode == .check, let qps = SettlementRule.qpsLimit(account: current, api: api, state: state.tally, at: instant) {
+            let key = "\(account)|\(api)"
+            var bucket = state.buckets[key] ?? TokenBucket(qps: qps, at: instant)
+            let allowed = bucket.take(calls, at: instant, qps: qps)
+            state.buckets[key] = bucket
+            guard allowed else { return UsageOutcome(id: id, refused: calls, because: .rateLimited) }
+        }
+        let settlement = SettlementRule.settle(calls: calls, api: offer, account: current, state: state.tally, at: instant,
+                                               allOrNothing: mode == .check)
+        if mode == .check, settlement.accepted == 0 {
+            return UsageOutcome(id: id, duplicate: false, settlement: settlement)
+        }
+        let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: instant,
+                                 recorded: env.now, settlement: settlement)
+        var entries: [LedgerEntry] = settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
+        entries.append(.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls }))
+        let transaction = settlement.draws.isEmpty ? nil
+            : LedgerTransaction(id: env.ids.next("txn"), at: env.now, kind: "usage", entries: entries)
+        state.emit(.usageRecorded(record: record, transaction: transaction))
+        for draw in settlement.draws where state.tally.packs[draw.pack]?.left == 0 {
+            state.notify(kind: draw.isFree ? "free_quota_used_up" : "pack_exhausted", account: account, at: env.now, ids: env.ids,
+                         once: "\(draw.isFree ? "free_quota_used_up" : "pack_exhausted"):\(draw.pack)", ["pack": draw.pack, "api": api])
+        }
+        return UsageOutcome(id: id, duplicate: false, settlement: settlement)
+    }
+
+    /// The reason to refuse the whole event before settling it, if any.
+    private func refusal(holder: Account, at instant: Instant, _ tally: TallyState, _ env: Environment) -> TallyError.Code? {
+        guard let offer = tally.catalog.version(at: instant).apisByID[api] else { return .unknownApi }
+        if offer.editions.isEmpty ? edition != nil : !offer.editions.contains(edition ?? "") { return .unknownEdition }
+        if instant > env.now.adding(seconds: Limits.futureToleranceSeconds) { return .timestampInFuture }
+        if let closed = tally.closedThrough, tally.zone.month(of: instant) <= closed { return .periodClosed }
+        if holder.suspended { return .accountSuspended }
+        let product = tally.catalog.version(at: instant).productsByID[offer.product]!
+        if product.requiresActivation, holder.activated[offer.product] == nil { return .notActivated }
+        return nil
+    }
+}
+
+/// Grants the month's free packs to every account with a product activated (00:00 on the 1st,
+/// and at activation). Idempotent: a pack already granted for the month is not granted again.
+public struct GrantFreeQuota: Operation {
+    public init() {}
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
+        let month = state.tally.zone.month(of: env.now)
+        let before = state.emitted.count
+        for id in state.tally.accounts.keys.sorted() where !state.tally.accounts[id]!.activated.isEmpty {
+            state.grantFreeQuota(account: id, month: month, now: env.now, ids: env.ids)
+        }
+        return state.emitted.count - before
+    }
+}
+
+extension EngineState {
+    /// Grants `account` its free packs for `month`, for every activated product, once. The grant
+    /// is nominally made when the month starts (or at activation, if later), and uses the catalog
+    /// version in force then.
+    mutating func grantFreeQuota(account id: String, month: Month, now: Instant, ids: any IDSource) {
+        guard let holder = tally.accounts[id] else { return }
+        let zone = tally.zone
+        for (product, activated) in holder.activated.sorted(by: { $0.key < $1.key }) where zone.month(of: activated) <= month {
+            let granted = max(zone.start(of: month), activated)
+            guard let offer = tally.catalog.version(at: granted).productsByID[product] else { continue }
+            for api in offer.apis where api.freeMonthly > 0 && tally.freePack(account: holder, api: api.id, month: month) == nil {
+                let pack = Pack(id: ids.next("pk"), account: id, api: api.id, item: "\(api.id)/free", source: .free(month: month),
+                                size: api.freeMonthly, left: api.freeMonthly, qps: nil, delivered: granted,
+                                expires: zone.end(of: month), sequence: tally.packSequence, refundable: false,
+                                promotionAllowsRefund: false)
+                let transaction = LedgerTransaction(id: ids.next("txn"), at: now, kind: "free_quota", entries: [
+                    .calls(.pack(pack.id), pack.size), .calls(.callsIssued, -pack.size),
+                ])
+                emit(.packGranted(pack: pack, transaction: transaction))
+            }
+        }
+    }
+}
+
+/// The scheduler's expiry pass: notices for packs and memberships that expire within 7 days
+/// (once each). Expiry itself needs no action: a pack or membership past its instant is simply
+/// no longer usable.
+public struct Expire: Operation {
+    public init() {}
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
+        let horizon = env.now.adding(seconds: Limits.expiringNoticeDays * 86_400)
+        let before = state.emitted.count
+        let zone = state.tally.zone
+        let expiring = state.tally.packs.values
+            .filter { !$0.isFree && $0.isUsable(at: env.now) && $0.expires <= horizon }
+            .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
+        for pack in expiring {
+            state.notify(kind: "pack_expiring", account: pack.account, at: env.now, ids: env.ids, once: "pack_expiring:\(pack.id)",
+                         ["pack": pack.id, "item": pack.item, "left": String(pack.left), "expires": pack.expires.rfc3339(in: zone)])
+        }
+        for id in state.tally.accounts.keys.sorted() {
+            for membership in state.tally.accounts[id]!.memberships.values.sorted(by: { $0.product < $1.product })
+            where membership.isActive(at: env.now) && membership.expires <= horizon {
+                let expires = membership.expires.rfc3339(in: zone)
+                state.notify(kind: "membership_expiring", account: id, at: env.now, ids: env.ids,
+                             once: "membership_expiring:\(id):\(membership.product):\(expires)",
+                             ["edition": membership.edition, "expires": expires])
+            }
+        }
+        return state.emitted.count - before
+    }
+}
