@@ -36,7 +36,7 @@ let package = Package(
         .testTarget(
             name: "TallyEngineTests",
             dependencies: ["TallyEngine", .product(name: "PropertyBased", package: "swift-property-based")],
-            resources: [.copy("Scenarios")]
+            exclude: ["Scenarios"]
         ),
     ]
 )

@@ -1,0 +1,213 @@
+import TallyCore
+
+/// A JSON value with ordered object keys, so that output reads in a stable, human order.
+/// Numbers are integers only: money crosses as decimal strings, never as JSON numbers.
+public indirect enum JSON: Hashable, Sendable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case string(String)
+    case array([JSON])
+    case object([(String, JSON)])
+
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.int(let x), .int(let y)): return x == y
+        case (.string(let x), .string(let y)): return x == y
+        case (.array(let x), .array(let y)): return x == y
+        case (.object(let x), .object(let y)):
+            return x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: return false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(serialized()) }
+
+    public subscript(key: String) -> JSON? {
+        guard case .object(let pairs) = self else { return nil }
+        return pairs.first { $0.0 == key }?.1
+    }
+
+    // MARK: Writing
+
+    public func serialized(pretty: Bool = false) -> String {
+        var out = ""
+        write(into: &out, pretty: pretty, indent: 0)
+        return out
+    }
+
+    private func write(into out: inout String, pretty: Bool, indent: Int) {
+        let pad = pretty ? String(repeating: "  ", count: indent + 1) : ""
+        let close = pretty ? String(repeating: "  ", count: indent) : ""
+        let newline = pretty ? "\n" : ""
+        switch self {
+        case .null: out += "null"
+        case .bool(let value): out += value ? "true" : "false"
+        case .int(let value): out += String(value)
+        case .string(let value): JSON.quote(value, into: &out)
+        case .array(let items):
+            if items.isEmpty { out += "[]"; return }
+            out += "[" + newline
+            for (index, item) in items.enumerated() {
+                out += pad
+                item.write(into: &out, pretty: pretty, indent: indent + 1)
+                out += (index + 1 < items.count ? "," : "") + newline
+            }
+            out += close + "]"
+        case .object(let pairs):
+            if pairs.isEmpty { out += "{}"; return }
+            out += "{" + newline
+            for (index, (key, value)) in pairs.enumerated() {
+                out += pad
+                JSON.quote(key, into: &out)
+                out += pretty ? ": " : ":"
+                value.write(into: &out, pretty: pretty, indent: indent + 1)
+                out += (index + 1 < pairs.count ? "," : "") + newline
+            }
+            out += close + "}"
+        }
+    }
+
+    static func quote(_ text: String, into out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+
+    // MARK: Reading
+
+    /// Parses JSON text. Numbers must be integers (a fraction or exponent is refused: amounts are
+    /// strings). Nesting is limited to `depthMax`.
+    public static func parse(_ text: String) throws(TallyError) -> JSON {
+        var parser = Parser(bytes: Array(text.utf8))
+        let value = try parser.value(depth: 0)
+        parser.skipSpace()
+        guard parser.index == parser.bytes.count else { throw parser.fail("unexpected text after the value") }
+        return value
+    }
+
+    public static let depthMax = 64
+
+    struct Parser {
+        let bytes: [UInt8]
+        var index = 0
+
+        func fail(_ message: String) -> TallyError { TallyError(.invalidRequest, "invalid JSON at byte \(index): \(message)") }
+
+        mutating func skipSpace() {
+            while index < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[index]) { index += 1 }
+        }
+
+        mutating func literal(_ word: String, _ value: JSON) throws(TallyError) -> JSON {
+            let w = Array(word.utf8)
+            guard index + w.count <= bytes.count, Array(bytes[index..<index + w.count]) == w else { throw fail("expected \(word)") }
+            index += w.count
+            return value
+        }
+
+        mutating func value(depth: Int) throws(TallyError) -> JSON {
+            guard depth < JSON.depthMax else { throw fail("nested too deeply") }
+            skipSpace()
+            guard index < bytes.count else { throw fail("unexpected end") }
+            switch bytes[index] {
+            case UInt8(ascii: "n"): return try literal("null", .null)
+            case UInt8(ascii: "t"): return try literal("true", .bool(true))
+            case UInt8(ascii: "f"): return try literal("false", .bool(false))
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "["):
+                index += 1
+                var items: [JSON] = []
+                skipSpace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
+                while true {
+                    items.append(try value(depth: depth + 1))
+                    skipSpace()
+                    guard index < bytes.count else { throw fail("unterminated array") }
+                    if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                    guard bytes[index] == UInt8(ascii: "]") else { throw fail("expected , or ]") }
+                    index += 1
+                    return .array(items)
+                }
+            case UInt8(ascii: "{"):
+                index += 1
+                var pairs: [(String, JSON)] = []
+                skipSpace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(pairs) }
+                while true {
+                    skipSpace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a key") }
+                    let key = try string()
+                    skipSpace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected :") }
+                    index += 1
+                    pairs.append((key, try value(depth: depth + 1)))
+                    skipSpace()
+                    guard index < bytes.count else { throw fail("unterminated object") }
+                    if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                    guard bytes[index] == UInt8(ascii: "}") else { throw fail("expected , or }") }
+                    index += 1
+                    return .object(pairs)
+                }
+            default:
+                let start = index
+                if bytes[index] == UInt8(ascii: "-") { index += 1 }
+                while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 { index += 1 }
+                if index < bytes.count, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) {
+                    throw fail("only whole numbers are accepted; send amounts as strings")
+                }
+                guard let number = Int64(String(decoding: bytes[start..<index], as: UTF8.self)) else { throw fail("expected a value") }
+                return .int(number)
+            }
+        }
+
+        mutating func string() throws(TallyError) -> String {
+            index += 1
+            var scalars = String.UnicodeScalarView()
+            var raw: [UInt8] = []
+            func flush() { scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars); raw.removeAll() }
+            while index < bytes.count {
+                let byte = bytes[index]
+                index += 1
+                if byte == UInt8(ascii: "\"") { flush(); return String(scalars) }
+                if byte == UInt8(ascii: "\\") {
+                    guard index < bytes.count else { break }
+                    let escape = bytes[index]
+                    index += 1
+                    flush()
+                    switch escape {
+                    case UInt8(ascii: "n"): scalars.append("\n")
+                    case UInt8(ascii: "t"): scalars.append("\t")
+                    case UInt8(ascii: "r"): scalars.append("\r")
+                    case UInt8(ascii: "b"): scalars.append("\u{08}")
+                    case UInt8(ascii: "f"): scalars.append("\u{0C}")
+                    case UInt8(ascii: "u"):
+                        guard index + 4 <= bytes.count, let code = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16) else {
+                            throw fail("bad \\u escape")
+                        }
+                        index += 4
+                        scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+                    default: scalars.append(Unicode.Scalar(escape))
+                    }
+                    continue
+                }
+                guard byte >= 0x20 else { throw fail("control character in a string") }
+                raw.append(byte)
+            }
+            throw fail("unterminated string")
+        }
+    }
+}

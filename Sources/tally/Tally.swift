@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import TallyCore
+import TallyEngine
+
+@main
+struct TallyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tally",
+        abstract: "Tally: metering, quota and billing for cloud API products and memberships.",
+        subcommands: [Simulate.self, Quote.self, CheckCatalog.self]
+    )
+}
+
+/// Options every command that reads the catalog shares.
+struct CatalogOptions: ParsableArguments {
+    @Option(help: "The catalog file (default: $TALLY_CATALOG or catalogs/tally.yaml).")
+    var catalog: String?
+}
+
+/// Prints a refusal the way every command does: the code and the sentence, on standard error.
+func fail(_ error: Error) -> ExitCode {
+    if let error = error as? TallyError {
+        FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
+    } else {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    }
+    return ExitCode(2)
+}
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a scenario against the engine with a virtual clock; print the outcome as JSON.")
+
+    @Argument(help: "The scenario file (YAML).")
+    var file: String
+
+    @OptionGroup var options: CatalogOptions
+
+    /// The largest scenario file read.
+    static let fileBytesMax = 16 * 1024 * 1024
+
+    func run() async throws {
+        do {
+            let catalog = try CatalogLocator.load(options.catalog)
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw TallyError(.invalidScenario, "cannot read \(file)")
+            }
+            guard data.count <= Simulate.fileBytesMax else { throw TallyError(.invalidScenario, "\(file) is larger than \(Simulate.fileBytesMax) bytes") }
+            let scenario = try Scenario.parse(String(decoding: data, as: UTF8.self))
+            let outcome = try await Simulator(catalog: catalog).run(scenario)
+            print(outcome.serialized(pretty: true))
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct CheckCatalog: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-catalog", abstract: "Validate a catalog file and summarise it.")
+
+    @OptionGroup var options: CatalogOptions
+
+    func run() async throws {
+        do {
+            let catalog = try CatalogLocator.load(options.catalog)
+            let latest = catalog.versions.last!
+            print(JSON.object([
+                ("catalog", .string(catalog.name)), ("versions", .int(Int64(catalog.versions.count))),
+                ("products", .array(latest.products.map { .string($0.id) })),
+                ("apis", .int(Int64(latest.apisByID.count))), ("packs", .int(Int64(latest.packsByItem.count))),
+                ("editions", .int(Int64(latest.editionsByItem.count))),
+            ]).serialized(pretty: true))
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Quote: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The purchase advisor (not built yet).")
+    func run() async throws {}
+}
