@@ -77,6 +77,41 @@ struct CheckCatalog: AsyncParsableCommand {
 }
 
 struct Quote: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The purchase advisor (not built yet).")
-    func run() async throws {}
+    static let configuration = CommandConfiguration(
+        abstract: "The purchase advisor: the cheapest packs, post-paid or mix for an expected volume.",
+        discussion: """
+        Examples:
+          tally quote smart-cover --calls 500000 --qps 100
+          tally quote image-tagging --calls 300000 --months 12 --format table
+        """)
+
+    @Argument(help: "An API id (taishan.smart-cover), its short name (smart-cover), or a product with one API sold in packs (image-tagging).")
+    var target: String
+
+    @Option(help: "The calls expected in all.")
+    var calls: Int64
+
+    @Option(help: "The months the calls spread over, evenly.")
+    var months: Int64 = 1
+
+    @Option(help: "The peak calls per second needed (for APIs whose packs set a QPS).")
+    var qps: Int64?
+
+    @Option(help: "json (default) or table.")
+    var format: OutputFormat = .json
+
+    @OptionGroup var options: CatalogOptions
+
+    enum OutputFormat: String, ExpressibleByArgument { case json, table }
+
+    func run() async throws {
+        do {
+            let catalog = try CatalogLocator.load(options.catalog)
+            let api = try QuoteView.resolve(target, in: catalog.versions.last!)
+            let quote = try Advisor.quote(api: api, calls: calls, months: months, qps: qps)
+            print(format == .json ? QuoteView.json(quote).serialized(pretty: true) : QuoteView.table(quote))
+        } catch {
+            throw fail(error)
+        }
+    }
 }
