@@ -1,0 +1,192 @@
+import PropertyBased
+import Testing
+@testable import TallyCore
+
+@Suite struct UpgradeRuleTests {
+    let zone = Zone.beijing
+    var basic: Edition { Shipped.version.editionsByItem["taishan/enterprise-basic"]! }
+    var advanced: Edition { Shipped.version.editionsByItem["taishan/enterprise-advanced"]! }
+    var premium: Edition { Shipped.version.editionsByItem["taishan/enterprise-premium"]! }
+
+    /// The price list's example: 3 whole months used of a year, (998 − 598) × (1 − 1/4) = 300.
+    @Test func priceListExample() {
+        let fee = UpgradeRule.fee(from: basic, to: advanced, now: at("2026-04-01T00:00:00+08:00"),
+                                  expiry: at("2027-01-01T00:00:00+08:00"), zone: zone)
+        #expect(fee.description == "300.00")
+    }
+
+    /// Remaining time as whole calendar months plus the fraction of the next month, by days and seconds.
+    @Test(arguments: [
+        // now, expiry, whole-month numerator/denominator as (m·S + L)/S checked through the fee
+        ("2026-04-16T00:00:00+08:00", "2027-01-01T00:00:00+08:00", "basic", "advanced", "283.87"),  // 400 × (8 + 16/31)/12
+        ("2026-12-01T00:00:00+08:00", "2027-01-01T00:00:00+08:00", "basic", "advanced", "33.33"),   // one month: 400/12
+        ("2026-12-31T12:00:00+08:00", "2027-01-01T00:00:00+08:00", "basic", "advanced", "0.54"),    // half a day of a 31-day month
+        ("2026-01-01T00:00:00+08:00", "2027-01-01T00:00:00+08:00", "basic", "premium", "1400.00"),  // a whole year
+        // Jan 31 + 1 month = Feb 28; the next month, anchored on Jan 31, runs Feb 28 → Mar 31 (31 days):
+        // 1000 × (1 + 1/31) / 12 = 86.02.
+        ("2026-01-31T00:00:00+08:00", "2026-03-01T00:00:00+08:00", "advanced", "premium", "86.02"),
+        ("2027-01-01T00:00:00+08:00", "2027-01-01T00:00:00+08:00", "basic", "advanced", "0.00"),
+    ])
+    func prorationByMonthsAndDays(now: String, expiry: String, from: String, to: String, fee: String) {
+        let editions = ["basic": basic, "advanced": advanced, "premium": premium]
+        let result = UpgradeRule.fee(from: editions[from]!, to: editions[to]!, now: at(now), expiry: at(expiry), zone: zone)
+        #expect(result.description == fee)
+    }
+
+    @Test func remainingMonthsCountsWholeCalendarMonthsFirst() {
+        let (numerator, denominator) = UpgradeRule.remainingMonths(from: at("2026-04-01T00:00:00+08:00"), to: at("2027-01-01T00:00:00+08:00"), in: zone)
+        #expect(numerator == 9 * denominator)
+        let leap = UpgradeRule.remainingMonths(from: at("2028-01-31T00:00:00+08:00"), to: at("2028-02-29T00:00:00+08:00"), in: zone)
+        #expect(leap.numerator == leap.denominator)   // Jan 31 + 1 month = Feb 29 in a leap year: exactly one month
+    }
+}
+
+@Suite struct RefundWindowTests {
+    let zone = Zone.beijing
+
+    /// Through 23:59:59 Beijing time of the 7th day after the delivery date.
+    @Test(arguments: [
+        ("2026-07-01T10:00:00+08:00", "2026-07-08T23:59:59+08:00", true),
+        ("2026-07-01T10:00:00+08:00", "2026-07-08T23:59:59.999999+08:00", true),
+        ("2026-07-01T10:00:00+08:00", "2026-07-09T00:00:00+08:00", false),
+        ("2026-07-01T23:59:59+08:00", "2026-07-08T15:59:59Z", true),
+        ("2026-07-01T23:59:59+08:00", "2026-07-08T16:00:00Z", false),
+        ("2026-06-30T16:30:00Z", "2026-07-08T23:00:00+08:00", true),    // delivered 2026-07-01 00:30 Beijing
+        ("2026-12-28T09:00:00+08:00", "2027-01-04T23:59:59+08:00", true), // across the year end
+        ("2028-02-25T09:00:00+08:00", "2028-03-03T23:59:59+08:00", true), // across a leap day
+        ("2028-02-25T09:00:00+08:00", "2028-03-04T00:00:00+08:00", false),
+    ])
+    func windowEndsToTheSecond(delivered: String, asked: String, allowed: Bool) {
+        let deadline = RefundRule.deadline(delivered: at(delivered), windowDays: 7, zone: zone)
+        #expect((at(asked) <= deadline) == allowed)
+    }
+}
+
+@Suite struct TokenBucketTests {
+    @Test func startsFullAndRefillsAtQPS() {
+        let start = at("2026-01-01T00:00:00+08:00")
+        var bucket = TokenBucket(qps: 2, at: start)
+        let took1 = bucket.take(1, at: start, qps: 2)
+        #expect(took1)
+        let took2 = bucket.take(1, at: start, qps: 2)
+        #expect(took2)
+        let took3 = bucket.take(1, at: start, qps: 2)
+        #expect(!took3)
+        let took4 = bucket.take(1, at: start.adding(microseconds: 499_999), qps: 2)
+        #expect(!took4)
+        let took5 = bucket.take(1, at: start.adding(microseconds: 500_000), qps: 2)
+        #expect(took5)
+        // Idle for a long time: the bucket holds at most its capacity.
+        let later = start.adding(seconds: 3_600)
+        let took6 = bucket.take(2, at: later, qps: 2)
+        #expect(took6)
+        let took7 = bucket.take(1, at: later, qps: 2)
+        #expect(!took7)
+    }
+
+    /// Q calls a second for n seconds on a bucket of Q starting full: Q + Q·n pass (within one).
+    @Test(arguments: [(Int64(100), Int64(200), Int64(5)), (2, 10, 3), (50, 50, 4), (200, 1000, 2)])
+    func sustainedRateIsTheLimit(qps: Int64, rate: Int64, seconds: Int64) {
+        let start = at("2026-01-01T00:00:00+08:00")
+        var bucket = TokenBucket(qps: qps, at: start)
+        var accepted: Int64 = 0
+        for call in 0..<(rate * seconds) where bucket.take(1, at: start.adding(microseconds: call * 1_000_000 / rate), qps: qps) {
+            accepted += 1
+        }
+        let expected = rate <= qps ? rate * seconds : qps + qps * seconds
+        #expect(abs(accepted - expected) <= 1, "accepted \(accepted), expected about \(expected)")
+    }
+}
+
+@Suite struct AdvisorTests {
+    var smartCover: APIOffer { Shipped.version.apisByID["taishan.smart-cover"]! }
+    var general: APIOffer { Shipped.version.apisByID["image-tagging.general"]! }
+
+    @Test func priceListExamples() throws {
+        let p5 = try Advisor.quote(api: smartCover, calls: 500_000, months: 1, qps: 100)
+        #expect(p5.best.items == [.init(item: "taishan.smart-cover/p5", count: 1)])
+        #expect(p5.best.total.description == "75000.00")
+        let p3 = try Advisor.quote(api: smartCover, calls: 45_000, months: 1, qps: 50)
+        #expect(p3.best.items == [.init(item: "taishan.smart-cover/p3", count: 1)])
+        #expect(p3.best.total.description == "30000.00")
+    }
+
+    /// 300,000 calls over a year: the price list buys 3 × 100k for 840.00; with the 1,000 free calls
+    /// a month and post-paid for the rest, 2 × 100k plus 88,000 post-paid calls cost 824.00.
+    @Test func imageTaggingFindsACheaperMix() throws {
+        let quote = try Advisor.quote(api: general, calls: 300_000, months: 12, qps: nil)
+        #expect(quote.best.total.description == "824.00")
+        #expect(quote.best.items == [.init(item: "image-tagging.general/100k", count: 2)])
+        #expect(quote.best.postpaidCalls == 88_000)
+        let byName = Dictionary(uniqueKeysWithValues: quote.options.map { ($0.name, $0) })
+        #expect(byName["packs-only"]?.total.description == "840.00")
+        #expect(byName["packs-only"]?.items == [.init(item: "image-tagging.general/100k", count: 3)])
+        #expect(byName["postpaid-only"]?.total.description == "864.00")
+        #expect(quote.options.allSatisfy { $0.total >= quote.best.total })
+    }
+
+    @Test func higherVolumesUseTheirTierAndBigPacks() throws {
+        // 24M calls in one month: tier 4 post-paid is 0.002; the 15m pack is 0.0016 a call.
+        let quote = try Advisor.quote(api: general, calls: 24_000_000, months: 1, qps: nil)
+        #expect(quote.options.allSatisfy { $0.total >= quote.best.total })
+        #expect(quote.best.total < (quote.options.first { $0.name == "postpaid-only" }!.total))
+    }
+
+    @Test func impossibleAndOversizedRequestsAreRefused() {
+        #expect(throws: TallyError.self) { try Advisor.quote(api: smartCover, calls: 1_000, months: 1, qps: 500) }
+        #expect(throws: TallyError.self) { try Advisor.quote(api: smartCover, calls: 0, months: 1, qps: nil) }
+        #expect(throws: TallyError.self) { try Advisor.quote(api: general, calls: 1_000, months: 0, qps: nil) }
+        do {
+            _ = try Advisor.quote(api: smartCover, calls: 900_000_000_000, months: 1, qps: nil)
+            Issue.record("an oversized search was accepted")
+        } catch {
+            #expect(error.code == .quoteTooLarge)
+        }
+    }
+
+    /// A small made-up API, so that brute force over every combination of packs stays cheap.
+    static let toy = APIOffer(
+        id: "toy.api", product: "toy", name: "toy", editions: [],
+        postpaid: TierReachedPricing(tiers: [Tier(from: 0, unitPrice: Money(yuan: 1)), Tier(from: 40, unitPrice: Money(yuan: 0, fen: 70))], basis: .allCalls),
+        freeMonthly: 3,
+        packs: [
+            PackOffer(id: "a", item: "toy.api/a", api: "toy.api", name: "a", calls: 4, qps: 1, validity: .months(12), price: Money(yuan: 3), refundable: false, promotion: nil, promotionAllowsRefund: true),
+            PackOffer(id: "b", item: "toy.api/b", api: "toy.api", name: "b", calls: 10, qps: 5, validity: .months(12), price: Money(yuan: 8), refundable: false, promotion: nil, promotionAllowsRefund: true),
+            PackOffer(id: "c", item: "toy.api/c", api: "toy.api", name: "c", calls: 26, qps: 3, validity: .months(12), price: Money(yuan: 19), refundable: false, promotion: nil, promotionAllowsRefund: true),
+        ])
+
+    /// The advisor's best plan costs exactly what brute force over every pack combination finds.
+    @Test func matchesBruteForce() async {
+        await propertyCheck(count: 150, input: Gen.int(in: 1...120), Gen.int(in: 1...4), Gen.int(in: 0...5)) { calls, months, qps in
+            let needQPS: Int64? = qps == 0 ? nil : Int64(qps)
+            guard let quote = try? Advisor.quote(api: Self.toy, calls: Int64(calls), months: Int64(months), qps: needQPS) else {
+                Issue.record("no quote for \(calls) calls over \(months) months at \(qps) QPS")
+                return
+            }
+            #expect(quote.best.total == Self.bruteForce(calls: Int64(calls), months: Int64(months), qps: needQPS))
+        }
+    }
+
+    static func bruteForce(calls: Int64, months: Int64, qps: Int64?) -> Money {
+        let perMonth = (0..<months).map { calls / months + ($0 < calls % months ? 1 : 0) }
+        var best = Int64.max
+        for a in 0...35 {
+            for b in 0...14 {
+                for c in 0...6 {
+                    let counts = [Int64(a), Int64(b), Int64(c)]
+                    if let qps, !zip(toy.packs, counts).contains(where: { $1 > 0 && ($0.qps ?? 0) >= qps }) { continue }
+                    var left = zip(toy.packs, counts).reduce(Int64(0)) { $0 + $1.0.calls * $1.1 }
+                    var cost = zip(toy.packs, counts).reduce(Int64(0)) { $0 + $1.0.price.microyuan * $1.1 }
+                    for month in perMonth {
+                        let rest = month - min(month, toy.freeMonthly)
+                        let drawn = min(left, rest)
+                        left -= drawn
+                        cost += toy.postpaid!.price(MonthlyCalls(all: month, postpaid: rest - drawn)).amount.microyuan
+                    }
+                    best = min(best, cost)
+                }
+            }
+        }
+        return Money(microyuan: best)
+    }
+}
