@@ -1,0 +1,63 @@
+/// Recomputes every balance, pack, usage total and bill from the ledger and the usage events, and
+/// compares them with what the state claims. What `tally audit` prints; what the property tests
+/// assert after every random sequence of operations.
+public enum Audit {
+    public struct Report: Sendable {
+        public let accounts: Int
+        public let transactions: Int
+        public let mismatches: [String]
+        public let unbalancedTransactions: [String]
+
+        public var isClean: Bool { mismatches.isEmpty && unbalancedTransactions.isEmpty }
+    }
+
+    public static func run(_ state: TallyState) -> Report {
+        let ledger = LedgerBalances(state.ledger)
+        var mismatches: [String] = []
+        func compare<T: Equatable>(_ what: String, _ claimed: T, _ recomputed: T) {
+            if claimed != recomputed { mismatches.append("\(what): state \(claimed), recomputed \(recomputed)") }
+        }
+        for (id, account) in state.accounts.sorted(by: { $0.key < $1.key }) {
+            compare("\(id) cash", account.cash, ledger.money(.cash(id)))
+            compare("\(id) income", account.income, ledger.money(.income(id)))
+            compare("\(id) gift", account.gift, ledger.money(.gift(id)))
+            for voucher in account.vouchers {
+                compare("voucher \(voucher.id)", voucher.remaining, ledger.money(.voucher(voucher.id)))
+            }
+        }
+        for (id, pack) in state.packs.sorted(by: { $0.key < $1.key }) {
+            compare("pack \(id)", pack.revoked ? 0 : pack.left, ledger.calls(.pack(id)))
+            if pack.left < 0 || pack.left > pack.size { mismatches.append("pack \(id) holds \(pack.left) of \(pack.size)") }
+        }
+        var monthly: [MonthlyKey: MonthlyUsage] = [:]
+        for record in state.usage.values {
+            let settlement = record.settlement
+            if settlement.accepted + settlement.refused != record.calls {
+                mismatches.append("event \(record.account)/\(record.id): \(settlement.accepted) accepted + \(settlement.refused) refused ≠ \(record.calls)")
+            }
+            let key = MonthlyKey(account: record.account, api: record.api, month: state.zone.month(of: record.at))
+            var totals = monthly[key] ?? MonthlyUsage()
+            totals.calls += settlement.accepted
+            totals.free += settlement.free
+            totals.pack += settlement.pack
+            totals.postpaid += settlement.postpaid
+            monthly[key] = totals
+        }
+        for key in Set(monthly.keys).union(state.monthly.keys).sorted() {
+            let claimed = state.monthly[key] ?? MonthlyUsage(), recomputed = monthly[key] ?? MonthlyUsage()
+            compare("usage \(key.account) \(key.api) \(key.month)", [claimed.calls, claimed.free, claimed.pack, claimed.postpaid],
+                    [recomputed.calls, recomputed.free, recomputed.pack, recomputed.postpaid])
+        }
+        for bill in state.bills.values.sorted(by: { $0.id < $1.id }) {
+            let usage = monthly.filter { $0.key.account == bill.account && $0.key.month == bill.month }
+                .filter { entry in state.catalog.versions.contains { $0.apisByID[entry.key.api]?.product == bill.product } }
+            let lines = BillingRule.lines(account: bill.account, product: bill.product, month: bill.month,
+                                          usage: Dictionary(uniqueKeysWithValues: usage.map { ($0.key.api, $0.value) }), catalog: state.catalog)
+            compare("bill \(bill.id) lines", bill.lines, lines)
+            compare("bill \(bill.id) total", bill.total, lines.reduce(.zero) { $0 + $1.amount })
+            compare("bill \(bill.id) paid", bill.paid.total, bill.total)
+        }
+        return Report(accounts: state.accounts.count, transactions: state.ledger.count, mismatches: mismatches,
+                      unbalancedTransactions: ledger.unbalanced)
+    }
+}
