@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
@@ -22,7 +23,10 @@ let package = Package(
         .target(name: "TallyStore", dependencies: ["TallyCore"]),
         .target(
             name: "TallyEngine",
-            dependencies: ["TallyCore", "TallyStore", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "TallyCore", "TallyStore", .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "tally",
@@ -32,7 +36,7 @@ let package = Package(
             name: "TallyCoreTests",
             dependencies: ["TallyCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore"]),
+        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine"]),
         .testTarget(
             name: "TallyEngineTests",
             dependencies: ["TallyEngine", .product(name: "PropertyBased", package: "swift-property-based")],

@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import TallyCore
 import TallyStore
@@ -95,17 +96,24 @@ public final class Tally: Sendable {
     public let clock: TallyClock
     public let ids: any IDSource
     public let store: any TallyStore
+    public let logger: Logger
     private let state: Mutex<EngineState>
     private let journal: Journal
 
     /// Starts an engine on `store`: loads every fact and folds it over the catalog.
-    public static func start(catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource) async throws -> Tally {
+    public static func start(
+        catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
+        logger: Logger = Logger(label: "tally.engine")
+    ) async throws -> Tally {
         var tally = TallyState(catalog: catalog)
-        for fact in try await store.loadFacts() { tally.apply(fact) }
-        return Tally(state: EngineState(tally: tally), store: store, clock: clock, ids: ids)
+        let facts = try await store.loadFacts()
+        for fact in facts { tally.apply(fact) }
+        logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(facts.count)", "accounts": "\(tally.accounts.count)"])
+        return Tally(state: EngineState(tally: tally), store: store, clock: clock, ids: ids, logger: logger)
     }
 
-    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource) {
+    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, logger: Logger) {
+        self.logger = logger
         self.state = Mutex(state)
         self.store = store
         self.journal = Journal(store: store)
@@ -129,7 +137,14 @@ public final class Tally: Sendable {
             let ticket = state.emitted.isEmpty ? nil : journal.enqueue(state.emitted)
             return (output, ticket)
         }
-        if let ticket { try await journal.waitDurable(ticket) }
+        if let ticket {
+            do {
+                try await journal.waitDurable(ticket)
+            } catch {
+                logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
+                throw error
+            }
+        }
         return output
     }
 

@@ -114,3 +114,20 @@ import TallyEngine
         #expect((4...6).contains(limited))
     }
 }
+
+@Suite struct QuoteViewTests {
+    @Test func resolvesShortNamesAndPrintsThePlanShape() throws {
+        let version = Repository.catalog.versions.last!
+        #expect(try QuoteView.resolve("smart-cover", in: version).id == "taishan.smart-cover")
+        #expect(try QuoteView.resolve("image-tagging", in: version).id == "image-tagging.general")
+        #expect(try QuoteView.resolve("image-tagging.legacy", in: version).id == "image-tagging.legacy")
+        #expect(try QuoteView.resolve("taishan", in: version).id == "taishan.smart-cover")
+        #expect(throws: TallyError.self) { _ = try QuoteView.resolve("nothing", in: version) }
+        let quote = try Advisor.quote(api: try QuoteView.resolve("smart-cover", in: version), calls: 500_000, months: 1, qps: 100)
+        let json = QuoteView.json(quote)
+        #expect(json["best"]?["items"] == (try JSON.parse(#"[{"item": "taishan.smart-cover/p5", "count": 1}]"#)))
+        #expect(json["best"]?["postpaid_calls"] == .int(0))
+        #expect(json["best"]?["total"] == .string("75000.00"))
+        #expect(QuoteView.table(quote).contains("75000.00"))
+    }
+}
