@@ -16,11 +16,13 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         .target(name: "TallyCore", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "TallyStore", dependencies: ["TallyCore"]),
+        .target(name: "TallySQLite", dependencies: ["TallyStore", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(
             name: "TallyEngine",
             dependencies: [
@@ -30,13 +32,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "tally",
-            dependencies: ["TallyEngine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["TallyEngine", "TallySQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "TallyCoreTests",
             dependencies: ["TallyCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine"]),
+        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine", "TallySQLite"]),
         .testTarget(
             name: "TallyEngineTests",
             dependencies: ["TallyEngine", .product(name: "PropertyBased", package: "swift-property-based")],

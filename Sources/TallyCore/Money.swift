@@ -67,11 +67,11 @@ public struct Money: Hashable, Comparable, Sendable, Codable {
 // MARK: - Text
 
 extension Money: CustomStringConvertible {
-    /// The amount with exactly two decimals ("5597.20"), as every interface shows money.
-    /// Only whole fen can be shown this way; round first.
+    /// The amount with exactly two decimals ("5597.20"), as every interface shows money. Amounts
+    /// are rounded where SPEC says before they reach an interface; an amount that is not whole fen
+    /// (only ever seen in diagnostics) shows all six decimals rather than hiding the difference.
     public var description: String {
-        precondition(isWholeFen, "money shown with two decimals must be rounded to the fen first")
-        return Money.format(microyuan, decimals: 2)
+        Money.format(microyuan, decimals: isWholeFen ? 2 : 6)
     }
 
     /// A unit price: as many decimals as it needs, at least two ("0.0028", "0.003", "1.00").

@@ -131,6 +131,8 @@ public final class Tally: Sendable {
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)
             } catch {
+                // Operations check before they emit; one that refused after emitting would leave
+                // the memory ahead of what the caller was told, so that is a programmer error.
                 precondition(state.emitted.isEmpty, "an operation emitted facts and then refused: \(error)")
                 throw error
             }

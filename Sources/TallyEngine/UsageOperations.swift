@@ -189,3 +189,28 @@ public struct Expire: Operation {
         return state.emitted.count - before
     }
 }
+
+/// Records many usage events under one lock and one journal ticket: the report path's batch, and
+/// what `tally ingest` feeds. Each event gets its own result, as TigerBeetle's batches do: one bad
+/// event refuses only itself.
+public struct RecordUsageBatch: Operation {
+    /// The most events one batch may carry (the HTTP report route's limit too).
+    public static let eventsMax = 10_000
+
+    public let events: [RecordUsage]
+
+    public init(events: [RecordUsage]) { self.events = events }
+
+    public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> [Result<UsageOutcome, TallyError>] {
+        guard events.count <= RecordUsageBatch.eventsMax else {
+            throw TallyError(.countOutOfRange, "a batch carries at most \(RecordUsageBatch.eventsMax) events, got \(events.count)")
+        }
+        return events.map { event in
+            do throws(TallyError) {
+                return .success(try event.execute(&state, env))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+}

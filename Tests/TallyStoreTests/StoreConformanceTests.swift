@@ -1,24 +1,33 @@
 import Synchronization
+import TallySQLite
 import Testing
 import TallyCore
 import TallyEngine
 import TallyStore
 
-/// What every store must do, run against each store (the durable ones join in the next issue).
+/// What every store must do, run against each store.
 @Suite struct StoreConformanceTests {
     static func fact(_ n: Int) -> Fact {
         .accountOpened(account: "a\(n)", subject: .personal, verified: n % 2 == 0, at: Instant(seconds: Int64(n)))
     }
 
-    @Test func keepsBatchesInOrder() async throws {
-        let store = InMemoryStore()
+    static let catalog: Catalog = {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = String(decoding: FileManager.default.contents(atPath: root.appendingPathComponent("catalogs/tally.yaml").path)!, as: UTF8.self)
+        return try! CatalogFile.parse(text)
+    }()
+
+    @Test(arguments: StoreKind.allCases)
+    func keepsBatchesInOrder(kind: StoreKind) async throws {
+        let (store, reopen) = try kind.make()
         try await store.append((0..<3).map(Self.fact))
         try await store.append([])
         try await store.append((3..<10).map(Self.fact))
         #expect(try await store.loadFacts() == (0..<10).map(Self.fact))
+        #expect(try await reopen().loadFacts() == (0..<10).map(Self.fact))
     }
 
-    /// Facts round-trip through Codable, which is how durable stores keep them.
+    /// Facts round-trip through Codable, which is how durable stores keep most of them.
     @Test func factsRoundTripThroughCodable() throws {
         let transaction = LedgerTransaction(id: "t", at: Instant(seconds: 1), kind: "top_up",
                                             entries: [.money(.cash("a"), Money(yuan: 5)), .money(.paymentsReceived, Money(yuan: -5))])
@@ -26,6 +35,95 @@ import TallyStore
                              .monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 9))]
         let data = try JSONEncoder().encode(facts)
         #expect(try JSONDecoder().decode([Fact].self, from: data) == facts)
+    }
+
+    /// A whole scenario on the store, then a second engine on the same store rebuilds the same
+    /// state, and the audit finds nothing.
+    @Test(arguments: StoreKind.allCases)
+    func engineStateSurvivesARestart(kind: StoreKind) async throws {
+        let (store, reopen) = try kind.make()
+        let scenario = try Scenario.parse(Self.tour)
+        let first = try await Simulator(catalog: Self.catalog, store: store).run(scenario)
+        let clock = VirtualClock(start: try #require(Instant(rfc3339: "2026-04-01T09:00:00+08:00")))
+        let again = try await Tally.start(catalog: Self.catalog, store: try reopen(), clock: clock.clock, ids: RandomIDs())
+        let second = try await Report.outcome(tally: again, steps: [], now: clock.now)
+        #expect(first["accounts"] == second["accounts"])
+        #expect(first["bills"] == second["bills"])
+        let audit = again.read { Audit.run($0) }
+        #expect(audit.isClean, "\(audit.mismatches)")
+        #expect(audit.transactions > 5)
+    }
+
+    static let tour = """
+    start: 2026-01-01T00:00:00+08:00
+    steps:
+      - {at: 2026-01-01T09:00:00+08:00, do: open_account, account: acme, subject: enterprise, verified: true}
+      - {do: top_up, account: acme, cash: "100000.00", gift: "50.00"}
+      - {do: grant_voucher, account: acme, amount: "20.00", expires: 2026-06-30T23:59:59+08:00, product: image-tagging}
+      - {do: activate, account: acme, product: image-tagging}
+      - {do: buy, account: acme, item: image-tagging.general/100k, count: 3, ref: packs1}
+      - {do: buy, account: acme, item: image-tagging.general/10k, count: 1, ref: spare}
+      - {do: buy, account: acme, item: taishan/enterprise-basic, years: 1, ref: m1}
+      - {do: buy, account: acme, item: taishan.smart-cover/p5, ref: cover1}
+      - {do: use, account: acme, api: image-tagging.general, calls: 2000000}
+      - {do: use, account: acme, api: image-tagging.legacy, edition: camera, calls: 150000}
+      - {do: use, account: acme, api: taishan.smart-cover, calls: 300, rate: 200, mode: check}
+      - {do: refund, account: acme, ref: spare}
+      - {at: 2026-02-01T01:00:00+08:00, do: close_month, month: 2026-01}
+      - {at: 2026-04-01T09:00:00+08:00, do: upgrade, account: acme, to: taishan/enterprise-advanced}
+    """
+}
+
+/// The SQLite file guards the invariants itself, whatever the code above it does.
+@Suite struct SQLiteGuardTests {
+    func seeded() async throws -> SQLiteStore {
+        let (store, _) = try StoreKind.sqlite.make()
+        let sqlite = store as! SQLiteStore
+        _ = try await Simulator(catalog: StoreConformanceTests.catalog, store: sqlite).run(Scenario.parse(StoreConformanceTests.tour))
+        return sqlite
+    }
+
+    @Test(arguments: [
+        // The same (account, id) twice.
+        "INSERT INTO usage_events SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
+        // A settlement that does not add up.
+        "INSERT INTO usage_events VALUES ('acme', 'x', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
+        // An event of an account that does not exist.
+        "INSERT INTO usage_events VALUES ('ghost', 'x', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
+        // A pack drawn below zero.
+        #"UPDATE packs SET "left" = "left" - size - 1 WHERE revoked = 0"#,
+        // An unbalanced transaction.
+        "INSERT INTO ledger_entries VALUES ('t-bad', 'customer:acme:cash', 'microyuan', 5); INSERT INTO ledger_transactions VALUES ('t-bad', 1, 0, 'forged')",
+        // Posted entries and facts are never changed.
+        "UPDATE ledger_entries SET amount = amount + 1",
+        "DELETE FROM ledger_entries",
+        "DELETE FROM ledger_transactions",
+        "UPDATE facts SET kind = 'x'",
+        "DELETE FROM usage_events",
+        // A second bill for the same account, product and month.
+        "INSERT INTO bills SELECT id || '-again', account, product, month, total FROM bills",
+    ])
+    func refusesWhatBreaksAnInvariant(sql: String) async throws {
+        let store = try await seeded()
+        let before = try await [store.count("usage_events"), store.count("ledger_entries"), store.count("facts"), store.count("bills")]
+        await #expect(throws: (any Error).self) { try await store.execute(sql) }
+        let after = try await [store.count("usage_events"), store.count("ledger_entries"), store.count("facts"), store.count("bills")]
+        #expect(before == after)
+    }
+
+    /// A batch is kept whole or not at all.
+    @Test func batchesAreAtomic() async throws {
+        let store = try await seeded()
+        let before = try await store.count("facts")
+        var settlement = Settlement()
+        settlement.draws = [.init(pack: "no-such-pack", calls: 1, isFree: false)]
+        let bad = UsageRecord(account: "acme", id: "bad", api: "taishan.smart-cover", edition: nil, calls: 1,
+                              at: Instant(seconds: 0), recorded: Instant(seconds: 0), settlement: settlement)
+        await #expect(throws: (any Error).self) {
+            try await store.append([StoreConformanceTests.fact(77), .usageRecorded(record: bad, transaction: nil)])
+        }
+        #expect(try await store.count("facts") == before)
+        #expect(try await store.count("accounts") == 1)
     }
 }
 

@@ -1,0 +1,287 @@
+import Foundation
+import GRDB
+import Synchronization
+import TallyCore
+import TallyStore
+
+/// The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a committed batch
+/// survives a crash or a power cut.
+///
+/// Facts are kept in order under one sequence. Usage events, the bulk of all facts, are compact rows
+/// of `usage_events` (primary key (account, id): the database refuses to count an event twice); every
+/// other fact is a JSON row of `facts`. Projections guard the invariants a second time: accounts,
+/// packs (`CHECK (left >= 0 AND left <= size)`), balanced ledger transactions (a trigger), bills, and
+/// append-only triggers on facts and posted ledger entries.
+public final class SQLiteStore: TallyStore {
+    public let kind = "sqlite"
+    public let path: String
+    private let pool: DatabasePool
+    private let nextSequence: Mutex<Int64>
+
+    /// Opens (creating if needed) and migrates the database at `path`.
+    public init(path: String) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try SQLiteStore.migrator.migrate(pool)
+        let last = try pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM facts UNION ALL SELECT MAX(seq) FROM usage_events)")
+        }
+        nextSequence = Mutex((last ?? 0) + 1)
+    }
+
+    // MARK: Schema
+
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("001_facts_and_usage") { db in
+            try db.execute(sql: """
+                CREATE TABLE facts (
+                    seq INTEGER PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    body BLOB NOT NULL
+                );
+                CREATE TRIGGER facts_no_update BEFORE UPDATE ON facts BEGIN SELECT RAISE(ABORT, 'facts are append-only'); END;
+                CREATE TRIGGER facts_no_delete BEFORE DELETE ON facts BEGIN SELECT RAISE(ABORT, 'facts are append-only'); END;
+
+                CREATE TABLE accounts (
+                    id TEXT PRIMARY KEY,
+                    subject TEXT NOT NULL CHECK (subject IN ('personal', 'enterprise')),
+                    opened INTEGER NOT NULL
+                );
+
+                CREATE TABLE usage_events (
+                    account TEXT NOT NULL REFERENCES accounts(id),
+                    id TEXT NOT NULL,
+                    seq INTEGER NOT NULL UNIQUE,
+                    api TEXT NOT NULL,
+                    edition TEXT,
+                    calls INTEGER NOT NULL CHECK (calls > 0),
+                    at INTEGER NOT NULL,
+                    recorded INTEGER NOT NULL,
+                    free INTEGER NOT NULL CHECK (free >= 0),
+                    pack INTEGER NOT NULL CHECK (pack >= 0),
+                    postpaid INTEGER NOT NULL CHECK (postpaid >= 0),
+                    refused INTEGER NOT NULL CHECK (refused >= 0),
+                    refusal TEXT,
+                    draws TEXT NOT NULL,
+                    txn TEXT,
+                    PRIMARY KEY (account, id),
+                    CHECK (free + pack + postpaid + refused = calls)
+                ) WITHOUT ROWID;
+                CREATE TRIGGER usage_no_update BEFORE UPDATE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+                CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+                """)
+        }
+        migrator.registerMigration("002_ledger_packs_bills") { db in
+            try db.execute(sql: """
+                CREATE TABLE ledger_transactions (
+                    id TEXT PRIMARY KEY,
+                    seq INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    kind TEXT NOT NULL
+                );
+                CREATE TABLE ledger_entries (
+                    txn TEXT NOT NULL REFERENCES ledger_transactions(id) DEFERRABLE INITIALLY DEFERRED,
+                    account TEXT NOT NULL,
+                    unit TEXT NOT NULL CHECK (unit IN ('microyuan', 'calls')),
+                    amount INTEGER NOT NULL CHECK (amount != 0)
+                );
+                CREATE INDEX ledger_entries_by_txn ON ledger_entries(txn);
+                CREATE INDEX ledger_entries_by_account ON ledger_entries(account);
+                -- Entries are written first; their transaction's row is refused unless each unit sums to zero.
+                CREATE TRIGGER ledger_balanced BEFORE INSERT ON ledger_transactions
+                WHEN EXISTS (SELECT 1 FROM ledger_entries WHERE txn = NEW.id GROUP BY unit HAVING SUM(amount) != 0)
+                BEGIN SELECT RAISE(ABORT, 'unbalanced ledger transaction'); END;
+                CREATE TRIGGER ledger_transactions_no_update BEFORE UPDATE ON ledger_transactions BEGIN SELECT RAISE(ABORT, 'posted transactions are never changed'); END;
+                CREATE TRIGGER ledger_transactions_no_delete BEFORE DELETE ON ledger_transactions BEGIN SELECT RAISE(ABORT, 'posted transactions are never changed'); END;
+                CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries BEGIN SELECT RAISE(ABORT, 'posted entries are never changed'); END;
+                CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries BEGIN SELECT RAISE(ABORT, 'posted entries are never changed'); END;
+
+                CREATE TABLE packs (
+                    id TEXT PRIMARY KEY,
+                    account TEXT NOT NULL REFERENCES accounts(id),
+                    api TEXT NOT NULL,
+                    item TEXT NOT NULL,
+                    size INTEGER NOT NULL CHECK (size > 0),
+                    "left" INTEGER NOT NULL CHECK ("left" >= 0 AND "left" <= size),
+                    expires INTEGER NOT NULL,
+                    revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+                );
+                CREATE TABLE bills (
+                    id TEXT PRIMARY KEY,
+                    account TEXT NOT NULL REFERENCES accounts(id),
+                    product TEXT NOT NULL,
+                    month TEXT NOT NULL,
+                    total INTEGER NOT NULL,
+                    UNIQUE (account, product, month)
+                );
+                """)
+        }
+        return migrator
+    }()
+
+    // MARK: Reading
+
+    public func loadFacts() async throws -> [Fact] {
+        let decoder = JSONDecoder()
+        return try await pool.read { db in
+            var facts: [(Int64, Fact)] = []
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, body FROM facts ORDER BY seq")
+            while let row = try rows.next() {
+                let body: Data = row[1]
+                facts.append((row[0], try decoder.decode(Fact.self, from: body)))
+            }
+            var usage: [(Int64, Fact)] = []
+            let events = try Row.fetchCursor(db, sql: """
+                SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+                FROM usage_events ORDER BY seq
+                """)
+            while let row = try events.next() { usage.append((row[0], try SQLiteStore.usageFact(row))) }
+            // Merge the two ordered lists by sequence.
+            var merged: [Fact] = []
+            merged.reserveCapacity(facts.count + usage.count)
+            var i = 0, j = 0
+            while i < facts.count || j < usage.count {
+                if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
+                    merged.append(facts[i].1); i += 1
+                } else {
+                    merged.append(usage[j].1); j += 1
+                }
+            }
+            return merged
+        }
+    }
+
+    static func usageFact(_ row: Row) throws -> Fact {
+        var settlement = Settlement()
+        settlement.free = row[8]
+        settlement.postpaid = row[10]
+        settlement.refused = row[11]
+        settlement.refusal = (row[12] as String?).map { TallyError.Code(rawValue: $0) }
+        let draws: String = row[13]
+        for part in draws.split(separator: ";") {
+            let fields = part.split(separator: ":")
+            guard fields.count == 3, let calls = Int64(fields[2]) else {
+                throw TallyError(.storeUnavailable, "a stored usage event has malformed draws: \(draws)")
+            }
+            settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
+        }
+        let recorded = Instant(microseconds: row[7])
+        let record = UsageRecord(account: row[1], id: row[2], api: row[3], edition: row[4], calls: row[5],
+                                 at: Instant(microseconds: row[6]), recorded: recorded, settlement: settlement)
+        let transaction = (row[14] as String?).map { id in
+            LedgerTransaction(id: id, at: recorded, kind: "usage",
+                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
+                                + [.calls(.callsConsumed(record.api), settlement.draws.reduce(0) { $0 + $1.calls })])
+        }
+        return .usageRecorded(record: record, transaction: transaction)
+    }
+
+    // MARK: Writing
+
+    public func append(_ batch: [Fact]) async throws {
+        guard !batch.isEmpty else { return }
+        let first = nextSequence.withLock { next in
+            defer { next += Int64(batch.count) }
+            return next
+        }
+        let encoder = JSONEncoder()
+        try await pool.write { db in
+            try SQLiteStore.write(batch, firstSequence: first, db: db, encoder: encoder)
+        }
+    }
+
+    static func write(_ batch: [Fact], firstSequence: Int64, db: Database, encoder: JSONEncoder) throws {
+        let insertUsage = try db.cachedStatement(sql: """
+            INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let insertFact = try db.cachedStatement(sql: "INSERT INTO facts (seq, kind, body) VALUES (?, ?, ?)")
+        var drawn: [String: Int64] = [:]
+        for (offset, fact) in batch.enumerated() {
+            let seq = firstSequence + Int64(offset)
+            if case .usageRecorded(let record, let transaction) = fact {
+                let s = record.settlement
+                let draws = s.draws.map { "\($0.pack):\($0.isFree ? "f" : "b"):\($0.calls)" }.joined(separator: ";")
+                insertUsage.setUncheckedArguments([
+                    record.account, record.id, seq, record.api, record.edition, record.calls, record.at.microseconds,
+                    record.recorded.microseconds, s.free, s.pack, s.postpaid, s.refused, s.refusal?.rawValue, draws, transaction?.id,
+                ])
+                try insertUsage.execute()
+                for draw in s.draws { drawn[draw.pack, default: 0] += draw.calls }
+                continue
+            }
+            insertFact.setUncheckedArguments([seq, kindName(fact), try encoder.encode(fact)])
+            try insertFact.execute()
+            try project(fact, seq: seq, db: db)
+        }
+        // One update per pack per batch; the CHECK refuses any draw below zero and rolls the batch back.
+        let draw = try db.cachedStatement(sql: #"UPDATE packs SET "left" = "left" - ? WHERE id = ?"#)
+        for (pack, calls) in drawn.sorted(by: { $0.key < $1.key }) {
+            draw.setUncheckedArguments([calls, pack])
+            try draw.execute()
+            guard db.changesCount == 1 else { throw TallyError(.storeUnavailable, "a usage event draws on unknown pack \(pack)") }
+        }
+    }
+
+    static func kindName(_ fact: Fact) -> String {
+        String(String(describing: fact).prefix { $0 != "(" })
+    }
+
+    /// Spreads a fact into the tables whose constraints guard it.
+    static func project(_ fact: Fact, seq: Int64, db: Database) throws {
+        if let transaction = fact.transaction { try post(transaction, seq: seq, db: db) }
+        switch fact {
+        case .accountOpened(let account, let subject, _, let at):
+            try db.execute(sql: "INSERT INTO accounts (id, subject, opened) VALUES (?, ?, ?)", arguments: [account, subject.rawValue, at.microseconds])
+        case .accountVerified(let account, let subject, _):
+            _ = (account, subject)
+        case .packGranted(let pack, _):
+            try insert(pack, db: db)
+        case .orderPlaced(_, let packs, _, _):
+            for pack in packs { try insert(pack, db: db) }
+        case .orderRefunded(let order, _, let transaction):
+            _ = order
+            for entry in transaction.entries where entry.unit == .calls && entry.account.name.hasPrefix("pack:") {
+                try db.execute(sql: "UPDATE packs SET revoked = 1 WHERE id = ?", arguments: [String(entry.account.name.dropFirst(5))])
+            }
+        case .billPosted(let bill, _):
+            try db.execute(sql: "INSERT INTO bills (id, account, product, month, total) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [bill.id, bill.account, bill.product, bill.month.description, bill.total.microyuan])
+        default:
+            break
+        }
+    }
+
+    static func insert(_ pack: Pack, db: Database) throws {
+        try db.execute(sql: #"INSERT INTO packs (id, account, api, item, size, "left", expires) VALUES (?, ?, ?, ?, ?, ?, ?)"#,
+                       arguments: [pack.id, pack.account, pack.api, pack.item, pack.size, pack.left, pack.expires.microseconds])
+    }
+
+    static func post(_ transaction: LedgerTransaction, seq: Int64, db: Database) throws {
+        let entry = try db.cachedStatement(sql: "INSERT INTO ledger_entries (txn, account, unit, amount) VALUES (?, ?, ?, ?)")
+        for line in transaction.entries {
+            entry.setUncheckedArguments([transaction.id, line.account.name, line.unit.rawValue, line.amount])
+            try entry.execute()
+        }
+        try db.execute(sql: "INSERT INTO ledger_transactions (id, seq, at, kind) VALUES (?, ?, ?, ?)",
+                       arguments: [transaction.id, seq, transaction.at.microseconds, transaction.kind])
+    }
+
+    /// Runs raw SQL against the file: for tests that prove the database guards its invariants.
+    public func execute(_ sql: String) async throws {
+        try await pool.write { db in try db.execute(sql: sql) }
+    }
+
+    /// Counts the rows of a table.
+    public func count(_ table: String) async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)") ?? 0 }
+    }
+}
