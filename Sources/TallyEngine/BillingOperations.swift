@@ -5,8 +5,20 @@ import TallyCore
 /// and puts accounts left below zero in arrears. Running it again charges nothing twice.
 public struct RunBills: Operation {
     public let month: Month
+    /// The accounts to bill in this call; nil for all. The command line bills in chunks so that it
+    /// can show progress and restart where it stopped (bill ids are deterministic, so a chunk run
+    /// twice charges nothing twice).
+    public let accounts: [String]?
 
-    public init(month: Month) { self.month = month }
+    public init(month: Month, accounts: [String]? = nil) {
+        self.month = month
+        self.accounts = accounts
+    }
+
+    /// The accounts with usage in `month`, sorted: what a chunked bill run walks through.
+    public static func accountsWithUsage(in month: Month, _ state: TallyState) -> [String] {
+        Set(state.monthly.keys.lazy.filter { $0.month == month }.map(\.account)).sorted()
+    }
 
     public struct Result: Sendable {
         /// Bills made by this run, by account then product.
@@ -24,8 +36,19 @@ public struct RunBills: Operation {
             state.emit(.monthClosed(month: month, at: env.now))
         }
         var byAccount: [String: [String: MonthlyUsage]] = [:]
-        for (key, totals) in state.tally.monthly where key.month == month {
-            byAccount[key.account, default: [:]][key.api] = totals
+        if let accounts {
+            let apis = Set(state.tally.catalog.versions.flatMap { $0.apisByID.keys })
+            for account in accounts {
+                for api in apis {
+                    if let totals = state.tally.monthly[MonthlyKey(account: account, api: api, month: month)] {
+                        byAccount[account, default: [:]][api] = totals
+                    }
+                }
+            }
+        } else {
+            for (key, totals) in state.tally.monthly where key.month == month {
+                byAccount[key.account, default: [:]][key.api] = totals
+            }
         }
         var created: [Bill] = []
         var existing = 0

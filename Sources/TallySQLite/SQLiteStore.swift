@@ -285,3 +285,35 @@ public final class SQLiteStore: TallyStore {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)") ?? 0 }
     }
 }
+
+extension SQLiteStore {
+    /// Compares the projection tables with the state rebuilt from the facts: pack balances, bills,
+    /// and money per ledger account. Returns the differences.
+    public func auditProjections(_ state: TallyState) async throws -> [String] {
+        let ledger = LedgerBalances(state.ledger.filter { $0.kind != "usage" })
+        return try await pool.read { db in
+            var found: [String] = []
+            let packs = try Row.fetchAll(db, sql: #"SELECT id, "left", revoked FROM packs"#)
+            if packs.count != state.packs.count { found.append("packs table has \(packs.count) rows, state \(state.packs.count)") }
+            for row in packs {
+                let id: String = row[0]
+                let left: Int64 = row[1]
+                guard let pack = state.packs[id] else { found.append("pack \(id) is not in the facts"); continue }
+                if pack.left != left || pack.revoked != (row[2] as Int64 == 1) {
+                    found.append("pack \(id): table \(left), facts \(pack.left)")
+                }
+            }
+            let sums = try Row.fetchAll(db, sql: "SELECT account, SUM(amount) FROM ledger_entries WHERE unit = 'microyuan' GROUP BY account")
+            for row in sums {
+                let account: String = row[0]
+                let amount: Int64 = row[1]
+                if ledger.money(LedgerAccount(account)).microyuan != amount { found.append("ledger \(account): table \(amount), facts \(ledger.money(LedgerAccount(account)).microyuan)") }
+            }
+            let bills = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM bills") ?? 0
+            if bills != state.bills.count { found.append("bills table has \(bills) rows, state \(state.bills.count)") }
+            let events = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM usage_events") ?? 0
+            if events != state.usage.count { found.append("usage_events has \(events) rows, state \(state.usage.count)") }
+            return found
+        }
+    }
+}

@@ -2,13 +2,27 @@ import ArgumentParser
 import Foundation
 import TallyCore
 import TallyEngine
+import TallyStore
+import Logging
 
 @main
 struct TallyCommand: AsyncParsableCommand {
+    /// Logs go to standard error at `$TALLY_LOG_LEVEL` (default warning), set up once per process.
+    static let logging: Void = {
+        let level = ProcessInfo.processInfo.environment["TALLY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }()
+
+    init() { TallyCommand.logging }
+
     static let configuration = CommandConfiguration(
         commandName: "tally",
         abstract: "Tally: metering, quota and billing for cloud API products and memberships.",
-        subcommands: [Simulate.self, Quote.self, CheckCatalog.self]
+        subcommands: [Simulate.self, Quote.self, CheckCatalog.self, Ingest.self, Audit.self, Report.self, BillRun.self, Bench.self]
     )
 }
 
@@ -36,6 +50,9 @@ struct Simulate: AsyncParsableCommand {
 
     @OptionGroup var options: CatalogOptions
 
+    @Option(help: "Run on this store (sqlite:PATH or a path) and leave it there, instead of a throw-away one.")
+    var db: String?
+
     /// The largest scenario file read.
     static let fileBytesMax = 16 * 1024 * 1024
 
@@ -47,7 +64,8 @@ struct Simulate: AsyncParsableCommand {
             }
             guard data.count <= Simulate.fileBytesMax else { throw TallyError(.invalidScenario, "\(file) is larger than \(Simulate.fileBytesMax) bytes") }
             let scenario = try Scenario.parse(String(decoding: data, as: UTF8.self))
-            let outcome = try await Simulator(catalog: catalog).run(scenario)
+            let store: any TallyStore = try db.map(Stores.open) ?? InMemoryStore()
+            let outcome = try await Simulator(catalog: catalog, store: store).run(scenario)
             print(outcome.serialized(pretty: true))
         } catch {
             throw fail(error)

@@ -1,0 +1,51 @@
+import Foundation
+import TallyCore
+import TallyEngine
+import TallySQLite
+import TallyStore
+
+/// Opens the store a `--db` URL names: `sqlite:PATH`, `file:PATH` or a path for the embedded
+/// SQLite file.
+enum Stores {
+    static func open(_ url: String) throws -> any TallyStore {
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            throw TallyError(.invalidRequest, "the PostgreSQL store is not built yet; use an SQLite path")
+        }
+        var path = url
+        for prefix in ["sqlite://", "sqlite:", "file:"] where path.hasPrefix(prefix) {
+            path = String(path.dropFirst(prefix.count))
+            break
+        }
+        guard !path.isEmpty else { throw TallyError(.invalidRequest, "--db needs a path") }
+        return try SQLiteStore(path: path)
+    }
+}
+
+/// The real clock, for commands that act now.
+extension TallyClock {
+    static let system = TallyClock {
+        let now = Date().timeIntervalSince1970
+        // Whole microseconds since the epoch: time, not money, so a Double is fine here.
+        return Instant(microseconds: Int64((now * 1_000_000).rounded()))
+    }
+}
+
+/// A progress line on a terminal (standard error), silent when it is not one.
+struct Progress {
+    let label: String
+    let total: Int
+    let enabled = isatty(STDERR_FILENO) == 1
+    var lastPercent = -1
+
+    mutating func update(_ done: Int) {
+        guard enabled, total > 0 else { return }
+        let percent = done * 100 / total
+        guard percent != lastPercent else { return }
+        lastPercent = percent
+        let width = 30
+        let filled = width * done / total
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(percent)% (\(done)/\(total))".utf8))
+        if done >= total { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
