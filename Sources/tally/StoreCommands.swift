@@ -265,7 +265,3 @@ struct BillRun: AsyncParsableCommand {
     }
 }
 
-struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (not built yet).")
-    func run() async throws {}
-}

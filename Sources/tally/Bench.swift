@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import TallyCore
+import TallyEngine
+import TallySQLite
+import TallyStore
+
+/// `tally bench`: throughput figures, one JSON line per run. Every run is bounded in events and
+/// works on throw-away files. Timing uses the monotonic clock; seconds are time, not money.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks: ingest (report path), check (check-and-record), bill-run.")
+
+    enum Scenario: String, ExpressibleByArgument, CaseIterable { case ingest, check, billRun = "bill-run" }
+
+    @Option(help: "ingest, check or bill-run (default: all three).")
+    var scenario: Scenario?
+
+    @Option(help: "sqlite (postgres arrives with its store).")
+    var store: String = "sqlite"
+
+    @Option(help: "Events (ingest, check) to run, at most 10,000,000.")
+    var events: Int = 1_000_000
+
+    @Option(help: "Events for the one-transaction-per-event baseline, at most 100,000.")
+    var baselineEvents: Int = 3_000
+
+    @Option(help: "Accounts (bill-run: accounts billed), at most 2,000,000.")
+    var accounts: Int = 1_000
+
+    @Option(help: "Events per batch on the report path.")
+    var batch: Int = RecordUsageBatch.eventsMax
+
+    @Option(help: "Concurrent callers for check.")
+    var callers: Int = 256
+
+    @OptionGroup var catalog: CatalogOptions
+
+    func run() async throws {
+        do {
+            guard store == "sqlite" else { throw TallyError(.invalidRequest, "only --store sqlite is built so far") }
+            guard (1...10_000_000).contains(events), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
+                  (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers) else {
+                throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
+            }
+            let catalog = try CatalogLocator.load(self.catalog.catalog)
+            for scenario in scenario.map({ [$0] }) ?? Scenario.allCases {
+                let line: JSON
+                switch scenario {
+                case .ingest: line = try await ingest(catalog)
+                case .check: line = try await check(catalog)
+                case .billRun: line = try await billRun(catalog)
+                }
+                print(line.serialized())
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    /// A fresh engine on a throw-away SQLite file, with `count` activated accounts.
+    func engine(_ catalog: Catalog, accounts count: Int) async throws -> (Tally, VirtualClock, String) {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-bench-\(UUID().uuidString).sqlite").path
+        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
+        let tally = try await Tally.start(catalog: catalog, store: SQLiteStore(path: path), clock: clock.clock, ids: SequentialIDs())
+        var index = 0
+        while index < count {
+            let chunk = (index..<min(index + 5_000, count)).map { "acct\($0)" }
+            try await tally.perform(Setup(accounts: chunk))
+            index += chunk.count
+        }
+        return (tally, clock, path)
+    }
+
+    static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func usage(_ n: Int, accounts: Int, prefix: String, mode: RecordUsage.Mode) -> RecordUsage {
+        RecordUsage(account: "acct\(n % accounts)", id: "\(prefix)\(n)", api: "image-tagging.general", calls: 1 + Int64(n % 5), mode: mode)
+    }
+
+    /// The report path: batches through the journal's group commit, against the same events
+    /// written one transaction per event on the same store.
+    func ingest(_ catalog: Catalog) async throws -> JSON {
+        let (tally, _, path) = try await engine(catalog, accounts: accounts)
+        defer { Bench.remove(path) }
+        let clock = ContinuousClock()
+        let elapsed = try await clock.measure {
+            var n = 0
+            while n < events {
+                let batchEvents = (n..<min(n + batch, events)).map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }
+                try await tally.perform(RecordUsageBatch(events: batchEvents))
+                n += batchEvents.count
+            }
+        }
+        let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)
+        defer { Bench.remove(baselinePath) }
+        let baselineElapsed = try await clock.measure {
+            for n in 0..<baselineEvents {
+                try await baseline.perform(Bench.usage(n, accounts: accounts, prefix: "b", mode: .report))
+            }
+        }
+        let rate = Double(events) / Bench.seconds(elapsed)
+        let baselineRate = Double(baselineEvents) / Bench.seconds(baselineElapsed)
+        return .object([
+            ("scenario", .string("ingest")), ("store", .string(store)), ("events", .int(Int64(events))),
+            ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
+            ("events_per_second", .int(Int64(rate))),
+            ("baseline_events", .int(Int64(baselineEvents))),
+            ("baseline_events_per_second", .int(Int64(baselineRate))),
+            ("ratio", .string(String(format: "%.1f", rate / baselineRate))),
+        ])
+    }
+
+    /// Check-and-record: `callers` concurrent callers, one decision each at a time; every decision
+    /// is durable (its batch committed) before the caller hears it.
+    func check(_ catalog: Catalog) async throws -> JSON {
+        let (tally, _, path) = try await engine(catalog, accounts: accounts)
+        defer { Bench.remove(path) }
+        let perCaller = max(1, events / callers)
+        let clock = ContinuousClock()
+        let elapsed = try await clock.measure {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<callers {
+                    group.addTask {
+                        for k in 0..<perCaller {
+                            let n = caller * perCaller + k
+                            _ = try await tally.perform(Bench.usage(n, accounts: accounts, prefix: "c", mode: .check))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let total = perCaller * callers
+        return .object([
+            ("scenario", .string("check")), ("store", .string(store)), ("events", .int(Int64(total))),
+            ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
+            ("events_per_second", .int(Int64(Double(total) / Bench.seconds(elapsed)))),
+            ("callers", .int(Int64(callers))),
+        ])
+    }
+
+    /// The bill run for `accounts` accounts with post-paid usage, in the command line's chunks.
+    func billRun(_ catalog: Catalog) async throws -> JSON {
+        let (tally, clock, path) = try await engine(catalog, accounts: accounts)
+        defer { Bench.remove(path) }
+        var n = 0
+        while n < accounts {
+            let chunk = (n..<min(n + RecordUsageBatch.eventsMax, accounts)).map {
+                RecordUsage(account: "acct\($0)", id: "u\($0)", api: "image-tagging.general", calls: 1_500, mode: .report)
+            }
+            try await tally.perform(RecordUsageBatch(events: chunk))
+            n += chunk.count
+        }
+        try clock.advance(to: Instant(rfc3339: "2026-12-01T01:00:00+08:00")!)
+        let month = Month(year: 2026, month: 11)
+        let timer = ContinuousClock()
+        var bills = 0
+        let elapsed = try await timer.measure {
+            let all = tally.read { RunBills.accountsWithUsage(in: month, $0) }
+            var index = 0
+            while index < all.count {
+                let chunk = Array(all[index..<min(index + BillRun.chunkAccounts, all.count)])
+                bills += try await tally.perform(RunBills(month: month, accounts: chunk)).created.count
+                index += chunk.count
+            }
+        }
+        return .object([
+            ("scenario", .string("bill-run")), ("store", .string(store)), ("events", .int(Int64(accounts))),
+            ("accounts", .int(Int64(accounts))), ("bills", .int(Int64(bills))),
+            ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
+            ("events_per_second", .int(Int64(Double(accounts) / Bench.seconds(elapsed)))),
+        ])
+    }
+}
+
+/// Opens and activates benchmark accounts in one operation.
+struct Setup: TallyEngine.Operation {
+    let accounts: [String]
+
+    func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) {
+        for account in accounts {
+            try OpenAccount(account: account, subject: .enterprise, verified: true).execute(&state, env)
+            try TopUp(account: account, cash: Money(yuan: 1_000)).execute(&state, env)
+            try Activate(account: account, product: "image-tagging").execute(&state, env)
+        }
+    }
+}
