@@ -22,7 +22,13 @@ let package = Package(
     targets: [
         .target(name: "TallyCore", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "TallyStore", dependencies: ["TallyCore"]),
-        .target(name: "TallySQLite", dependencies: ["TallyStore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "TallySQLite",
+            dependencies: [
+                "TallyStore", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ]
+        ),
         .target(
             name: "TallyEngine",
             dependencies: [

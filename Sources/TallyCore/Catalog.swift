@@ -100,7 +100,9 @@ public struct Product: Sendable {
 }
 
 /// One version of the catalog: every product, price and rule in force from `effective` on.
-public struct CatalogVersion: Sendable {
+/// A class: settlement asks for the version in force on every event, and handing out one
+/// reference costs one retain where a struct of lookup tables would cost many.
+public final class CatalogVersion: Sendable {
     public let effective: Instant
     public let note: String
     public let products: [Product]

@@ -180,7 +180,7 @@ public struct Account: Hashable, Sendable, Codable {
     /// Every pack the account ever held, in creation order.
     public var packs: [String] = []
     /// The free pack of each API for each month.
-    public var freePacks: [String: String] = [:]
+    public var freePacks: [FreeKey: String] = [:]
     public var memberships: [String: Membership] = [:]
     /// Uses of limited entitlements, by "feature|user|month".
     public var entitlementUses: [String: Int64] = [:]
@@ -197,7 +197,14 @@ public struct Account: Hashable, Sendable, Codable {
     /// The status SPEC 3 names: suspended wins over arrears.
     public var status: String { suspended ? "suspended" : inArrears ? "arrears" : "active" }
 
-    static func freeKey(api: String, month: Month) -> String { "\(api)|\(month)" }
+    /// Which free pack: an API and a month. A struct, not a formatted string, because settlement
+    /// looks it up for every event.
+    public struct FreeKey: Hashable, Sendable, Codable, Comparable {
+        public let api: String
+        public let month: Month
+
+        public static func < (a: FreeKey, b: FreeKey) -> Bool { (a.api, a.month) < (b.api, b.month) }
+    }
 }
 
 /// The month's usage of one API by one account.

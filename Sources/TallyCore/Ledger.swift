@@ -70,9 +70,14 @@ public struct LedgerTransaction: Hashable, Sendable, Codable {
 
     /// True when the amounts of each unit sum to zero.
     public var isBalanced: Bool {
-        var sums: [LedgerUnit: Int128] = [:]
-        for entry in entries { sums[entry.unit, default: 0] += Int128(entry.amount) }
-        return sums.values.allSatisfy { $0 == 0 }
+        var money: Int128 = 0, calls: Int128 = 0
+        for entry in entries {
+            switch entry.unit {
+            case .microyuan: money += Int128(entry.amount)
+            case .calls: calls += Int128(entry.amount)
+            }
+        }
+        return money == 0 && calls == 0
     }
 }
 

@@ -7,8 +7,8 @@ public struct TallyState: Sendable {
     public private(set) var orders: [String: Order] = [:]
     /// Order ids by account and the caller's reference.
     public private(set) var orderRefs: [String: [String: String]] = [:]
-    /// Usage events by "account|id": the idempotency index.
-    public private(set) var usage: [String: UsageRecord] = [:]
+    /// Usage events by (account, id): the idempotency index.
+    public private(set) var usage: [UsageKey: UsageRecord] = [:]
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
     public private(set) var bills: [String: Bill] = [:]
     /// Months whose bill run has started: usage for them (and earlier ones) is refused.
@@ -27,7 +27,13 @@ public struct TallyState: Sendable {
 
     public var zone: Zone { catalog.zone }
 
-    public static func usageKey(account: String, id: String) -> String { "\(account)|\(id)" }
+    public static func usageKey(account: String, id: String) -> UsageKey { UsageKey(account: account, id: id) }
+
+    /// The idempotency key of a usage event.
+    public struct UsageKey: Hashable, Sendable {
+        public let account: String
+        public let id: String
+    }
 
     public func account(_ id: String) throws(TallyError) -> Account {
         guard let account = accounts[id] else { throw TallyError(.accountNotFound, "there is no account \(id)") }
@@ -49,7 +55,7 @@ public struct TallyState: Sendable {
     }
 
     public func freePack(account: Account, api: String, month: Month) -> Pack? {
-        account.freePacks[Account.freeKey(api: api, month: month)].flatMap { packs[$0] }
+        account.freePacks[Account.FreeKey(api: api, month: month)].flatMap { packs[$0] }
     }
 
     // MARK: - Applying facts
@@ -72,7 +78,7 @@ public struct TallyState: Sendable {
         case .packGranted(let pack, _):
             add(pack)
             if case .free(let month) = pack.source {
-                accounts[pack.account]?.freePacks[Account.freeKey(api: pack.api, month: month)] = pack.id
+                accounts[pack.account]?.freePacks[Account.FreeKey(api: pack.api, month: month)] = pack.id
             }
         case .orderPlaced(let order, let newPacks, let membership, _):
             orders[order.id] = order

@@ -143,7 +143,8 @@ extension EngineState {
     mutating func grantFreeQuota(account id: String, month: Month, now: Instant, ids: any IDSource) {
         guard let holder = tally.accounts[id] else { return }
         let zone = tally.zone
-        for (product, activated) in holder.activated.sorted(by: { $0.key < $1.key }) where zone.month(of: activated) <= month {
+        let products = holder.activated.count == 1 ? Array(holder.activated) : holder.activated.sorted { $0.key < $1.key }
+        for (product, activated) in products where zone.month(of: activated) <= month {
             let granted = max(zone.start(of: month), activated)
             guard let offer = tally.catalog.version(at: granted).productsByID[product] else { continue }
             for api in offer.apis where api.freeMonthly > 0 && tally.freePack(account: holder, api: api.id, month: month) == nil {

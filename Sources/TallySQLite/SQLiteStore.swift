@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Synchronization
 import TallyCore
 import TallyStore
@@ -208,14 +209,8 @@ public final class SQLiteStore: TallyStore {
         for (offset, fact) in batch.enumerated() {
             let seq = firstSequence + Int64(offset)
             if case .usageRecorded(let record, let transaction) = fact {
-                let s = record.settlement
-                let draws = s.draws.map { "\($0.pack):\($0.isFree ? "f" : "b"):\($0.calls)" }.joined(separator: ";")
-                insertUsage.setUncheckedArguments([
-                    record.account, record.id, seq, record.api, record.edition, record.calls, record.at.microseconds,
-                    record.recorded.microseconds, s.free, s.pack, s.postpaid, s.refused, s.refusal?.rawValue, draws, transaction?.id,
-                ])
-                try insertUsage.execute()
-                for draw in s.draws { drawn[draw.pack, default: 0] += draw.calls }
+                try insertUsageRow(insertUsage.sqliteStatement, record, seq: seq, transaction: transaction?.id, db: db)
+                for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
             insertFact.setUncheckedArguments([seq, kindName(fact), try encoder.encode(fact)])
@@ -231,6 +226,46 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
+    /// Binds one usage row straight to the prepared statement: this runs once per event, so it
+    /// skips GRDB's boxed arguments.
+    static func insertUsageRow(_ statement: SQLiteStatement, _ record: UsageRecord, seq: Int64, transaction: String?, db: Database) throws {
+        let s = record.settlement
+        var draws = ""
+        for (index, draw) in s.draws.enumerated() {
+            if index > 0 { draws += ";" }
+            draws += draw.pack
+            draws += draw.isFree ? ":f:" : ":b:"
+            draws += String(draw.calls)
+        }
+        func text(_ index: Int32, _ value: String?) {
+            guard let value else { sqlite3_bind_null(statement, index); return }
+            _ = value.withCString { sqlite3_bind_text(statement, index, $0, -1, SQLiteStore.transient) }
+        }
+        text(1, record.account)
+        text(2, record.id)
+        sqlite3_bind_int64(statement, 3, seq)
+        text(4, record.api)
+        text(5, record.edition)
+        sqlite3_bind_int64(statement, 6, record.calls)
+        sqlite3_bind_int64(statement, 7, record.at.microseconds)
+        sqlite3_bind_int64(statement, 8, record.recorded.microseconds)
+        sqlite3_bind_int64(statement, 9, s.free)
+        sqlite3_bind_int64(statement, 10, s.pack)
+        sqlite3_bind_int64(statement, 11, s.postpaid)
+        sqlite3_bind_int64(statement, 12, s.refused)
+        text(13, s.refusal?.rawValue)
+        text(14, draws)
+        text(15, transaction)
+        let code = sqlite3_step(statement)
+        sqlite3_reset(statement)
+        guard code == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+        }
+    }
+
+    /// SQLite copies bound text before the call returns.
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
     static func kindName(_ fact: Fact) -> String {
         String(String(describing: fact).prefix { $0 != "(" })
     }
@@ -240,7 +275,7 @@ public final class SQLiteStore: TallyStore {
         if let transaction = fact.transaction { try post(transaction, seq: seq, db: db) }
         switch fact {
         case .accountOpened(let account, let subject, _, let at):
-            try db.execute(sql: "INSERT INTO accounts (id, subject, opened) VALUES (?, ?, ?)", arguments: [account, subject.rawValue, at.microseconds])
+            try db.cachedStatement(sql: "INSERT INTO accounts (id, subject, opened) VALUES (?, ?, ?)").execute(arguments: [account, subject.rawValue, at.microseconds])
         case .accountVerified(let account, let subject, _):
             _ = (account, subject)
         case .packGranted(let pack, _):
@@ -250,7 +285,7 @@ public final class SQLiteStore: TallyStore {
         case .orderRefunded(let order, _, let transaction):
             _ = order
             for entry in transaction.entries where entry.unit == .calls && entry.account.name.hasPrefix("pack:") {
-                try db.execute(sql: "UPDATE packs SET revoked = 1 WHERE id = ?", arguments: [String(entry.account.name.dropFirst(5))])
+                try db.cachedStatement(sql: "UPDATE packs SET revoked = 1 WHERE id = ?").execute(arguments: [String(entry.account.name.dropFirst(5))])
             }
         case .billPosted(let bill, _):
             try db.execute(sql: "INSERT INTO bills (id, account, product, month, total) VALUES (?, ?, ?, ?, ?)",

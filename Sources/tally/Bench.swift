@@ -15,7 +15,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "ingest, check or bill-run (default: all three).")
     var scenario: Scenario?
 
-    @Option(help: "sqlite (postgres arrives with its store).")
+    @Option(help: "sqlite, or memory to measure the engine alone (postgres arrives with its store).")
     var store: String = "sqlite"
 
     @Option(help: "Events (ingest, check) to run, at most 10,000,000.")
@@ -37,7 +37,9 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard store == "sqlite" else { throw TallyError(.invalidRequest, "only --store sqlite is built so far") }
+            guard store == "sqlite" || store == "memory" else {
+                throw TallyError(.invalidRequest, "--store is sqlite or memory (memory isolates the engine's own cost)")
+            }
             guard (1...10_000_000).contains(events), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
@@ -61,7 +63,8 @@ struct Bench: AsyncParsableCommand {
     func engine(_ catalog: Catalog, accounts count: Int) async throws -> (Tally, VirtualClock, String) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-bench-\(UUID().uuidString).sqlite").path
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
-        let tally = try await Tally.start(catalog: catalog, store: SQLiteStore(path: path), clock: clock.clock, ids: SequentialIDs())
+        let backing: any TallyStore = store == "memory" ? InMemoryStore() : try SQLiteStore(path: path)
+        let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs())
         var index = 0
         while index < count {
             let chunk = (index..<min(index + 5_000, count)).map { "acct\($0)" }
@@ -69,6 +72,26 @@ struct Bench: AsyncParsableCommand {
             index += chunk.count
         }
         return (tally, clock, path)
+    }
+
+    /// Batches kept in flight at once, so that settling the next batch overlaps writing the last.
+    static let batchesInFlight = 4
+
+    /// Runs `body` over consecutive ranges of `events`, at most `inFlight` at a time.
+    static func pipelined(events: Int, batch: Int, inFlight: Int, _ body: @escaping @Sendable (Range<Int>) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0, running = 0
+            while next < events || running > 0 {
+                while running < inFlight, next < events {
+                    let range = next..<min(next + batch, events)
+                    group.addTask { try await body(range) }
+                    next = range.upperBound
+                    running += 1
+                }
+                try await group.next()
+                running -= 1
+            }
+        }
     }
 
     static func remove(_ path: String) {
@@ -90,11 +113,8 @@ struct Bench: AsyncParsableCommand {
         defer { Bench.remove(path) }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
-            var n = 0
-            while n < events {
-                let batchEvents = (n..<min(n + batch, events)).map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }
-                try await tally.perform(RecordUsageBatch(events: batchEvents))
-                n += batchEvents.count
+            try await Bench.pipelined(events: events, batch: batch, inFlight: Bench.batchesInFlight) { range in
+                try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }))
             }
         }
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)

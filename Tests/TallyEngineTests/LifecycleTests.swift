@@ -68,7 +68,7 @@ import TallyEngine
         #expect(free?.delivered == instant("2026-02-01T00:00:00+08:00"))
         #expect(h.account("idle").freePacks.isEmpty)
         // No legacy free quota since 2022-10-24.
-        #expect(h.account("x").freePacks.keys.allSatisfy { $0.hasPrefix("image-tagging.general|") })
+        #expect(h.account("x").freePacks.keys.allSatisfy { $0.api == "image-tagging.general" })
     }
 
     /// A late report settles as of its own time: January's free pack, January's usage, before the bill run.
