@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
@@ -36,15 +37,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "TallyPostgres",
+            dependencies: [
+                "TallyStore", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "tally",
-            dependencies: ["TallyEngine", "TallySQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["TallyEngine", "TallySQLite", "TallyPostgres", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "TallyCoreTests",
             dependencies: ["TallyCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine", "TallySQLite"]),
+        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine", "TallySQLite", "TallyPostgres"]),
         .testTarget(
             name: "TallyEngineTests",
             dependencies: ["TallyEngine", .product(name: "PropertyBased", package: "swift-property-based")],

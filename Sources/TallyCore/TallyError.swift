@@ -76,5 +76,8 @@ public struct TallyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let quoteTooLarge = Code(rawValue: "quote_too_large")
         public static let quoteImpossible = Code(rawValue: "quote_impossible")
         public static let storeUnavailable = Code(rawValue: "store_unavailable")
+        /// A batch lost a race with another process; retried after a reload, never shown to callers
+        /// unless the retries run out.
+        public static let storeConflict = Code(rawValue: "store_conflict")
     }
 }

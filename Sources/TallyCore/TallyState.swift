@@ -23,7 +23,13 @@ public struct TallyState: Sendable {
     public private(set) var packSequence: Int64 = 0
     public private(set) var factCount: Int64 = 0
 
-    public init(catalog: Catalog) { self.catalog = catalog }
+    /// The catalog as shipped, before any published change: what a rebuild from facts starts from.
+    public let baseCatalog: Catalog
+
+    public init(catalog: Catalog) {
+        self.catalog = catalog
+        self.baseCatalog = catalog
+    }
 
     public var zone: Zone { catalog.zone }
 

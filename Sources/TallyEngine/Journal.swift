@@ -18,8 +18,8 @@ public final class Journal: Sendable {
         var enqueuedThrough: UInt64 = 0
         var durableThrough: UInt64 = 0
         var writing = false
-        var failure: String?
-        var waiters: [(through: UInt64, continuation: CheckedContinuation<String?, Never>)] = []
+        var failure: TallyError?
+        var waiters: [(through: UInt64, continuation: CheckedContinuation<TallyError?, Never>)] = []
     }
 
     private let store: any TallyStore
@@ -39,30 +39,31 @@ public final class Journal: Sendable {
 
     /// Returns once every fact up to `ticket` is in the store.
     public func waitDurable(_ ticket: UInt64) async throws(TallyError) {
-        enum Role { case done, failed(String), write, wait }
+        enum Role { case done, failed(TallyError), write, wait }
         let role: Role = state.withLock { state in
-            if let failure = state.failure { return .failed(failure) }
+            // Durability first: a caller whose batch committed is answered even if a later batch failed.
             if state.durableThrough >= ticket { return .done }
+            if let failure = state.failure { return .failed(failure) }
             if state.writing { return .wait }
             state.writing = true
             return .write
         }
         switch role {
         case .done: return
-        case .failed(let reason): throw TallyError(.storeUnavailable, reason)
+        case .failed(let error): throw error
         case .write: await write()
         case .wait: break
         }
-        let failure: String? = await withCheckedContinuation { continuation in
-            let immediate: String?? = state.withLock { state in
-                if let failure = state.failure { return .some(failure) }
+        let failure: TallyError? = await withCheckedContinuation { continuation in
+            let immediate: TallyError?? = state.withLock { state in
                 if state.durableThrough >= ticket { return .some(nil) }
+                if let failure = state.failure { return .some(failure) }
                 state.waiters.append((ticket, continuation))
                 return nil
             }
             if let immediate { continuation.resume(returning: immediate) }
         }
-        if let failure { throw TallyError(.storeUnavailable, failure) }
+        if let failure { throw failure }
     }
 
     private func write() async {
@@ -78,13 +79,15 @@ public final class Journal: Sendable {
                 return batch
             }
             guard let batch else { return }
-            var failure: String?
+            var failure: TallyError?
             do {
                 try await store.append(batch)
+            } catch let conflict as StoreConflict {
+                failure = TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)")
             } catch {
-                failure = "the store refused a write; the engine must restart from the store: \(error)"
+                failure = TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)")
             }
-            let ready: [CheckedContinuation<String?, Never>] = state.withLock { state in
+            let ready: [CheckedContinuation<TallyError?, Never>] = state.withLock { state in
                 if let failure {
                     state.failure = failure
                     state.writing = false

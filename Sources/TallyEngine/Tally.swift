@@ -66,8 +66,15 @@ public struct EngineState: Sendable {
     public private(set) var tally: TallyState
     var buckets: [String: TokenBucket] = [:]
     fileprivate(set) var emitted: [Fact] = []
+    /// The journal this state's facts go to, and which reload produced the state: both are
+    /// replaced together when a conflict forces a reload.
+    fileprivate var journal: Journal
+    fileprivate var generation = 0
 
-    init(tally: TallyState) { self.tally = tally }
+    init(tally: TallyState, journal: Journal) {
+        self.tally = tally
+        self.journal = journal
+    }
 
     /// Applies a fact and keeps it for the journal. Operations check everything first and emit
     /// after, so that a refusal changes nothing.
@@ -98,7 +105,9 @@ public final class Tally: Sendable {
     public let store: any TallyStore
     public let logger: Logger
     private let state: Mutex<EngineState>
-    private let journal: Journal
+    private let reloading = Mutex<Int?>(nil)
+    /// How often an operation is retried after losing a race with another process.
+    public static let conflictRetriesMax = 8
 
     /// Starts an engine on `store`: loads every fact and folds it over the catalog.
     public static func start(
@@ -109,14 +118,13 @@ public final class Tally: Sendable {
         let facts = try await store.loadFacts()
         for fact in facts { tally.apply(fact) }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(facts.count)", "accounts": "\(tally.accounts.count)"])
-        return Tally(state: EngineState(tally: tally), store: store, clock: clock, ids: ids, logger: logger)
+        return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids, logger: logger)
     }
 
     private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, logger: Logger) {
         self.logger = logger
         self.state = Mutex(state)
         self.store = store
-        self.journal = Journal(store: store)
         self.clock = clock
         self.ids = ids
     }
@@ -124,8 +132,21 @@ public final class Tally: Sendable {
     /// Runs an operation now and returns once its facts are durable.
     @discardableResult
     public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        var attempt = 0
+        while true {
+            do throws(TallyError) {
+                return try await performOnce(operation)
+            } catch let error where error.code == .storeConflict && attempt < Tally.conflictRetriesMax {
+                attempt += 1
+                logger.info("retrying after a conflict with another process", metadata: ["attempt": "\(attempt)"])
+                try await reload(after: error)
+            }
+        }
+    }
+
+    private func performOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
         let environment = Environment(now: clock.now(), ids: ids)
-        let (output, ticket) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?) in
+        let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?, Journal, Int) in
             state.emitted.removeAll(keepingCapacity: true)
             let output: Op.Output
             do throws(TallyError) {
@@ -136,18 +157,52 @@ public final class Tally: Sendable {
                 precondition(state.emitted.isEmpty, "an operation emitted facts and then refused: \(error)")
                 throw error
             }
-            let ticket = state.emitted.isEmpty ? nil : journal.enqueue(state.emitted)
-            return (output, ticket)
+            let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted)
+            return (output, ticket, state.journal, state.generation)
         }
         if let ticket {
             do {
                 try await journal.waitDurable(ticket)
             } catch {
+                if error.code == .storeConflict { throw TallyError(.storeConflict, String(generation)) }
                 logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
                 throw error
             }
         }
         return output
+    }
+
+    /// Rebuilds the state from the store after a lost race: the memory had run ahead of what was
+    /// kept, and the other process's facts were not in it. One caller reloads; the others wait.
+    private func reload(after conflict: TallyError) async throws(TallyError) {
+        let generation = Int(conflict.message) ?? -1
+        let mine = reloading.withLock { current -> Bool in
+            guard current == nil, state.withLock({ $0.generation }) == generation else { return false }
+            current = generation
+            return true
+        }
+        guard mine else {
+            while state.withLock({ $0.generation }) == generation {
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+            return
+        }
+        defer { reloading.withLock { $0 = nil } }
+        let facts: [Fact]
+        do {
+            facts = try await store.loadFacts()
+        } catch {
+            throw TallyError(.storeUnavailable, "reloading after a conflict failed: \(error)")
+        }
+        let store = self.store
+        state.withLock { state in
+            var tally = TallyState(catalog: state.tally.baseCatalog)
+            for fact in facts { tally.apply(fact) }
+            var fresh = EngineState(tally: tally, journal: Journal(store: store))
+            fresh.buckets = state.buckets
+            fresh.generation = state.generation + 1
+            state = fresh
+        }
     }
 
     /// Reads the state.

@@ -27,3 +27,10 @@ public final class InMemoryStore: TallyStore {
     /// How many facts are kept.
     public var count: Int { facts.withLock { $0.count } }
 }
+
+/// A batch that lost a race with another process (a pack overdrawn, an event id counted twice):
+/// it was rolled back whole. The engine reloads its state from the store and retries.
+public struct StoreConflict: Error, Sendable {
+    public let reason: String
+    public init(reason: String) { self.reason = reason }
+}

@@ -1,16 +1,23 @@
 import Foundation
 import TallyCore
+import TallyPostgres
 import TallySQLite
 import TallyStore
 
-/// The stores the conformance suite runs against.
+/// The stores the conformance suite runs against. PostgreSQL joins when the test command has
+/// started its throw-away cluster (scripts/with-postgres sets TALLY_TEST_POSTGRES_URL).
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case memory, sqlite
+    case memory, sqlite, postgres
 
     var testDescription: String { rawValue }
 
+    static let postgresURL = ProcessInfo.processInfo.environment["TALLY_TEST_POSTGRES_URL"]
+
+    /// The kinds this run can test.
+    static var available: [StoreKind] { postgresURL == nil ? [.memory, .sqlite] : allCases }
+
     /// A fresh, empty store, and a way to open it again as a new process would.
-    func make() throws -> (store: any TallyStore, reopen: @Sendable () throws -> any TallyStore) {
+    func make() async throws -> (store: any TallyStore, reopen: @Sendable () async throws -> any TallyStore) {
         switch self {
         case .memory:
             let store = InMemoryStore()
@@ -18,6 +25,10 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .sqlite:
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString).sqlite").path
             return (try SQLiteStore(path: path), { try SQLiteStore(path: path) })
+        case .postgres:
+            guard let base = StoreKind.postgresURL else { throw TallyError(.storeUnavailable, "no test cluster") }
+            let url = try await PostgresStore.createDatabase(near: base, name: "t_\(UUID().uuidString.prefix(8).lowercased())")
+            return (try await PostgresStore(url: url), { try await PostgresStore(url: url) })
         }
     }
 }

@@ -1,0 +1,382 @@
+import Foundation
+import Logging
+import PostgresNIO
+import TallyCore
+import TallyStore
+
+/// The PostgreSQL store, for operators who run several Tally processes on one database or outgrow
+/// one machine. The same tables and guards as the SQLite store: facts and compact usage rows under
+/// one sequence; accounts, packs (`CHECK (left >= 0)`), bills, balanced and append-only ledger
+/// transactions (a deferred constraint trigger checks the balance at commit).
+///
+/// Several processes: each keeps its state in memory, and the database arbitrates. A batch that
+/// would overdraw a pack or count an event id twice violates a constraint and rolls back whole;
+/// it throws `StoreConflict`, and the engine reloads from the store and retries (docs/operations.md).
+public final class PostgresStore: TallyStore {
+    public let kind = "postgres"
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let logger: Logger
+
+    /// Connects (`postgres://user[:password]@host[:port]/database`, or a Unix socket directory
+    /// with `?host=/path`), then applies the migrations under an advisory lock.
+    public init(url: String, logger: Logger = Logger(label: "tally.postgres")) async throws {
+        self.logger = logger
+        client = PostgresClient(configuration: try PostgresStore.configuration(url))
+        let client = self.client
+        runner = Task { await client.run() }
+        try await migrate()
+    }
+
+    deinit { runner.cancel() }
+
+    static func configuration(_ url: String) throws -> PostgresClient.Configuration {
+        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme) else {
+            throw TallyError(.invalidRequest, "a PostgreSQL URL looks like postgres://user@host:5432/database")
+        }
+        let user = components.user ?? "postgres"
+        let database = components.path.split(separator: "/").first.map(String.init)
+        if let socketDirectory = components.queryItems?.first(where: { $0.name == "host" })?.value, socketDirectory.hasPrefix("/") {
+            let port = components.port ?? 5432
+            return .init(unixSocketPath: "\(socketDirectory)/.s.PGSQL.\(port)", username: user, password: components.password, database: database)
+        }
+        return .init(host: components.host ?? "127.0.0.1", port: components.port ?? 5432, username: user,
+                     password: components.password, database: database, tls: .disable)
+    }
+
+    // MARK: Schema
+
+    static let migrations: [(String, [String])] = [
+        ("001_facts_and_usage", [
+            """
+            CREATE SEQUENCE fact_seq
+            """,
+            """
+            CREATE TABLE facts (seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, body BYTEA NOT NULL)
+            """,
+            """
+            CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            subject TEXT NOT NULL CHECK (subject IN ('personal', 'enterprise')),
+            opened BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE usage_events (
+            account TEXT NOT NULL REFERENCES accounts(id),
+            id TEXT NOT NULL,
+            seq BIGINT NOT NULL UNIQUE,
+            api TEXT NOT NULL,
+            edition TEXT,
+            calls BIGINT NOT NULL CHECK (calls > 0),
+            at BIGINT NOT NULL,
+            recorded BIGINT NOT NULL,
+            free BIGINT NOT NULL CHECK (free >= 0),
+            pack BIGINT NOT NULL CHECK (pack >= 0),
+            postpaid BIGINT NOT NULL CHECK (postpaid >= 0),
+            refused BIGINT NOT NULL CHECK (refused >= 0),
+            refusal TEXT,
+            draws TEXT NOT NULL,
+            txn TEXT,
+            PRIMARY KEY (account, id),
+            CHECK (free + pack + postpaid + refused = calls)
+            )
+            """,
+            """
+            CREATE FUNCTION tally_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$
+            """,
+            """
+            CREATE TRIGGER facts_append_only BEFORE UPDATE OR DELETE ON facts FOR EACH ROW EXECUTE FUNCTION tally_append_only()
+            """,
+            """
+            CREATE TRIGGER usage_append_only BEFORE UPDATE OR DELETE ON usage_events FOR EACH ROW EXECUTE FUNCTION tally_append_only()
+            """,
+        ]),
+        ("002_ledger_packs_bills", [
+            """
+            CREATE TABLE ledger_transactions (id TEXT PRIMARY KEY, seq BIGINT NOT NULL, at BIGINT NOT NULL, kind TEXT NOT NULL)
+            """,
+            """
+            CREATE TABLE ledger_entries (
+            txn TEXT NOT NULL REFERENCES ledger_transactions(id) DEFERRABLE INITIALLY DEFERRED,
+            account TEXT NOT NULL,
+            unit TEXT NOT NULL CHECK (unit IN ('microyuan', 'calls')),
+            amount BIGINT NOT NULL CHECK (amount <> 0)
+            )
+            """,
+            """
+            CREATE INDEX ledger_entries_by_txn ON ledger_entries(txn)
+            """,
+            """
+            CREATE FUNCTION tally_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+            IF EXISTS (SELECT 1 FROM ledger_entries WHERE txn = NEW.txn GROUP BY unit HAVING SUM(amount) <> 0) THEN
+            RAISE EXCEPTION 'unbalanced ledger transaction %', NEW.txn USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE CONSTRAINT TRIGGER ledger_balanced AFTER INSERT ON ledger_entries
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tally_balanced()
+            """,
+            """
+            CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions FOR EACH ROW EXECUTE FUNCTION tally_append_only()
+            """,
+            """
+            CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries FOR EACH ROW EXECUTE FUNCTION tally_append_only()
+            """,
+            """
+            CREATE TABLE packs (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts(id),
+            api TEXT NOT NULL,
+            item TEXT NOT NULL,
+            size BIGINT NOT NULL CHECK (size > 0),
+            "left" BIGINT NOT NULL CHECK ("left" >= 0 AND "left" <= size),
+            expires BIGINT NOT NULL,
+            revoked BOOLEAN NOT NULL DEFAULT FALSE
+            )
+            """,
+            """
+            CREATE TABLE bills (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL REFERENCES accounts(id),
+            product TEXT NOT NULL,
+            month TEXT NOT NULL,
+            total BIGINT NOT NULL,
+            UNIQUE (account, product, month)
+            )
+            """,
+        ]),
+    ]
+
+    func migrate() async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(7426001)", logger: logger)
+            try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)", logger: logger)
+            var applied: Set<String> = []
+            for try await name in try await connection.query("SELECT name FROM schema_migrations", logger: logger).decode(String.self) {
+                applied.insert(name)
+            }
+            for (name, statements) in PostgresStore.migrations where !applied.contains(name) {
+                for sql in statements { try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+                try await connection.query("INSERT INTO schema_migrations (name) VALUES (\(name))", logger: logger)
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func loadFacts() async throws -> [Fact] {
+        let decoder = JSONDecoder()
+        var facts: [(Int64, Fact)] = []
+        for try await (seq, body) in try await client.query("SELECT seq, body FROM facts ORDER BY seq", logger: logger).decode((Int64, ByteBuffer).self) {
+            facts.append((seq, try decoder.decode(Fact.self, from: Data(buffer: body))))
+        }
+        var usage: [(Int64, Fact)] = []
+        let rows = try await client.query("""
+            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            FROM usage_events ORDER BY seq
+            """, logger: logger)
+        for try await row in rows.decode((Int64, String, String, String, String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, String?, String, String?).self) {
+            usage.append((row.0, try UsageRow(account: row.1, id: row.2, api: row.3, edition: row.4, calls: row.5, at: row.6,
+                                              recorded: row.7, free: row.8, postpaid: row.10, refused: row.11, refusal: row.12,
+                                              draws: row.13, transaction: row.14).fact()))
+        }
+        var merged: [Fact] = []
+        merged.reserveCapacity(facts.count + usage.count)
+        var i = 0, j = 0
+        while i < facts.count || j < usage.count {
+            if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
+                merged.append(facts[i].1); i += 1
+            } else {
+                merged.append(usage[j].1); j += 1
+            }
+        }
+        return merged
+    }
+
+    // MARK: Writing
+
+    public func append(_ batch: [Fact]) async throws {
+        guard !batch.isEmpty else { return }
+        let encoder = JSONEncoder()
+        do {
+            try await client.withTransaction(logger: logger) { connection in
+                try await write(batch, connection: connection, encoder: encoder)
+            }
+        } catch {
+            guard let server = PostgresStore.serverError(error) else { throw error }
+            let state = server.serverInfo?[.sqlState]
+            // check_violation (an overdrawn pack) and unique_violation (an event id counted by
+            // another process): the batch lost a race; the engine reloads and retries.
+            if state == "23514" || state == "23505" {
+                throw StoreConflict(reason: server.serverInfo?[.message] ?? "constraint violated")
+            }
+            throw TallyError(.storeUnavailable, "PostgreSQL refused the batch: \(server.serverInfo?[.message] ?? String(describing: server))")
+        }
+    }
+
+    /// The server's error inside whatever PostgresNIO wrapped it in.
+    static func serverError(_ error: any Error) -> PSQLError? {
+        if let error = error as? PSQLError { return error }
+        if let error = error as? PostgresTransactionError {
+            return [error.closureError, error.commitError, error.beginError].compactMap { $0.flatMap(serverError) }.first
+        }
+        return nil
+    }
+
+    private func write(_ batch: [Fact], connection: PostgresConnection, encoder: JSONEncoder) async throws {
+        var seqs: [Int64] = []
+        for try await seq in try await connection.query("SELECT nextval('fact_seq') FROM generate_series(1, \(batch.count))", logger: logger).decode(Int64.self) {
+            seqs.append(seq)
+        }
+        var usage = UsageColumns()
+        var drawn: [String: Int64] = [:]
+        for (fact, seq) in zip(batch, seqs) {
+            if case .usageRecorded(let record, let transaction) = fact {
+                usage.append(record, seq: seq, transaction: transaction?.id)
+                for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
+                continue
+            }
+            let body = ByteBuffer(data: try encoder.encode(fact))
+            let kind = String(String(describing: fact).prefix { $0 != "(" })
+            try await connection.query("INSERT INTO facts (seq, kind, body) VALUES (\(seq), \(kind), \(body))", logger: logger)
+            try await project(fact, seq: seq, connection: connection)
+        }
+        if !usage.seq.isEmpty {
+            try await connection.query("""
+                INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
+                SELECT a, i, s, p, NULLIF(e, ''), c, t, r, f, k, pp, rf, NULLIF(rr, ''), d, NULLIF(x, '')
+                FROM UNNEST(\(usage.account)::text[], \(usage.id)::text[], \(usage.seq)::bigint[], \(usage.api)::text[], \(usage.edition)::text[],
+                            \(usage.calls)::bigint[], \(usage.at)::bigint[], \(usage.recorded)::bigint[], \(usage.free)::bigint[],
+                            \(usage.pack)::bigint[], \(usage.postpaid)::bigint[], \(usage.refused)::bigint[], \(usage.refusal)::text[],
+                            \(usage.draws)::text[], \(usage.transaction)::text[])
+                     AS u(a, i, s, p, e, c, t, r, f, k, pp, rf, rr, d, x)
+                """, logger: logger)
+        }
+        if !drawn.isEmpty {
+            let ids = drawn.keys.sorted()
+            let amounts = ids.map { drawn[$0]! }
+            let rows = try await connection.query("""
+                UPDATE packs SET "left" = "left" - d.n FROM UNNEST(\(ids)::text[], \(amounts)::bigint[]) AS d(id, n)
+                WHERE packs.id = d.id RETURNING packs.id
+                """, logger: logger).collect()
+            guard rows.count == ids.count else { throw TallyError(.storeUnavailable, "a usage event draws on an unknown pack") }
+        }
+    }
+
+    private func project(_ fact: Fact, seq: Int64, connection: PostgresConnection) async throws {
+        if let transaction = fact.transaction {
+            let accounts = transaction.entries.map(\.account.name)
+            let units = transaction.entries.map(\.unit.rawValue)
+            let amounts = transaction.entries.map(\.amount)
+            try await connection.query("INSERT INTO ledger_transactions (id, seq, at, kind) VALUES (\(transaction.id), \(seq), \(transaction.at.microseconds), \(transaction.kind))", logger: logger)
+            try await connection.query("""
+                INSERT INTO ledger_entries (txn, account, unit, amount)
+                SELECT \(transaction.id), a, u, n FROM UNNEST(\(accounts)::text[], \(units)::text[], \(amounts)::bigint[]) AS e(a, u, n)
+                """, logger: logger)
+        }
+        switch fact {
+        case .accountOpened(let account, let subject, _, let at):
+            try await connection.query("INSERT INTO accounts (id, subject, opened) VALUES (\(account), \(subject.rawValue), \(at.microseconds))", logger: logger)
+        case .packGranted(let pack, _):
+            try await insert(pack, connection)
+        case .orderPlaced(_, let packs, _, _):
+            for pack in packs { try await insert(pack, connection) }
+        case .orderRefunded(_, _, let transaction):
+            for entry in transaction.entries where entry.unit == .calls && entry.account.name.hasPrefix("pack:") {
+                let id = String(entry.account.name.dropFirst(5))
+                try await connection.query("UPDATE packs SET revoked = TRUE WHERE id = \(id)", logger: logger)
+            }
+        case .billPosted(let bill, _):
+            try await connection.query("INSERT INTO bills (id, account, product, month, total) VALUES (\(bill.id), \(bill.account), \(bill.product), \(bill.month.description), \(bill.total.microyuan))", logger: logger)
+        default:
+            break
+        }
+    }
+
+    private func insert(_ pack: Pack, _ connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO packs (id, account, api, item, size, "left", expires)
+            VALUES (\(pack.id), \(pack.account), \(pack.api), \(pack.item), \(pack.size), \(pack.left), \(pack.expires.microseconds))
+            """, logger: logger)
+    }
+
+    /// Creates an empty database beside the one `url` names and returns its URL: tests give each
+    /// store a database of its own.
+    public static func createDatabase(near url: String, name: String) async throws -> String {
+        let client = PostgresClient(configuration: try configuration(url))
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \"\(name)\""))
+        guard var components = URLComponents(string: url) else { throw TallyError(.invalidRequest, "bad URL \(url)") }
+        components.path = "/\(name)"
+        return components.string ?? url
+    }
+
+    /// Runs raw SQL: for tests that prove the database guards its invariants.
+    public func execute(_ sql: String) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+        }
+    }
+
+    public func count(_ table: String) async throws -> Int {
+        var count = 0
+        for try await n in try await client.query(PostgresQuery(unsafeSQL: "SELECT COUNT(*) FROM \(table)"), logger: logger).decode(Int64.self) {
+            count = Int(n)
+        }
+        return count
+    }
+}
+
+/// The columns of a batch of usage rows, sent as arrays and unnested by the server: one statement
+/// per batch, not one per event.
+struct UsageColumns {
+    var account: [String] = [], id: [String] = [], seq: [Int64] = [], api: [String] = [], edition: [String] = []
+    var calls: [Int64] = [], at: [Int64] = [], recorded: [Int64] = [], free: [Int64] = [], pack: [Int64] = []
+    var postpaid: [Int64] = [], refused: [Int64] = [], refusal: [String] = [], draws: [String] = [], transaction: [String] = []
+
+    mutating func append(_ record: UsageRecord, seq: Int64, transaction: String?) {
+        let s = record.settlement
+        account.append(record.account); id.append(record.id); self.seq.append(seq); api.append(record.api)
+        edition.append(record.edition ?? ""); calls.append(record.calls); at.append(record.at.microseconds)
+        recorded.append(record.recorded.microseconds); free.append(s.free); pack.append(s.pack); postpaid.append(s.postpaid)
+        refused.append(s.refused); refusal.append(s.refusal?.rawValue ?? "")
+        draws.append(s.draws.map { "\($0.pack):\($0.isFree ? "f" : "b"):\($0.calls)" }.joined(separator: ";"))
+        self.transaction.append(transaction ?? "")
+    }
+}
+
+/// A stored usage row turned back into its fact.
+struct UsageRow {
+    let account: String, id: String, api: String, edition: String?, calls: Int64, at: Int64, recorded: Int64
+    let free: Int64, postpaid: Int64, refused: Int64, refusal: String?, draws: String, transaction: String?
+
+    func fact() throws -> Fact {
+        var settlement = Settlement()
+        settlement.free = free
+        settlement.postpaid = postpaid
+        settlement.refused = refused
+        settlement.refusal = refusal.map { TallyError.Code(rawValue: $0) }
+        for part in draws.split(separator: ";") {
+            let fields = part.split(separator: ":")
+            guard fields.count == 3, let calls = Int64(fields[2]) else {
+                throw TallyError(.storeUnavailable, "a stored usage event has malformed draws: \(draws)")
+            }
+            settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
+        }
+        let recordedAt = Instant(microseconds: recorded)
+        let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: Instant(microseconds: at),
+                                 recorded: recordedAt, settlement: settlement)
+        let ledger = transaction.map { id in
+            LedgerTransaction(id: id, at: recordedAt, kind: "usage",
+                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
+                                + [.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls })])
+        }
+        return .usageRecorded(record: record, transaction: ledger)
+    }
+}

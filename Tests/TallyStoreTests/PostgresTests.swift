@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import TallyCore
+import TallyEngine
+import TallyPostgres
+import TallyStore
+
+/// Several engines on one PostgreSQL database stand for several `tally` processes. Each keeps its
+/// state in memory; the database arbitrates. These run when the test command has started its
+/// throw-away cluster (scripts/with-postgres); `./scripts/test` always does.
+@Suite(.enabled(if: StoreKind.postgresURL != nil, "needs the throw-away cluster that ./scripts/test starts"))
+struct PostgresTests {
+    static let fixture = """
+    start: 2026-11-01T09:00:00+08:00
+    steps:
+      - {do: open_account, account: x, subject: enterprise, verified: true}
+      - {do: top_up, account: x, cash: "6000.00"}
+      - {do: buy, account: x, item: taishan.smart-cover/p1}
+    """
+
+    /// Three engines, sixteen tasks each, drawing on one 3,000-call pack with 6,000 requests, some
+    /// ids sent to two engines: exactly the pack's size is accepted, never below zero, no id twice.
+    @Test func enginesOnOneDatabaseNeverOverdrawAPack() async throws {
+        let (store, reopen) = try await StoreKind.postgres.make()
+        _ = try await Simulator(catalog: StoreConformanceTests.catalog, store: store).run(Scenario.parse(Self.fixture))
+        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-01T09:00:00+08:00")!)
+        var engines: [Tally] = []
+        for _ in 0..<3 {
+            engines.append(try await Tally.start(catalog: StoreConformanceTests.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs()))
+        }
+        let accepted = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for (e, engine) in engines.enumerated() {
+                for worker in 0..<16 {
+                    group.addTask {
+                        var mine: Int64 = 0
+                        for call in 0..<125 {
+                            // Engines 0 and 1 share ids: the same event offered to two processes.
+                            let id = e == 2 ? "z\(worker)-\(call)" : "s\(worker)-\(call)"
+                            let outcome = try await engine.perform(RecordUsage(account: "x", id: id, api: "taishan.smart-cover", calls: 1, mode: .report))
+                            if !outcome.duplicate { mine += outcome.accepted }
+                        }
+                        return mine
+                    }
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(accepted == 3_000)
+        let final = try await Tally.start(catalog: StoreConformanceTests.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
+        let (left, events, audit) = final.read { state in
+            (state.packs.values.first { !$0.isFree }?.left, state.usage.values.filter { $0.settlement.pack > 0 }.count, Audit.run(state))
+        }
+        #expect(left == 0)
+        #expect(events == 3_000)
+        #expect(audit.isClean, "\(audit.mismatches.prefix(3))")
+    }
+
+    @Test(arguments: [
+        "INSERT INTO usage_events SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
+        "INSERT INTO usage_events VALUES ('x', 'bad', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
+        "INSERT INTO usage_events VALUES ('ghost', 'bad', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
+        #"UPDATE packs SET "left" = "left" - size - 1 WHERE NOT revoked"#,
+        "UPDATE ledger_entries SET amount = amount + 1",
+        "DELETE FROM ledger_entries",
+        "DELETE FROM facts",
+        "UPDATE usage_events SET calls = calls",
+    ])
+    func databaseRefusesWhatBreaksAnInvariant(sql: String) async throws {
+        let (store, _) = try await StoreKind.postgres.make()
+        let postgres = try #require(store as? PostgresStore)
+        _ = try await Simulator(catalog: StoreConformanceTests.catalog, store: postgres).run(Scenario.parse(Self.fixture + """
+
+          - {do: use, account: x, api: taishan.smart-cover, calls: 10}
+          - {at: 2026-12-01T01:00:00+08:00, do: close_month, month: 2026-11}
+        """))
+        let before = try await [postgres.count("usage_events"), postgres.count("ledger_entries"), postgres.count("facts"), postgres.count("packs")]
+        await #expect(throws: (any Error).self) { try await postgres.execute(sql) }
+        let after = try await [postgres.count("usage_events"), postgres.count("ledger_entries"), postgres.count("facts"), postgres.count("packs")]
+        #expect(before == after)
+    }
+
+    /// An unbalanced transaction is refused at commit by the deferred constraint trigger.
+    @Test func unbalancedTransactionsAreRefusedAtCommit() async throws {
+        let (store, _) = try await StoreKind.postgres.make()
+        let postgres = try #require(store as? PostgresStore)
+        await #expect(throws: (any Error).self) {
+            try await postgres.execute("INSERT INTO ledger_transactions VALUES ('t1', 1, 0, 'forged'); INSERT INTO ledger_entries VALUES ('t1', 'customer:x:cash', 'microyuan', 5)")
+        }
+        #expect(try await postgres.count("ledger_transactions") == 0)
+    }
+}
