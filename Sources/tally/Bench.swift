@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TallyCore
 import TallyEngine
+import TallyPostgres
 import TallySQLite
 import TallyStore
 
@@ -15,8 +16,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "ingest, check or bill-run (default: all three).")
     var scenario: Scenario?
 
-    @Option(help: "sqlite, or memory to measure the engine alone (postgres arrives with its store).")
+    @Option(help: "sqlite, postgres (needs --db), or memory to measure the engine alone.")
     var store: String = "sqlite"
+
+    @Option(help: "For --store postgres: a server URL; each run makes a fresh database beside it.")
+    var db: String?
 
     @Option(help: "Events (ingest, check) to run, at most 10,000,000.")
     var events: Int = 1_000_000
@@ -37,9 +41,10 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard store == "sqlite" || store == "memory" else {
-                throw TallyError(.invalidRequest, "--store is sqlite or memory (memory isolates the engine's own cost)")
+            guard ["sqlite", "memory", "postgres"].contains(store) else {
+                throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
             }
+            if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
             guard (1...10_000_000).contains(events), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
@@ -63,7 +68,12 @@ struct Bench: AsyncParsableCommand {
     func engine(_ catalog: Catalog, accounts count: Int) async throws -> (Tally, VirtualClock, String) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-bench-\(UUID().uuidString).sqlite").path
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
-        let backing: any TallyStore = store == "memory" ? InMemoryStore() : try SQLiteStore(path: path)
+        let backing: any TallyStore
+        switch store {
+        case "memory": backing = InMemoryStore()
+        case "postgres": backing = try await PostgresStore(url: PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())"))
+        default: backing = try SQLiteStore(path: path)
+        }
         let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs())
         var index = 0
         while index < count {

@@ -13,7 +13,7 @@ struct StoreOptions: ParsableArguments {
     @OptionGroup var catalog: CatalogOptions
 
     func start() async throws -> Tally {
-        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog), store: Stores.open(db), clock: .system, ids: RandomIDs())
+        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog), store: await Stores.open(db), clock: .system, ids: RandomIDs())
     }
 }
 

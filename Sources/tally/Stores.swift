@@ -1,15 +1,16 @@
 import Foundation
 import TallyCore
 import TallyEngine
+import TallyPostgres
 import TallySQLite
 import TallyStore
 
-/// Opens the store a `--db` URL names: `sqlite:PATH`, `file:PATH` or a path for the embedded
-/// SQLite file.
+/// Opens the store a `--db` URL names: `postgres://...` for PostgreSQL; `sqlite:PATH`,
+/// `file:PATH` or a path for the embedded SQLite file.
 enum Stores {
-    static func open(_ url: String) throws -> any TallyStore {
+    static func open(_ url: String) async throws -> any TallyStore {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            throw TallyError(.invalidRequest, "the PostgreSQL store is not built yet; use an SQLite path")
+            return try await PostgresStore(url: url)
         }
         var path = url
         for prefix in ["sqlite://", "sqlite:", "file:"] where path.hasPrefix(prefix) {

@@ -64,7 +64,8 @@ struct Simulate: AsyncParsableCommand {
             }
             guard data.count <= Simulate.fileBytesMax else { throw TallyError(.invalidScenario, "\(file) is larger than \(Simulate.fileBytesMax) bytes") }
             let scenario = try Scenario.parse(String(decoding: data, as: UTF8.self))
-            let store: any TallyStore = try db.map(Stores.open) ?? InMemoryStore()
+            var store: any TallyStore = InMemoryStore()
+            if let db { store = try await Stores.open(db) }
             let outcome = try await Simulator(catalog: catalog, store: store).run(scenario)
             print(outcome.serialized(pretty: true))
         } catch {
