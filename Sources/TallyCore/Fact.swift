@@ -23,6 +23,28 @@ public enum Fact: Hashable, Sendable, Codable {
     case catalogPublished(effective: Instant, changes: String, at: Instant)
     case notified(notice: Notice)
 
+    /// The fact's case, as stores label their rows.
+    public var kind: String {
+        switch self {
+        case .accountOpened: "account_opened"
+        case .accountVerified: "account_verified"
+        case .moneyCredited: "money_credited"
+        case .voucherGranted: "voucher_granted"
+        case .productActivated: "product_activated"
+        case .packGranted: "pack_granted"
+        case .orderPlaced: "order_placed"
+        case .usageRecorded: "usage_recorded"
+        case .monthClosed: "month_closed"
+        case .billPosted: "bill_posted"
+        case .orderRefunded: "order_refunded"
+        case .statusChanged: "status_changed"
+        case .seatAssigned: "seat_assigned"
+        case .entitlementUsed: "entitlement_used"
+        case .catalogPublished: "catalog_published"
+        case .notified: "notified"
+        }
+    }
+
     /// The ledger transaction a fact posts, if any.
     public var transaction: LedgerTransaction? {
         switch self {

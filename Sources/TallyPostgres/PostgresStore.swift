@@ -242,7 +242,7 @@ public final class PostgresStore: TallyStore {
                 continue
             }
             let body = ByteBuffer(data: try encoder.encode(fact))
-            let kind = String(String(describing: fact).prefix { $0 != "(" })
+            let kind = fact.kind
             try await connection.query("INSERT INTO facts (seq, kind, body) VALUES (\(seq), \(kind), \(body))", logger: logger)
             try await project(fact, seq: seq, connection: connection)
         }

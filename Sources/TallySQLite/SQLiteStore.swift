@@ -213,7 +213,7 @@ public final class SQLiteStore: TallyStore {
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            insertFact.setUncheckedArguments([seq, kindName(fact), try encoder.encode(fact)])
+            insertFact.setUncheckedArguments([seq, fact.kind, try encoder.encode(fact)])
             try insertFact.execute()
             try project(fact, seq: seq, db: db)
         }
@@ -265,10 +265,6 @@ public final class SQLiteStore: TallyStore {
 
     /// SQLite copies bound text before the call returns.
     static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-
-    static func kindName(_ fact: Fact) -> String {
-        String(String(describing: fact).prefix { $0 != "(" })
-    }
 
     /// Spreads a fact into the tables whose constraints guard it.
     static func project(_ fact: Fact, seq: Int64, db: Database) throws {
