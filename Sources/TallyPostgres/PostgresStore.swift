@@ -185,17 +185,7 @@ public final class PostgresStore: TallyStore {
                                               recorded: row.7, free: row.8, postpaid: row.10, refused: row.11, refusal: row.12,
                                               draws: row.13, transaction: row.14).fact()))
         }
-        var merged: [Fact] = []
-        merged.reserveCapacity(facts.count + usage.count)
-        var i = 0, j = 0
-        while i < facts.count || j < usage.count {
-            if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
-                merged.append(facts[i].1); i += 1
-            } else {
-                merged.append(usage[j].1); j += 1
-            }
-        }
-        return merged
+        return UsageRow.merge(facts: facts, usage: usage)
     }
 
     // MARK: Writing
@@ -346,37 +336,7 @@ struct UsageColumns {
         edition.append(record.edition ?? ""); calls.append(record.calls); at.append(record.at.microseconds)
         recorded.append(record.recorded.microseconds); free.append(s.free); pack.append(s.pack); postpaid.append(s.postpaid)
         refused.append(s.refused); refusal.append(s.refusal?.rawValue ?? "")
-        draws.append(s.draws.map { "\($0.pack):\($0.isFree ? "f" : "b"):\($0.calls)" }.joined(separator: ";"))
+        draws.append(UsageRow.encode(draws: s.draws))
         self.transaction.append(transaction ?? "")
-    }
-}
-
-/// A stored usage row turned back into its fact.
-struct UsageRow {
-    let account: String, id: String, api: String, edition: String?, calls: Int64, at: Int64, recorded: Int64
-    let free: Int64, postpaid: Int64, refused: Int64, refusal: String?, draws: String, transaction: String?
-
-    func fact() throws -> Fact {
-        var settlement = Settlement()
-        settlement.free = free
-        settlement.postpaid = postpaid
-        settlement.refused = refused
-        settlement.refusal = refusal.map { TallyError.Code(rawValue: $0) }
-        for part in draws.split(separator: ";") {
-            let fields = part.split(separator: ":")
-            guard fields.count == 3, let calls = Int64(fields[2]) else {
-                throw TallyError(.storeUnavailable, "a stored usage event has malformed draws: \(draws)")
-            }
-            settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
-        }
-        let recordedAt = Instant(microseconds: recorded)
-        let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: Instant(microseconds: at),
-                                 recorded: recordedAt, settlement: settlement)
-        let ledger = transaction.map { id in
-            LedgerTransaction(id: id, at: recordedAt, kind: "usage",
-                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
-                                + [.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls })])
-        }
-        return .usageRecorded(record: record, transaction: ledger)
     }
 }

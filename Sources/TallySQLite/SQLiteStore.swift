@@ -145,44 +145,13 @@ public final class SQLiteStore: TallyStore {
                 FROM usage_events ORDER BY seq
                 """)
             while let row = try events.next() { usage.append((row[0], try SQLiteStore.usageFact(row))) }
-            // Merge the two ordered lists by sequence.
-            var merged: [Fact] = []
-            merged.reserveCapacity(facts.count + usage.count)
-            var i = 0, j = 0
-            while i < facts.count || j < usage.count {
-                if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
-                    merged.append(facts[i].1); i += 1
-                } else {
-                    merged.append(usage[j].1); j += 1
-                }
-            }
-            return merged
+            return UsageRow.merge(facts: facts, usage: usage)
         }
     }
 
     static func usageFact(_ row: Row) throws -> Fact {
-        var settlement = Settlement()
-        settlement.free = row[8]
-        settlement.postpaid = row[10]
-        settlement.refused = row[11]
-        settlement.refusal = (row[12] as String?).map { TallyError.Code(rawValue: $0) }
-        let draws: String = row[13]
-        for part in draws.split(separator: ";") {
-            let fields = part.split(separator: ":")
-            guard fields.count == 3, let calls = Int64(fields[2]) else {
-                throw TallyError(.storeUnavailable, "a stored usage event has malformed draws: \(draws)")
-            }
-            settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
-        }
-        let recorded = Instant(microseconds: row[7])
-        let record = UsageRecord(account: row[1], id: row[2], api: row[3], edition: row[4], calls: row[5],
-                                 at: Instant(microseconds: row[6]), recorded: recorded, settlement: settlement)
-        let transaction = (row[14] as String?).map { id in
-            LedgerTransaction(id: id, at: recorded, kind: "usage",
-                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
-                                + [.calls(.callsConsumed(record.api), settlement.draws.reduce(0) { $0 + $1.calls })])
-        }
-        return .usageRecorded(record: record, transaction: transaction)
+        try UsageRow(account: row[1], id: row[2], api: row[3], edition: row[4], calls: row[5], at: row[6], recorded: row[7],
+                     free: row[8], postpaid: row[10], refused: row[11], refusal: row[12], draws: row[13], transaction: row[14]).fact()
     }
 
     // MARK: Writing
@@ -230,13 +199,7 @@ public final class SQLiteStore: TallyStore {
     /// skips GRDB's boxed arguments.
     static func insertUsageRow(_ statement: SQLiteStatement, _ record: UsageRecord, seq: Int64, transaction: String?, db: Database) throws {
         let s = record.settlement
-        var draws = ""
-        for (index, draw) in s.draws.enumerated() {
-            if index > 0 { draws += ";" }
-            draws += draw.pack
-            draws += draw.isFree ? ":f:" : ":b:"
-            draws += String(draw.calls)
-        }
+        let draws = UsageRow.encode(draws: s.draws)
         func text(_ index: Int32, _ value: String?) {
             guard let value else { sqlite3_bind_null(statement, index); return }
             _ = value.withCString { sqlite3_bind_text(statement, index, $0, -1, SQLiteStore.transient) }

@@ -1,0 +1,68 @@
+import TallyCore
+
+/// A usage event as the durable stores keep it: one compact row, not a JSON fact, because usage is
+/// the bulk of all facts. Both stores write and read it through this type.
+public struct UsageRow: Sendable {
+    public let account: String, id: String, api: String, edition: String?, calls: Int64, at: Int64, recorded: Int64
+    public let free: Int64, postpaid: Int64, refused: Int64, refusal: String?, draws: String, transaction: String?
+
+    public init(account: String, id: String, api: String, edition: String?, calls: Int64, at: Int64, recorded: Int64,
+                free: Int64, postpaid: Int64, refused: Int64, refusal: String?, draws: String, transaction: String?) {
+        self.account = account; self.id = id; self.api = api; self.edition = edition; self.calls = calls; self.at = at
+        self.recorded = recorded; self.free = free; self.postpaid = postpaid; self.refused = refused; self.refusal = refusal
+        self.draws = draws; self.transaction = transaction
+    }
+
+    /// The pack draws of a settlement as stored: `pack:f|b:calls` joined by `;`.
+    public static func encode(draws: [Settlement.PackDraw]) -> String {
+        var text = ""
+        for (index, draw) in draws.enumerated() {
+            if index > 0 { text += ";" }
+            text += draw.pack
+            text += draw.isFree ? ":f:" : ":b:"
+            text += String(draw.calls)
+        }
+        return text
+    }
+
+    /// The fact the row stands for, with its calls-ledger transaction rebuilt.
+    public func fact() throws -> Fact {
+        var settlement = Settlement()
+        settlement.free = free
+        settlement.postpaid = postpaid
+        settlement.refused = refused
+        settlement.refusal = refusal.map { TallyError.Code(rawValue: $0) }
+        for part in draws.split(separator: ";") {
+            let fields = part.split(separator: ":")
+            guard fields.count == 3, let calls = Int64(fields[2]) else {
+                throw TallyError(.storeUnavailable, "a stored usage event has malformed draws: \(draws)")
+            }
+            settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
+        }
+        let recordedAt = Instant(microseconds: recorded)
+        let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: Instant(microseconds: at),
+                                 recorded: recordedAt, settlement: settlement)
+        let ledger = transaction.map { id in
+            LedgerTransaction(id: id, at: recordedAt, kind: "usage",
+                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
+                                + [.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls })])
+        }
+        return .usageRecorded(record: record, transaction: ledger)
+    }
+
+    /// Merges the two ordered streams a durable store keeps (facts, usage rows) back into one, by
+    /// their shared sequence.
+    public static func merge(facts: [(Int64, Fact)], usage: [(Int64, Fact)]) -> [Fact] {
+        var merged: [Fact] = []
+        merged.reserveCapacity(facts.count + usage.count)
+        var i = 0, j = 0
+        while i < facts.count || j < usage.count {
+            if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
+                merged.append(facts[i].1); i += 1
+            } else {
+                merged.append(usage[j].1); j += 1
+            }
+        }
+        return merged
+    }
+}
