@@ -132,19 +132,26 @@ public final class Tally: Sendable {
     /// Runs an operation now and returns once its facts are durable.
     @discardableResult
     public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
-        var attempt = 0
-        while true {
-            do throws(TallyError) {
-                return try await performOnce(operation)
-            } catch let error where error.code == .storeConflict && attempt < Tally.conflictRetriesMax {
-                attempt += 1
-                logger.info("retrying after a conflict with another process", metadata: ["attempt": "\(attempt)"])
-                try await reload(after: error)
+        for retry in 0...Tally.conflictRetriesMax {
+            switch try await attemptOnce(operation) {
+            case .done(let output):
+                return output
+            case .lostRace(let generation):
+                logger.info("retrying after a conflict with another process", metadata: ["retry": "\(retry + 1)"])
+                try await reload(from: generation)
             }
         }
+        throw TallyError(.storeConflict, "the operation lost \(Tally.conflictRetriesMax + 1) races with other processes in a row; try again")
     }
 
-    private func performOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+    /// One try of an operation: done, or rolled back because another process won a race while the
+    /// state was at `generation`.
+    private enum Attempt<Output> {
+        case done(Output)
+        case lostRace(generation: Int)
+    }
+
+    private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
         let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?, Journal, Int) in
             state.emitted.removeAll(keepingCapacity: true)
@@ -164,18 +171,17 @@ public final class Tally: Sendable {
             do {
                 try await journal.waitDurable(ticket)
             } catch {
-                if error.code == .storeConflict { throw TallyError(.storeConflict, String(generation)) }
+                if error.code == .storeConflict { return .lostRace(generation: generation) }
                 logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
                 throw error
             }
         }
-        return output
+        return .done(output)
     }
 
     /// Rebuilds the state from the store after a lost race: the memory had run ahead of what was
     /// kept, and the other process's facts were not in it. One caller reloads; the others wait.
-    private func reload(after conflict: TallyError) async throws(TallyError) {
-        let generation = Int(conflict.message) ?? -1
+    private func reload(from generation: Int) async throws(TallyError) {
         let mine = reloading.withLock { current -> Bool in
             guard current == nil, state.withLock({ $0.generation }) == generation else { return false }
             current = generation
