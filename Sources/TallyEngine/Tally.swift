@@ -107,7 +107,7 @@ public final class Tally: Sendable {
     private let state: Mutex<EngineState>
     private let reloading = Mutex<Int?>(nil)
     /// How often an operation is retried after losing a race with another process.
-    public static let conflictRetriesMax = 8
+    public static let conflictRetriesMax = 32
 
     /// Starts an engine on `store`: loads every fact and folds it over the catalog.
     public static func start(
@@ -139,6 +139,8 @@ public final class Tally: Sendable {
             case .lostRace(let generation):
                 logger.info("retrying after a conflict with another process", metadata: ["retry": "\(retry + 1)"])
                 try await reload(from: generation)
+                // A little jitter, so that processes racing for one pack do not collide in lockstep.
+                try? await Task.sleep(for: .microseconds(Int.random(in: 0...(200 * min(retry + 1, 10)))))
             }
         }
         throw TallyError(.storeConflict, "the operation lost \(Tally.conflictRetriesMax + 1) races with other processes in a row; try again")
@@ -182,18 +184,21 @@ public final class Tally: Sendable {
     /// Rebuilds the state from the store after a lost race: the memory had run ahead of what was
     /// kept, and the other process's facts were not in it. One caller reloads; the others wait.
     private func reload(from generation: Int) async throws(TallyError) {
-        let mine = reloading.withLock { current -> Bool in
-            guard current == nil, state.withLock({ $0.generation }) == generation else { return false }
-            current = generation
-            return true
-        }
-        guard mine else {
-            while state.withLock({ $0.generation }) == generation {
-                try? await Task.sleep(for: .milliseconds(1))
+        // Wait while another caller reloads; take the reload over if nobody holds it (a reloader
+        // that failed leaves it free), and stop when the caller is cancelled.
+        while true {
+            if state.withLock({ $0.generation }) != generation { return }
+            let mine = reloading.withLock { current -> Bool in
+                guard current == nil else { return false }
+                current = generation
+                return true
             }
-            return
+            if mine { break }
+            guard !Task.isCancelled else { throw TallyError(.storeConflict, "cancelled while another caller reloaded") }
+            try? await Task.sleep(for: .milliseconds(1))
         }
         defer { reloading.withLock { $0 = nil } }
+        if state.withLock({ $0.generation }) != generation { return }
         let facts: [Fact]
         do {
             facts = try await store.loadFacts()

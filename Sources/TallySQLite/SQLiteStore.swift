@@ -57,10 +57,12 @@ public final class SQLiteStore: TallyStore {
                     opened INTEGER NOT NULL
                 );
 
+                -- Rows are kept in sequence order (seq is the rowid, so an insert appends); the
+                -- unique index on (account, id) is what refuses to count an event twice.
                 CREATE TABLE usage_events (
+                    seq INTEGER PRIMARY KEY,
                     account TEXT NOT NULL REFERENCES accounts(id),
                     id TEXT NOT NULL,
-                    seq INTEGER NOT NULL UNIQUE,
                     api TEXT NOT NULL,
                     edition TEXT,
                     calls INTEGER NOT NULL CHECK (calls > 0),
@@ -73,9 +75,9 @@ public final class SQLiteStore: TallyStore {
                     refusal TEXT,
                     draws TEXT NOT NULL,
                     txn TEXT,
-                    PRIMARY KEY (account, id),
                     CHECK (free + pack + postpaid + refused = calls)
-                ) WITHOUT ROWID;
+                );
+                CREATE UNIQUE INDEX usage_events_id ON usage_events(account, id);
                 CREATE TRIGGER usage_no_update BEFORE UPDATE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
                 CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_events BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
                 """)

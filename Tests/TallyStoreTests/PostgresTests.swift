@@ -56,9 +56,9 @@ struct PostgresTests {
     }
 
     @Test(arguments: [
-        "INSERT INTO usage_events SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
-        "INSERT INTO usage_events VALUES ('x', 'bad', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
-        "INSERT INTO usage_events VALUES ('ghost', 'bad', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('x', 'bad', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('ghost', 'bad', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
         #"UPDATE packs SET "left" = "left" - size - 1 WHERE NOT revoked"#,
         "UPDATE ledger_entries SET amount = amount + 1",
         "DELETE FROM ledger_entries",

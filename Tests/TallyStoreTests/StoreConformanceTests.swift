@@ -86,11 +86,11 @@ import TallyStore
 
     @Test(arguments: [
         // The same (account, id) twice.
-        "INSERT INTO usage_events SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) SELECT account, id, seq + 100000, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, NULL FROM usage_events LIMIT 1",
         // A settlement that does not add up.
-        "INSERT INTO usage_events VALUES ('acme', 'x', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('acme', 'x', 999999, 'a', NULL, 10, 0, 0, 5, 0, 0, 0, NULL, '', NULL)",
         // An event of an account that does not exist.
-        "INSERT INTO usage_events VALUES ('ghost', 'x', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
+        "INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('ghost', 'x', 999999, 'a', NULL, 1, 0, 0, 1, 0, 0, 0, NULL, '', NULL)",
         // A pack drawn below zero.
         #"UPDATE packs SET "left" = "left" - size - 1 WHERE revoked = 0"#,
         // An unbalanced transaction.
@@ -195,3 +195,13 @@ final class ProbeStore: TallyStore {
 }
 
 import Foundation
+
+/// The guard statements must fail for the invariant they target, not for a typo: the same
+/// statements with the offending value corrected are accepted.
+@Suite struct GuardControlTests {
+    @Test func aValidUsageRowIsAccepted() async throws {
+        let store = try await SQLiteGuardTests().seeded()
+        try await store.execute("INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('acme', 'fine', 999999, 'a', NULL, 10, 0, 0, 10, 0, 0, 0, NULL, '', NULL)")
+        #expect(try await store.count("usage_events") > 0)
+    }
+}
