@@ -186,3 +186,36 @@ public struct PublishCatalog: Operation {
         return affected
     }
 }
+
+extension Tally {
+    /// What a whole bill run did.
+    public struct BillRunTotals: Sendable {
+        public let accounts: Int
+        public let created: Int
+        public let existing: Int
+        public let total: Money
+    }
+
+    /// Accounts billed per step: a step is one durable write, and where a restart resumes.
+    public static let billRunChunkAccounts = 10_000
+
+    /// The bill run for `month` over every account with usage, one chunk of accounts at a time, so
+    /// that a caller can show progress and a stopped run resumes where it stopped (bill ids are
+    /// deterministic). The first step closes the month even when no account had usage.
+    public func runBills(month: Month, progress: (_ done: Int, _ of: Int) -> Void = { _, _ in }) async throws(TallyError) -> BillRunTotals {
+        let accounts = read { RunBills.accountsWithUsage(in: month, $0) }
+        var created = 0, existing = 0
+        var total = Money.zero
+        var index = 0
+        repeat {
+            let chunk = Array(accounts[index..<min(index + Tally.billRunChunkAccounts, accounts.count)])
+            let result = try await perform(RunBills(month: month, accounts: chunk))
+            created += result.created.count
+            existing += result.existing
+            total += result.created.reduce(.zero) { $0 + $1.total }
+            index += chunk.count
+            progress(index, accounts.count)
+        } while index < accounts.count
+        return BillRunTotals(accounts: accounts.count, created: created, existing: existing, total: total)
+    }
+}

@@ -192,13 +192,7 @@ struct Bench: AsyncParsableCommand {
         let timer = ContinuousClock()
         var bills = 0
         let elapsed = try await timer.measure {
-            let all = tally.read { RunBills.accountsWithUsage(in: month, $0) }
-            var index = 0
-            while index < all.count {
-                let chunk = Array(all[index..<min(index + BillRun.chunkAccounts, all.count)])
-                bills += try await tally.perform(RunBills(month: month, accounts: chunk)).created.count
-                index += chunk.count
-            }
+            bills = try await tally.runBills(month: month).created
         }
         return .object([
             ("scenario", .string("bill-run")), ("store", .string(store)), ("events", .int(Int64(accounts))),

@@ -234,30 +234,19 @@ struct BillRun: AsyncParsableCommand {
     @Option(help: "The month, YYYY-MM.")
     var month: String
 
-    /// Accounts billed per step: a step is one durable write, and where a restart resumes.
-    static let chunkAccounts = 10_000
-
     func run() async throws {
         do {
             guard let month = Month(parsing: month) else { throw TallyError(.invalidRequest, "--month is YYYY-MM") }
             let tally = try await store.start()
-            let accounts = tally.read { RunBills.accountsWithUsage(in: month, $0) }
-            var progress = Progress(label: "bill-run \(month)", total: accounts.count)
-            var created = 0, existing = 0
-            var total = Money.zero
-            var index = 0
-            repeat {
-                let chunk = Array(accounts[index..<min(index + BillRun.chunkAccounts, accounts.count)])
-                let result = try await tally.perform(RunBills(month: month, accounts: chunk))
-                created += result.created.count
-                existing += result.existing
-                total += result.created.reduce(.zero) { $0 + $1.total }
-                index += chunk.count
-                progress.update(index)
-            } while index < accounts.count
+            var progress: Progress?
+            let totals = try await tally.runBills(month: month) { done, of in
+                if progress == nil { progress = Progress(label: "bill-run \(month)", total: of) }
+                progress?.update(done)
+            }
             print(JSON.object([
-                ("month", .string(month.description)), ("accounts", .int(Int64(accounts.count))),
-                ("bills_created", .int(Int64(created))), ("bills_existing", .int(Int64(existing))), ("total", .string(total.description)),
+                ("month", .string(month.description)), ("accounts", .int(Int64(totals.accounts))),
+                ("bills_created", .int(Int64(totals.created))), ("bills_existing", .int(Int64(totals.existing))),
+                ("total", .string(totals.total.description)),
             ]).serialized(pretty: true))
         } catch {
             throw fail(error)

@@ -214,3 +214,27 @@ import TallyEngine
         h.expectCleanAudit()
     }
 }
+
+@Suite struct ChunkedBillRunTests {
+    /// The bill run the command line and the bench share: every account billed once, a second run
+    /// charges nothing, and a month without usage is still closed.
+    @Test func billsInChunksAndRestartsSafely() async throws {
+        let h = try await Harness.make("2026-01-05T10:00:00+08:00")
+        for n in 0..<3 {
+            try await h.customer("c\(n)", cash: "100.00", activate: ["image-tagging"])
+            try await h.run(RecordUsage(account: "c\(n)", id: "e", api: "image-tagging.general", calls: 2_000, mode: .report))
+        }
+        try h.advance("2026-03-01T01:00:00+08:00")
+        var steps: [(Int, Int)] = []
+        let first = try await h.tally.runBills(month: Month(year: 2026, month: 1)) { steps.append(($0, $1)) }
+        #expect(first.accounts == 3 && first.created == 3 && first.existing == 0)
+        #expect(first.total.description == "9.00")   // 3 × 1,000 post-paid × 0.003
+        #expect(steps.last.map { $0.0 == 3 && $0.1 == 3 } == true)
+        let again = try await h.tally.runBills(month: Month(year: 2026, month: 1))
+        #expect(again.created == 0 && again.existing == 3 && again.total == .zero)
+        let empty = try await h.tally.runBills(month: Month(year: 2026, month: 2))
+        #expect(empty.accounts == 0 && empty.created == 0)
+        #expect(h.tally.read { $0.closedThrough } == Month(year: 2026, month: 2))
+        h.expectCleanAudit()
+    }
+}
