@@ -218,6 +218,8 @@ public struct MonthlyUsage: Hashable, Sendable, Codable {
     public var byEdition: [String: Int64] = [:]
     /// Post-paid calls by day of the month (1-based), for the console's chart.
     public var postpaidByDay: [Int64: Int64] = [:]
+    /// Accepted calls by day of the month (1-based), for the console's daily chart.
+    public var callsByDay: [Int64: Int64] = [:]
 
     public init() {}
 }

@@ -22,6 +22,11 @@ public enum Fact: Hashable, Sendable, Codable {
     /// the version in force at `effective`.
     case catalogPublished(effective: Instant, changes: String, at: Instant)
     case notified(notice: Notice)
+    case keyIssued(key: APIKey)
+    case keyRevoked(id: String, at: Instant)
+    case webhookEndpointAdded(endpoint: WebhookEndpoint)
+    case webhookEndpointRemoved(id: String, at: Instant)
+    case webhookDelivered(delivery: DeliveryKey, at: Instant)
 
     /// The fact's case, as stores label their rows.
     public var kind: String {
@@ -42,6 +47,11 @@ public enum Fact: Hashable, Sendable, Codable {
         case .entitlementUsed: "entitlement_used"
         case .catalogPublished: "catalog_published"
         case .notified: "notified"
+        case .keyIssued: "key_issued"
+        case .keyRevoked: "key_revoked"
+        case .webhookEndpointAdded: "webhook_endpoint_added"
+        case .webhookEndpointRemoved: "webhook_endpoint_removed"
+        case .webhookDelivered: "webhook_delivered"
         }
     }
 

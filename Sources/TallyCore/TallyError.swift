@@ -76,6 +76,22 @@ public struct TallyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let quoteTooLarge = Code(rawValue: "quote_too_large")
         public static let quoteImpossible = Code(rawValue: "quote_impossible")
         public static let storeUnavailable = Code(rawValue: "store_unavailable")
+        // The service's boundary
+        public static let keyNotFound = Code(rawValue: "key_not_found")
+        public static let webhookEndpointNotFound = Code(rawValue: "webhook_endpoint_not_found")
+        public static let limitExceeded = Code(rawValue: "limit_exceeded")
+        public static let unauthenticated = Code(rawValue: "unauthenticated")
+        public static let forbidden = Code(rawValue: "forbidden")
+        public static let notFound = Code(rawValue: "not_found")
+        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
+        public static let bodyTooLarge = Code(rawValue: "body_too_large")
+        public static let batchTooLarge = Code(rawValue: "batch_too_large")
+        public static let pageSizeOutOfRange = Code(rawValue: "page_size_out_of_range")
+        public static let idempotencyKeyReused = Code(rawValue: "idempotency_key_reused")
+        public static let idempotencyKeyInUse = Code(rawValue: "idempotency_key_in_use")
+        public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
+        public static let billNotFound = Code(rawValue: "bill_not_found")
+        public static let internalError = Code(rawValue: "internal_error")
         /// A batch lost a race with another process; retried after a reload, never shown to callers
         /// unless the retries run out.
         public static let storeConflict = Code(rawValue: "store_conflict")

@@ -22,6 +22,12 @@ public struct TallyState: Sendable {
     /// Counts every pack created, so that packs bought in the same instant keep their order.
     public private(set) var packSequence: Int64 = 0
     public private(set) var factCount: Int64 = 0
+    /// API keys by id, and key ids by digest for the lookup on every request.
+    public private(set) var keys: [String: APIKey] = [:]
+    public private(set) var keyIDsByDigest: [String: String] = [:]
+    public private(set) var webhookEndpoints: [String: WebhookEndpoint] = [:]
+    /// Notices delivered, per endpoint: what the webhook outbox no longer owes.
+    public private(set) var deliveries: Set<DeliveryKey> = []
 
     /// The catalog as shipped, before any published change: what a rebuild from facts starts from.
     public let baseCatalog: Catalog
@@ -127,6 +133,17 @@ public struct TallyState: Sendable {
         case .notified(let notice):
             notices.append(notice)
             noticeIDs.insert(notice.id)
+        case .keyIssued(let key):
+            keys[key.id] = key
+            keyIDsByDigest[key.digest] = key.id
+        case .keyRevoked(let id, let at):
+            keys[id]?.revoked = at
+        case .webhookEndpointAdded(let endpoint):
+            webhookEndpoints[endpoint.id] = endpoint
+        case .webhookEndpointRemoved(let id, _):
+            webhookEndpoints[id] = nil
+        case .webhookDelivered(let delivery, _):
+            deliveries.insert(delivery)
         }
     }
 
@@ -176,6 +193,7 @@ public struct TallyState: Sendable {
         totals.postpaid += settlement.postpaid
         totals.refused += settlement.refused
         if let edition = record.edition { totals.byEdition[edition, default: 0] += settlement.accepted }
+        if settlement.accepted > 0 { totals.callsByDay[zone.date(of: record.at).day, default: 0] += settlement.accepted }
         if settlement.postpaid > 0 { totals.postpaidByDay[zone.date(of: record.at).day, default: 0] += settlement.postpaid }
         monthly[key] = totals
     }

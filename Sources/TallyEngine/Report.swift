@@ -74,7 +74,7 @@ public enum Report {
         return .object(fields)
     }
 
-    static func membership(_ membership: Membership, zone: Zone, now: Instant) -> JSON {
+    public static func membership(_ membership: Membership, zone: Zone, now: Instant) -> JSON {
         var fields: [(String, JSON)] = [
             ("product", .string(membership.product)),
             ("edition", .string(String(membership.edition.split(separator: "/").last ?? ""))),
@@ -104,7 +104,35 @@ public enum Report {
         ])
     }
 
-    static func notice(_ zone: Zone) -> (Notice) -> JSON {
+    /// One account's usage in a month, per API: calls, what paid for them, and the estimated
+    /// post-paid amount at the tier reached so far (the bill's own rule, so the estimate on the
+    /// last day equals the bill). `daily` adds accepted calls per day, for the console's chart.
+    public static func usage(account: String, month: Month, _ state: TallyState, daily: Bool = false) -> [(String, JSON)] {
+        state.monthly.keys.filter { $0.month == month && $0.account == account }.sorted().map { key in
+            let totals = state.monthly[key]!
+            let estimate = BillingRule.estimate(api: key.api, month: month, totals: totals, catalog: state.catalog)
+            var fields: [(String, JSON)] = [
+                ("calls", .int(totals.calls)), ("free", .int(totals.free)), ("pack", .int(totals.pack)),
+                ("postpaid", .int(totals.postpaid)), ("refused", .int(totals.refused)),
+                ("estimated_amount", money(estimate?.amount ?? .zero)),
+            ]
+            if daily {
+                fields.append(("daily", .array(totals.callsByDay.keys.sorted().map { day in
+                    .object([("day", .int(day)), ("calls", .int(totals.callsByDay[day]!))])
+                })))
+            }
+            return (key.api, .object(fields))
+        }
+    }
+
+    /// Every account's usage in a month, as `tally report` prints it.
+    public static func usage(month: Month, _ state: TallyState) -> JSON {
+        let accounts = Set(state.monthly.keys.lazy.filter { $0.month == month }.map(\.account)).sorted()
+        return .object([("month", .string(month.description)),
+                        ("accounts", .object(accounts.map { ($0, .object(usage(account: $0, month: month, state))) }))])
+    }
+
+    public static func notice(_ zone: Zone) -> (Notice) -> JSON {
         { notice in
             var fields: [(String, JSON)] = [("id", .string(notice.id)), ("kind", .string(notice.kind))]
             if let account = notice.account { fields.append(("account", .string(account))) }

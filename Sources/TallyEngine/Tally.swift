@@ -216,6 +216,15 @@ public final class Tally: Sendable {
         }
     }
 
+    /// What an operation would do now, without doing it: it runs on a copy of the state and its
+    /// facts are thrown away (the price preview before paying). The copy is copy-on-write, so a
+    /// preview costs a copy of what the operation changes, outside the engine's lock.
+    public func preview<Op: Operation>(_ operation: Op) throws(TallyError) -> Op.Output {
+        var copy = state.withLock { $0 }
+        copy.emitted.removeAll()
+        return try operation.execute(&copy, Environment(now: clock.now(), ids: ids))
+    }
+
     /// Reads the state.
     public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {
         try state.withLock { try body($0.tally) }

@@ -202,23 +202,7 @@ struct Report: AsyncParsableCommand {
         do {
             guard let month = Month(parsing: month) else { throw TallyError(.invalidRequest, "--month is YYYY-MM") }
             let tally = try await store.start()
-            let json = tally.read { state -> JSON in
-                let keys = state.monthly.keys.filter { $0.month == month }.sorted()
-                var accounts: [(String, JSON)] = []
-                for account in Set(keys.map(\.account)).sorted() {
-                    let apis = keys.filter { $0.account == account }.map { key -> (String, JSON) in
-                        let totals = state.monthly[key]!
-                        let estimate = BillingRule.estimate(api: key.api, month: month, totals: totals, catalog: state.catalog)
-                        return (key.api, .object([
-                            ("calls", .int(totals.calls)), ("free", .int(totals.free)), ("pack", .int(totals.pack)),
-                            ("postpaid", .int(totals.postpaid)), ("refused", .int(totals.refused)),
-                            ("estimated_amount", .string((estimate?.amount ?? .zero).description)),
-                        ]))
-                    }
-                    accounts.append((account, .object(apis)))
-                }
-                return .object([("month", .string(month.description)), ("accounts", .object(accounts))])
-            }
+            let json = tally.read { TallyEngine.Report.usage(month: month, $0) }
             print(json.serialized(pretty: true))
         } catch {
             throw fail(error)

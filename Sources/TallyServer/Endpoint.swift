@@ -1,0 +1,207 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import TallyCore
+import TallyEngine
+
+/// One route of the API: its method and OpenAPI-style path, the roles that may call it, and what
+/// it does. The table of endpoints is the single source the router is built from and the test
+/// that holds the OpenAPI document to the code reads.
+struct Endpoint: Sendable {
+    let method: HTTPRequest.Method
+    /// The path as the OpenAPI document writes it: `/v1/accounts/{account}`.
+    let path: String
+    let roles: Set<Role>
+    let handle: @Sendable (inout Call) async throws -> Answer
+
+    init(_ method: HTTPRequest.Method, _ path: String, _ roles: Set<Role>, _ handle: @escaping @Sendable (inout Call) async throws -> Answer) {
+        self.method = method
+        self.path = path
+        self.roles = roles
+        self.handle = handle
+    }
+
+    /// The names in braces in the path.
+    var parameterNames: [String] {
+        path.split(separator: "/").compactMap { part in
+            part.hasPrefix("{") && part.hasSuffix("}") ? String(part.dropFirst().dropLast()) : nil
+        }
+    }
+}
+
+/// One request as a route sees it: who calls, the path parameters, the body's fields, the query,
+/// and the engine.
+struct Call {
+    let request: Request
+    let principal: Principal
+    let parameters: [String: String]
+    var fields: Fields
+    let server: ServerEnvironment
+
+    var tally: Tally { server.tally }
+    var now: Instant { server.tally.clock.now() }
+
+    func parameter(_ name: String) -> String { parameters[name]! }
+
+    /// The `{account}` of the path; the dispatcher has checked the caller may touch it.
+    var account: String { parameters["account"]! }
+
+    func query(_ name: String) -> String? { request.uri.queryParameters.get(name) }
+
+    /// A whole number from the query, nil when absent.
+    func integer(_ name: String) throws(TallyError) -> Int64? {
+        guard let text = query(name) else { return nil }
+        guard let value = Int64(text) else { throw TallyError(.invalidRequest, "\(name) must be a whole number") }
+        return value
+    }
+
+    /// A page size from `?limit=`: 1 to `pageSizeMax`, `pageSizeDefault` when absent.
+    func limit() throws(TallyError) -> Int {
+        guard let text = query("limit") else { return Pagination.pageSizeDefault }
+        guard let value = Int(text), (1...Pagination.pageSizeMax).contains(value) else {
+            throw TallyError(.pageSizeOutOfRange, "limit must be a whole number from 1 to \(Pagination.pageSizeMax)")
+        }
+        return value
+    }
+
+    /// A month from `?month=YYYY-MM`, this month in the catalog's zone when absent.
+    func month() throws(TallyError) -> Month {
+        guard let text = query("month") else { return tally.read { $0.zone.month(of: now) } }
+        guard let month = Month(parsing: text) else { throw TallyError(.invalidRequest, "month must be YYYY-MM") }
+        return month
+    }
+}
+
+/// Lists are pages: `?limit=` items after the `?starting_after=` id, in a stable order.
+enum Pagination {
+    static let pageSizeDefault = 100
+    static let pageSizeMax = 1_000
+
+    /// The page of `items` (sorted by `id`) after `cursor`, and whether more follow.
+    static func page<T>(_ items: [T], id: (T) -> String, call: Call) throws(TallyError) -> (items: ArraySlice<T>, hasMore: Bool) {
+        let limit = try call.limit()
+        var start = 0
+        if let cursor = call.query("starting_after") {
+            start = items.firstIndex { id($0) > cursor } ?? items.count
+        }
+        let end = min(start + limit, items.count)
+        return (items[start..<end], end < items.count)
+    }
+
+    static func json<T>(_ items: [T], id: (T) -> String, call: Call, render: (T) -> JSON) throws(TallyError) -> JSON {
+        let (page, hasMore) = try page(items, id: id, call: call)
+        return .object([("data", .array(page.map(render))), ("has_more", .bool(hasMore))])
+    }
+}
+
+/// What a route answers: a status, a content type and the bytes. Kept whole (not streamed) so
+/// that an idempotent request's answer can be stored and replayed byte for byte.
+struct Answer: Sendable {
+    var status: HTTPResponse.Status
+    var contentType: String
+    var body: ByteBuffer
+    var headers: HTTPFields = [:]
+
+    static func json(_ value: JSON, status: HTTPResponse.Status = .ok) -> Answer {
+        Answer(status: status, contentType: "application/json", body: ByteBuffer(string: value.serialized()))
+    }
+
+    static func text(_ text: String, contentType: String, status: HTTPResponse.Status = .ok) -> Answer {
+        Answer(status: status, contentType: contentType, body: ByteBuffer(string: text))
+    }
+
+    static func problem(_ problem: Problem) -> Answer {
+        Answer(status: problem.status, contentType: "application/problem+json", body: Problem.body(problem.status, problem.error),
+               headers: problem.headers)
+    }
+
+    var response: Response {
+        var fields = headers
+        fields[.contentType] = contentType
+        return Response(status: status, headers: fields, body: .init(byteBuffer: body))
+    }
+}
+
+extension HTTPField.Name {
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
+}
+
+extension Endpoint {
+    /// The Hummingbird handler: authenticate, check the role and the account scope, read the
+    /// body within its limit, apply `Idempotency-Key`, run the route.
+    func responder(_ server: ServerEnvironment) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
+        let endpoint = self
+        let names = parameterNames
+        return { request, context in
+            let principal = try Keys.authenticate(request.headers[.authorization], tally: server.tally)
+            guard endpoint.roles.contains(principal.role) else {
+                throw Problem(.forbidden, TallyError(.forbidden, "a \(principal.role.rawValue) key may not call \(endpoint.method) \(endpoint.path)"))
+            }
+            var parameters: [String: String] = [:]
+            for name in names { parameters[name] = context.parameters.get(name) ?? "" }
+            if let account = parameters["account"] {
+                // Another customer's account answers exactly as an unknown one does.
+                guard principal.mayTouch(account), server.tally.read({ $0.accounts[account] != nil }) else {
+                    throw Problem(TallyError(.accountNotFound, "there is no account \(account)"))
+                }
+            }
+            var request = request
+            let body = try await Endpoint.collect(&request, limit: server.configuration.bodyBytesMax)
+            var fields = Fields.empty
+            if endpoint.method == .post || endpoint.method == .put || endpoint.method == .patch, body.readableBytes > 0 {
+                if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
+                    throw Problem(TallyError(.unsupportedMediaType, "send the body as application/json"))
+                }
+                fields = try Fields(JSON.parse(String(buffer: body)))
+            }
+            var call = Call(request: request, principal: principal, parameters: parameters, fields: fields, server: server)
+            guard endpoint.method == .post, let key = request.headers[.idempotencyKey] else {
+                return try await endpoint.handle(&call).response
+            }
+            return try await Endpoint.idempotent(key: key, principal: principal, request: request, body: body, server: server) {
+                try await endpoint.handle(&call)
+            }.response
+        }
+    }
+
+    static func collect(_ request: inout Request, limit: Int) async throws -> ByteBuffer {
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw Problem(TallyError(.bodyTooLarge, "the request body is over the limit of \(limit) bytes"))
+        }
+    }
+
+    /// Runs `run` once per (API key, Idempotency-Key); replays its answer afterwards. A refusal is
+    /// an answer too and is replayed; a server error is not kept, so the request may be retried.
+    static func idempotent(key: String, principal: Principal, request: Request, body: ByteBuffer, server: ServerEnvironment,
+                           run: () async throws -> Answer) async throws -> Answer {
+        guard !key.isEmpty, key.utf8.count <= IdempotencyTable.keyLengthMax else {
+            throw Problem(TallyError(.invalidRequest, "an Idempotency-Key is 1 to \(IdempotencyTable.keyLengthMax) bytes"))
+        }
+        let scoped = "\(principal.keyID)\u{0}\(key)"
+        let table = server.idempotency
+        switch try table.begin(key: scoped, fingerprint: IdempotencyTable.fingerprint(request, body: body), now: server.tally.clock.now()) {
+        case .replay(let stored):
+            var answer = stored
+            answer.headers[.idempotentReplayed] = "true"
+            return answer
+        case .proceed:
+            break
+        }
+        let answer: Answer
+        do {
+            answer = try await run()
+        } catch let problem as Problem {
+            answer = .problem(problem)
+        } catch let error as TallyError {
+            answer = .problem(Problem(error))
+        } catch {
+            table.finish(key: scoped, nil)
+            throw error
+        }
+        table.finish(key: scoped, answer.status.code >= 500 ? nil : answer)
+        return answer
+    }
+}

@@ -1,0 +1,84 @@
+import TallyCore
+import TallyEngine
+
+/// A request body's fields, read by name with errors that name the field. Every field must be
+/// read before `end()`: a field the route does not know is refused (`invalid_request`) rather than
+/// ignored, so that a typo never passes silently.
+struct Fields {
+    private let values: [String: JSON]
+    private var read: Set<String> = []
+
+    init(_ json: JSON) throws(TallyError) {
+        guard case .object(let pairs) = json else { throw TallyError(.invalidRequest, "the request body must be a JSON object") }
+        var values: [String: JSON] = [:]
+        for (key, value) in pairs {
+            guard values.updateValue(value, forKey: key) == nil else { throw TallyError(.invalidRequest, "the field \(key) appears twice") }
+        }
+        self.values = values
+    }
+
+    static let empty = try! Fields(.object([]))
+
+    /// Refuses fields nobody read.
+    func end() throws(TallyError) {
+        let unknown = Set(values.keys).subtracting(read).sorted()
+        guard unknown.isEmpty else { throw TallyError(.invalidRequest, "unknown field \(unknown.joined(separator: ", "))") }
+    }
+
+    private mutating func value(_ key: String) -> JSON? {
+        read.insert(key)
+        if case .null = values[key] { return nil }
+        return values[key]
+    }
+
+    mutating func optionalString(_ key: String, lengthMax: Int = 256) throws(TallyError) -> String? {
+        guard let value = value(key) else { return nil }
+        guard case .string(let text) = value else { throw TallyError(.invalidRequest, "\(key) must be a string") }
+        guard text.utf8.count <= lengthMax else { throw TallyError(.invalidRequest, "\(key) is at most \(lengthMax) bytes") }
+        return text
+    }
+
+    mutating func string(_ key: String, lengthMax: Int = 256) throws(TallyError) -> String {
+        guard let text = try optionalString(key, lengthMax: lengthMax) else { throw TallyError(.invalidRequest, "\(key) is required") }
+        return text
+    }
+
+    mutating func optionalInt(_ key: String) throws(TallyError) -> Int64? {
+        guard let value = value(key) else { return nil }
+        guard case .int(let number) = value else { throw TallyError(.invalidRequest, "\(key) must be a whole number") }
+        return number
+    }
+
+    mutating func int(_ key: String) throws(TallyError) -> Int64 {
+        guard let number = try optionalInt(key) else { throw TallyError(.invalidRequest, "\(key) is required") }
+        return number
+    }
+
+    mutating func bool(_ key: String, default fallback: Bool) throws(TallyError) -> Bool {
+        guard let value = value(key) else { return fallback }
+        guard case .bool(let flag) = value else { throw TallyError(.invalidRequest, "\(key) must be true or false") }
+        return flag
+    }
+
+    /// An amount in yuan as a decimal string with at most two decimals ("12.50").
+    mutating func money(_ key: String) throws(TallyError) -> Money? {
+        guard let text = try optionalString(key, lengthMax: 32) else { return nil }
+        guard let amount = Money(parsing: text) else {
+            throw TallyError(.invalidAmount, "\(key) must be an amount in yuan with at most two decimals, as a string (\"12.50\")")
+        }
+        return amount
+    }
+
+    /// An RFC 3339 timestamp.
+    mutating func instant(_ key: String) throws(TallyError) -> Instant? {
+        guard let text = try optionalString(key, lengthMax: 64) else { return nil }
+        guard let instant = Instant(rfc3339: text) else { throw TallyError(.invalidTimestamp, "\(key) must be an RFC 3339 timestamp") }
+        return instant
+    }
+
+    mutating func array(_ key: String) throws(TallyError) -> [JSON] {
+        guard let value = value(key) else { throw TallyError(.invalidRequest, "\(key) is required") }
+        guard case .array(let items) = value else { throw TallyError(.invalidRequest, "\(key) must be an array") }
+        return items
+    }
+}

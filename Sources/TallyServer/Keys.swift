@@ -1,0 +1,74 @@
+import Crypto
+import TallyCore
+import TallyEngine
+
+/// Who is calling: the key's id and role, and for a customer key the one account it may touch.
+public struct Principal: Sendable, Hashable {
+    public let keyID: String
+    public let role: Role
+    public let account: String?
+
+    /// Whether this caller may see or act on `account`. Operators may touch every account; a
+    /// customer only its own; a gateway any account's usage (the routes it may call say which).
+    func mayTouch(_ account: String) -> Bool {
+        role != .customer || self.account == account
+    }
+}
+
+/// API keys: made here, shown once, kept as SHA-256 digests.
+public enum Keys {
+    /// A new secret: a role prefix and 160 random bits in hex, so that a leaked key says what it
+    /// is (as Stripe's `sk_live_` does) and cannot be guessed.
+    public static func secret(role: Role) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let prefix = switch role {
+        case .operator: "tk_op_"
+        case .customer: "tk_cu_"
+        case .gateway: "tk_gw_"
+        }
+        return prefix + (0..<20).map { _ in hex(UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    /// The hex SHA-256 digest under which a secret is kept.
+    public static func digest(_ secret: String) -> String {
+        SHA256.hash(data: Array(secret.utf8)).map(hex).joined()
+    }
+
+    static func hex(_ byte: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
+    }
+
+    /// The longest secret accepted in an Authorization header; longer ones are not hashed.
+    static let secretLengthMax = 128
+
+    /// Finds the principal for an `Authorization: Bearer <key>` header value.
+    static func authenticate(_ header: String?, tally: Tally) throws(Problem) -> Principal {
+        guard let header, header.hasPrefix("Bearer ") else {
+            throw Problem(.unauthorized, TallyError(.unauthenticated, "send an API key as Authorization: Bearer <key>"))
+        }
+        let secret = String(header.dropFirst("Bearer ".count))
+        let unknown = Problem(.unauthorized, TallyError(.unauthenticated, "the API key is unknown or revoked"))
+        guard !secret.isEmpty, secret.utf8.count <= secretLengthMax else { throw unknown }
+        let digest = digest(secret)
+        let key = tally.read { state in state.keyIDsByDigest[digest].flatMap { state.keys[$0] } }
+        guard let key, key.revoked == nil else { throw unknown }
+        return Principal(keyID: key.id, role: key.role, account: key.account)
+    }
+
+    /// Makes sure an operator key exists: registers `secret` if given (and new), or, when the store
+    /// holds no operator key at all, issues one and returns its secret so the operator can be told.
+    public static func bootstrapOperator(_ tally: Tally, secret: String?) async throws -> String? {
+        if let secret {
+            let digest = digest(secret)
+            if tally.read({ $0.keyIDsByDigest[digest] }) == nil {
+                try await tally.perform(IssueKey(role: .operator, account: nil, digest: digest))
+            }
+            return nil
+        }
+        guard !tally.read({ $0.keys.values.contains { $0.role == .operator && $0.revoked == nil } }) else { return nil }
+        let fresh = Keys.secret(role: .operator)
+        try await tally.perform(IssueKey(role: .operator, account: nil, digest: digest(fresh)))
+        return fresh
+    }
+}

@@ -1,0 +1,65 @@
+import Logging
+import ServiceLifecycle
+import TallyCore
+import TallyEngine
+
+/// What real time sets off (SPEC 4, 7): free quotas at 00:00 Beijing time on the 1st (granted at
+/// activation and on first use as well), bill runs at 01:00 on the 1st, pack and membership expiry
+/// notices. Each step is an idempotent operation that reads the state and the clock, so a restart
+/// repeats nothing, and a server that was down catches up on its first tick: every month that
+/// ended with usage still open is billed, oldest first.
+struct Scheduler: Service {
+    let server: ServerEnvironment
+    let logger: Logger
+
+    /// Bill runs start this long after midnight on the 1st.
+    static let billRunDelaySeconds: Int64 = 3_600
+
+    func run() async throws {
+        let interval = server.configuration.schedulerIntervalSeconds
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Scheduler.tick(server)
+                } catch {
+                    logger.error("a scheduled step failed; it runs again on the next tick", metadata: ["error": "\(error)"])
+                }
+                try await Task.sleep(for: .seconds(interval))
+            }
+        }
+    }
+
+    /// What one tick did.
+    struct Tick: Sendable, Equatable {
+        var freePacks = 0
+        var notices = 0
+        var billed: [Month] = []
+    }
+
+    /// One look at the clock: grant, notify, bill what is due.
+    @discardableResult
+    static func tick(_ server: ServerEnvironment) async throws -> Tick {
+        var tick = Tick()
+        tick.freePacks = try await server.tally.perform(GrantFreeQuota())
+        tick.notices = try await server.tally.perform(Expire())
+        let now = server.tally.clock.now()
+        for month in server.tally.read({ monthsDue($0, now: now) }) {
+            let totals = try await server.billRun(month)
+            server.tally.logger.info("bill run done", metadata: ["month": "\(month)", "bills": "\(totals.created)", "total": "\(totals.total)"])
+            tick.billed.append(month)
+        }
+        return tick
+    }
+
+    /// The months whose bill run is due at `now` and has not started: every month with usage that
+    /// has ended, is not closed, and (for last month) once 01:00 on the 1st has passed.
+    static func monthsDue(_ state: TallyState, now: Instant) -> [Month] {
+        let zone = state.zone
+        let current = zone.month(of: now)
+        let through = now >= zone.start(of: current).adding(seconds: billRunDelaySeconds) ? current.previous : current.previous.previous
+        let open = Set(state.monthly.keys.lazy.map(\.month)).filter { month in
+            month <= through && (state.closedThrough.map { month > $0 } ?? true)
+        }
+        return open.sorted()
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import TallyCore
+import TallyEngine
+import TallyStore
+
+/// How the server runs. Every limit is a named constant with its unit last.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// The largest request body: a report batch of 10,000 events is about 1.5 MB.
+    public var bodyBytesMax = 4 * 1024 * 1024
+    /// How often the scheduler looks at the clock.
+    public var schedulerIntervalSeconds: Int64 = 30
+    /// How often webhook delivery looks for notices owed.
+    public var webhookIntervalMilliseconds: Int64 = 1_000
+    public var webhookTimeoutSeconds: Int64 = 10
+    /// Run the scheduler and webhook delivery (tests drive them by hand).
+    public var backgroundServices = true
+
+    public init() {}
+}
+
+/// What every route shares: the engine, the configuration, the idempotency table, the metrics.
+public final class ServerEnvironment: Sendable {
+    public let tally: Tally
+    public let configuration: ServerConfiguration
+    public let metrics: ServerMetrics
+    let idempotency = IdempotencyTable()
+    /// One bill run at a time in this process (the scheduler's and an operator's).
+    private let billRunning = Mutex(false)
+
+    public init(tally: Tally, configuration: ServerConfiguration, metrics: ServerMetrics) {
+        self.tally = tally
+        self.configuration = configuration
+        self.metrics = metrics
+    }
+
+    /// Runs the bill run for `month`, reporting progress to the metrics. A second run while one is
+    /// under way is refused rather than queued.
+    func billRun(_ month: Month) async throws -> Tally.BillRunTotals {
+        let mine = billRunning.withLock { running -> Bool in
+            guard !running else { return false }
+            running = true
+            return true
+        }
+        guard mine else { throw Problem(.conflict, TallyError(.limitExceeded, "a bill run is under way; try again when it ends")) }
+        defer { billRunning.withLock { $0 = false } }
+        let metrics = self.metrics
+        return try await tally.runBills(month: month) { done, total in
+            metrics.billRunAccountsTotal.set(Double(total))
+            metrics.billRunAccountsDone.set(Double(done))
+        }
+    }
+}
+
+/// Tally's HTTP service.
+public enum TallyServer {
+    /// Starts the engine on `store` (every fact loaded, the state rebuilt) with the store's writes
+    /// observed by the metrics.
+    public static func start(store: any TallyStore, catalog: Catalog, configuration: ServerConfiguration,
+                             clock: TallyClock, logger: Logger) async throws -> ServerEnvironment {
+        let metrics = ServerMetrics()
+        let tally = try await Tally.start(catalog: catalog, store: ObservedStore(base: store, metrics: metrics), clock: clock,
+                                          ids: RandomIDs(), logger: logger)
+        return ServerEnvironment(tally: tally, configuration: configuration, metrics: metrics)
+    }
+
+    /// Every route of the API, from the tables the OpenAPI test reads.
+    static let endpoints: [Endpoint] = AccountRoutes.all + OrderRoutes.all + UsageRoutes.all + BillingRoutes.all + AdminRoutes.all
+
+    /// The OpenAPI document, as shipped in the module's resources.
+    public static let openAPIDocument: String = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml", subdirectory: "Resources"),
+              let text = try? String(contentsOf: url, encoding: .utf8) else {
+            preconditionFailure("the OpenAPI document is missing from the module's resources")
+        }
+        return text
+    }()
+
+    /// The router: the API's endpoints, the unauthenticated `/health`, `/metrics` and
+    /// `/openapi.yaml`, and the console.
+    public static func router(_ server: ServerEnvironment) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: MetricsMiddleware())
+        for endpoint in endpoints {
+            router.on(RouterPath(endpoint.path), method: endpoint.method, use: endpoint.responder(server))
+        }
+        router.get("/health") { _, _ in
+            Answer.json(.object([("status", .string("ok"))])).response
+        }
+        router.get("/metrics") { _, _ in
+            Answer.text(server.metrics.text(), contentType: "text/plain; version=0.0.4").response
+        }
+        router.get("/openapi.yaml") { _, _ in
+            Answer.text(openAPIDocument, contentType: "application/yaml").response
+        }
+        Console.routes(router, server)
+        return router
+    }
+
+    /// The application: the HTTP server, with the scheduler and webhook delivery as services of
+    /// the same service group, so that SIGTERM stops taking requests, lets those in flight
+    /// finish (their usage is durable before they are answered) and stops the background work.
+    public static func application(_ server: ServerEnvironment, logger: Logger) -> some ApplicationProtocol {
+        var app = Application(
+            router: router(server),
+            configuration: .init(address: .hostname(server.configuration.host, port: server.configuration.port), serverName: "tally"),
+            logger: logger
+        )
+        if server.configuration.backgroundServices {
+            app.addServices(Scheduler(server: server, logger: logger), WebhookDelivery(server: server, logger: logger))
+        }
+        return app
+    }
+}

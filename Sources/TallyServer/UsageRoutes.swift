@@ -1,0 +1,88 @@
+import Hummingbird
+import TallyCore
+import TallyEngine
+
+/// Usage in (SPEC 4): check-and-record for one call or a batch, and reports of calls served.
+enum UsageRoutes {
+    /// The most events a check batch carries: each is a decision the gateway waits on.
+    static let checkBatchEventsMax = 1_000
+
+    static let all: [Endpoint] = [
+        Endpoint(.post, "/v1/usage/check", .meters) { call in
+            let event = try event(&call.fields, mode: .check)
+            try call.fields.end()
+            let outcome = try await call.tally.perform(event)
+            call.server.metrics.decided([outcome])
+            return .json(Views.outcome(outcome))
+        },
+        Endpoint(.post, "/v1/usage/check-batch", .meters) { call in
+            try await batch(&call, mode: .check, max: checkBatchEventsMax)
+        },
+        Endpoint(.post, "/v1/usage/report", .meters) { call in
+            try await batch(&call, mode: .report, max: RecordUsageBatch.eventsMax)
+        },
+    ]
+
+    /// One event's fields: `account`, `id`, `api`, `edition`, `calls` (1 when absent), `time`.
+    static func event(_ fields: inout Fields, mode: RecordUsage.Mode) throws(TallyError) -> RecordUsage {
+        let account = try fields.string("account", lengthMax: Limits.identifierLengthMax)
+        let id = try fields.string("id", lengthMax: Limits.eventIDLengthMax)
+        let api = try fields.string("api", lengthMax: 128)
+        let edition = try fields.optionalString("edition", lengthMax: 64)
+        let calls = try fields.optionalInt("calls") ?? 1
+        let time = try fields.instant("time")
+        return RecordUsage(account: account, id: id, api: api, edition: edition, calls: calls, at: time, mode: mode)
+    }
+
+    /// A batch answers one result per event, in order; a malformed event is refused alone.
+    static func batch(_ call: inout Call, mode: RecordUsage.Mode, max: Int) async throws -> Answer {
+        let items = try call.fields.array("events")
+        try call.fields.end()
+        guard !items.isEmpty else { throw TallyError(.invalidRequest, "events must hold at least one event") }
+        guard items.count <= max else {
+            throw Problem(.contentTooLarge, TallyError(.batchTooLarge, "a batch carries at most \(max) events, got \(items.count)"))
+        }
+        var parsed: [Result<RecordUsage, TallyError>] = []
+        parsed.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            do throws(TallyError) {
+                var fields = try Fields(item)
+                let event = try event(&fields, mode: mode)
+                try fields.end()
+                parsed.append(.success(event))
+            } catch {
+                parsed.append(.failure(TallyError(error.code, "events[\(index)]: \(error.message)")))
+            }
+        }
+        var events = parsed.compactMap { try? $0.get() }
+        if call.principal.role == .customer { events = events.filter { $0.account == call.principal.account } }
+        let outcomes = try await call.tally.perform(RecordUsageBatch(events: events))
+        call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
+        var results: [JSON] = []
+        var next = outcomes.makeIterator()
+        var accepted: Int64 = 0, refused: Int64 = 0, duplicates: Int64 = 0
+        for (index, item) in parsed.enumerated() {
+            switch item {
+            case .failure(let error):
+                results.append(Views.error(idOf(items[index]), error))
+                refused += 1
+            case .success(let event):
+                switch next.next()! {
+                case .success(let outcome):
+                    results.append(Views.outcome(outcome))
+                    if outcome.duplicate { duplicates += 1 } else if outcome.refused > 0 { refused += 1 } else { accepted += 1 }
+                case .failure(let error):
+                    results.append(Views.error(event.id, error))
+                    refused += 1
+                }
+            }
+        }
+        return .json(.object([("accepted", .int(accepted)), ("refused", .int(refused)), ("duplicates", .int(duplicates)),
+                              ("results", .array(results))]))
+    }
+
+    static func idOf(_ item: JSON) -> String {
+        if case .string(let id)? = item["id"], id.utf8.count <= Limits.eventIDLengthMax { return id }
+        return ""
+    }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TallyCore
+import TallyEngine
+import TallyServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run Tally's HTTP service: the API, the console, the scheduler and webhook delivery.",
+        discussion: """
+          The store is the SQLite file tally.sqlite in the working directory unless --db (or $TALLY_DB) names
+          another, or postgres://... An operator key is taken from $TALLY_OPERATOR_KEY; without one, the first
+          start issues a key, prints it once on standard error and writes it beside an SQLite store
+          (FILE.operator-key, readable by the owner only). SIGTERM or SIGINT drains requests in flight and stops.
+          """
+    )
+
+    @Option(help: "The store: sqlite:PATH or postgres://user@host/db (default: $TALLY_DB or sqlite:tally.sqlite).")
+    var db: String?
+
+    @Option(help: "The address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on.")
+    var port = 8080
+
+    @OptionGroup var catalogOptions: CatalogOptions
+
+    func run() async throws {
+        let logger = Logger(label: "tally.server")
+        let url = db ?? ProcessInfo.processInfo.environment["TALLY_DB"] ?? "sqlite:tally.sqlite"
+        let server: ServerEnvironment
+        do {
+            let catalog = try CatalogLocator.load(catalogOptions.catalog)
+            var configuration = ServerConfiguration()
+            configuration.host = host
+            configuration.port = port
+            let store = try await Stores.open(url)
+            server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
+            let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+            if let fresh = try await Keys.bootstrapOperator(server.tally, secret: given) {
+                var message = "tally: issued the first operator key: \(fresh)\n"
+                if !url.hasPrefix("postgres") {
+                    let path = (url.split(separator: ":", maxSplits: 1).last.map(String.init) ?? url) + ".operator-key"
+                    FileManager.default.createFile(atPath: path, contents: Data((fresh + "\n").utf8), attributes: [.posixPermissions: 0o600])
+                    message += "tally: it is also in \(path)\n"
+                }
+                FileHandle.standardError.write(Data(message.utf8))
+            }
+        } catch {
+            throw fail(error)
+        }
+        FileHandle.standardError.write(Data("tally: listening on http://\(host):\(port) (store \(url))\n".utf8))
+        try await TallyServer.application(server, logger: logger).runService()
+    }
+}
