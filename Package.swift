@@ -85,6 +85,7 @@ let package = Package(
             dependencies: [
                 "TallyServer", "TallySQLite", "TallyPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

@@ -170,6 +170,8 @@ extension Endpoint {
             return try await request.collectBody(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw Problem(TallyError(.bodyTooLarge, "the request body is over the limit of \(limit) bytes"))
+        } catch is NIOTooManyBytesError {
+            throw Problem(TallyError(.bodyTooLarge, "the request body is over the limit of \(limit) bytes"))
         }
     }
 

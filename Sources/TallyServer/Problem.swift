@@ -94,6 +94,8 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             default: error.body ?? error.status.reasonPhrase
             }
             return Problem.response(status: error.status, error: TallyError(code, sentence))
+        } catch is NIOTooManyBytesError {
+            return Problem.response(status: .contentTooLarge, error: TallyError(.bodyTooLarge, "the request body is over the limit"))
         } catch {
             context.logger.error("unexpected error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return Problem.response(status: .internalServerError, error: TallyError(.internalError, "an unexpected error occurred; it has been logged"))

@@ -1,1 +1,211 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import Testing
+import TallyCore
+import TallyEngine
+@testable import TallyServer
+
+@Suite("The HTTP API, route by route")
+struct RouteTests {
+    @Test("A customer's month through the API: activate, calls, a pack bought and refunded, the bill", arguments: StoreKind.available)
+    func month(kind: StoreKind) async throws {
+        let harness = try await Harness.make(kind)
+        try await harness.app.test(.router) { client in
+            #expect(try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"enterprise","verified":true}"#).status == .created)
+            let topUp = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"1000.00"}"#)
+            #expect(topUp["balance"] == .string("1000.00"))
+            let customer = try await harness.key(.customer, account: "acme")
+            let gateway = try await harness.key(.gateway)
+
+            let activated = try await client.call(.post, "/v1/accounts/acme/activations", key: customer, json: #"{"product":"image-tagging"}"#)
+            #expect(activated.status == .created)
+            #expect(activated["free"]?["image-tagging.general"]?["left"] == .int(1000))
+
+            let first = try await client.call(.post, "/v1/usage/check", key: gateway, json: #"{"account":"acme","id":"e1","api":"image-tagging.general"}"#)
+            #expect(first["accepted"] == .bool(true))
+            #expect(first["source"] == .string("free"))
+            let again = try await client.call(.post, "/v1/usage/check", key: gateway, json: #"{"account":"acme","id":"e1","api":"image-tagging.general"}"#)
+            #expect(again["duplicate"] == .bool(true))
+            let reused = try await client.call(.post, "/v1/usage/check", key: gateway, json: #"{"account":"acme","id":"e1","api":"image-tagging.general","calls":2}"#)
+            #expect(reused.status == .conflict)
+            #expect(reused.code == "id_reused")
+
+            let report = try await client.call(.post, "/v1/usage/report", key: gateway,
+                                               json: #"{"events":[{"account":"acme","id":"r1","api":"image-tagging.general","calls":1500},{"account":"acme","id":"r2","api":"no-such-api"}]}"#)
+            #expect(report["accepted"] == .int(1))
+            #expect(report["refused"] == .int(1))
+            #expect(report["results"] == .array([
+                .object([("id", .string("r1")), ("accepted", .bool(true)), ("source", .string("postpaid")), ("free", .int(999)), ("pack", .int(0)),
+                         ("postpaid", .int(501)), ("refused", .int(0)), ("duplicate", .bool(false))]),
+                .object([("id", .string("r2")), ("accepted", .bool(false)), ("reason", .string("unknown_api")), ("free", .int(0)), ("pack", .int(0)),
+                         ("postpaid", .int(0)), ("refused", .int(1)), ("duplicate", .bool(false))]),
+            ]))
+
+            let preview = try await client.call(.post, "/v1/accounts/acme/orders/preview", key: customer, json: #"{"item":"image-tagging.general/10k","count":2}"#)
+            #expect(preview["amount"] == .string("60.00"))
+            #expect(try await client.call(.get, "/v1/accounts/acme", key: customer)["balance"]?["total"] == .string("1000.00"), "a preview changes nothing")
+            let order = try await client.call(.post, "/v1/accounts/acme/orders", key: customer, json: #"{"item":"image-tagging.general/10k","count":2,"ref":"o-1"}"#)
+            #expect(order.status == .created)
+            #expect(order["amount"] == preview["amount"])
+            #expect(order["paid"] == preview["paid"])
+            #expect(order["refund"]?["allowed"] == .bool(true))
+            #expect(try await client.call(.get, "/v1/accounts/acme", key: customer)["balance"]?["total"] == .string("940.00"))
+
+            let refund = try await client.call(.post, "/v1/accounts/acme/orders/o-1/refund", key: customer)
+            #expect(refund["refunded"] == .string("60.00"))
+            #expect(refund["order"]?["refund"]?["reason"] == .string("already_refunded"))
+            let twice = try await client.call(.post, "/v1/accounts/acme/orders/o-1/refund", key: customer)
+            #expect(twice.code == "already_refunded")
+
+            let usage = try await client.call(.get, "/v1/accounts/acme/usage?month=2026-11", key: customer)
+            let line = try #require(usage["apis"]?["image-tagging.general"])
+            #expect(line["calls"] == .int(1501))
+            #expect(line["postpaid"] == .int(501))
+            #expect(line["daily"] == .array([.object([("day", .int(2)), ("calls", .int(1501))])]))
+
+            // The scheduler bills November at 01:00 on 1 December, not before, and only once.
+            try harness.clock.advance(to: Instant(rfc3339: "2026-12-01T00:59:59+08:00")!)
+            #expect(try await Scheduler.tick(harness.server).billed == [])
+            try harness.clock.advance(to: Instant(rfc3339: "2026-12-01T01:00:00+08:00")!)
+            #expect(try await Scheduler.tick(harness.server).billed == [Month(year: 2026, month: 11)])
+            #expect(try await Scheduler.tick(harness.server).billed == [])
+
+            let bills = try await client.call(.get, "/v1/accounts/acme/bills", key: customer)
+            guard case .array(let list)? = bills["data"], list.count == 1, case .string(let billID)? = list[0]["id"] else {
+                Issue.record("one bill expected: \(bills.text)"); return
+            }
+            #expect(list[0]["total"] == line["estimated_amount"], "the month's estimate is the bill")
+            let csv = try await client.call(.get, "/v1/bills/\(billID)?format=csv", key: customer)
+            #expect(csv.headers[.contentType] == "text/csv; charset=utf-8")
+            #expect(csv.text.hasPrefix("bill,account,month,product,api,calls,free,pack,postpaid,tier,unit_price,amount\r\n"))
+            #expect(csv.text.contains(",image-tagging.general,1501,1000,0,501,"))
+            let html = try await client.call(.get, "/v1/bills/\(billID)?format=html", key: customer)
+            #expect(html.text.contains("账单 Bill"))
+            let late = try await client.call(.post, "/v1/usage/report", key: gateway,
+                                             json: #"{"events":[{"account":"acme","id":"late","api":"image-tagging.general","time":"2026-11-30T12:00:00+08:00"}]}"#)
+            #expect(late["results"] == .array([.object([("id", .string("late")), ("accepted", .bool(false)), ("reason", .string("period_closed")),
+                                                        ("free", .int(0)), ("pack", .int(0)), ("postpaid", .int(0)), ("refused", .int(1)),
+                                                        ("duplicate", .bool(false))])]))
+        }
+    }
+
+    @Test("Idempotency-Key: the same request replays, another body is refused, keys are per API key")
+    func idempotency() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#)
+            let key: HTTPFields = [.idempotencyKey: "pay-1"]
+            let first = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"10.00"}"#, headers: key)
+            let second = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"10.00"}"#, headers: key)
+            #expect(first.status == .created)
+            #expect(second.status == .created)
+            #expect(second.text == first.text)
+            #expect(second.headers[.idempotentReplayed] == "true")
+            #expect(harness.server.tally.read { $0.accounts["acme"]!.cash } == Money(yuan: 10), "credited once")
+
+            let other = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"20.00"}"#, headers: key)
+            #expect(other.status == .conflict)
+            #expect(other.code == "idempotency_key_reused")
+
+            // A refusal is an answer too: replayed, not retried.
+            let refused = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#, headers: [.idempotencyKey: "open-1"])
+            let replayed = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#, headers: [.idempotencyKey: "open-1"])
+            #expect(refused.code == "account_exists")
+            #expect(replayed.text == refused.text)
+
+            // Another API key's same Idempotency-Key is another request.
+            let secondOperator = try await harness.key(.operator)
+            let fresh = try await client.call(.post, "/v1/accounts/acme/top-ups", key: secondOperator, json: #"{"cash":"20.00"}"#, headers: key)
+            #expect(fresh.status == .created)
+            #expect(fresh["balance"] == .string("30.00"))
+        }
+        // A key whose request is still running is refused.
+        let table = IdempotencyTable()
+        let now = Instant(seconds: 1_000)
+        _ = try table.begin(key: "k", fingerprint: [1], now: now)
+        #expect(throws: Problem.self) { try table.begin(key: "k", fingerprint: [1], now: now) }
+        do {
+            _ = try table.begin(key: "k", fingerprint: [1], now: now)
+        } catch {
+            #expect(error.error.code == .idempotencyKeyInUse)
+        }
+        // After 24 hours the key is forgotten and may be used again.
+        #expect(throws: Never.self) { _ = try table.begin(key: "k", fingerprint: [2], now: now.adding(seconds: IdempotencyTable.lifetimeSeconds + 1)) }
+    }
+
+    @Test("Limits and malformed input answer 4xx with a code, never 500, and change nothing")
+    func limits() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#)
+            let before = harness.server.tally.read { $0.factCount }
+            let huge = "{\"cash\":\"" + String(repeating: "1", count: harness.server.configuration.bodyBytesMax) + "\"}"
+            let cases: [(HTTPRequest.Method, String, String?, HTTPResponse.Status, String)] = [
+                (.post, "/v1/accounts/acme/top-ups", huge, .contentTooLarge, "body_too_large"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.005"}"#, .badRequest, "invalid_amount"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":1.5}"#, .badRequest, "invalid_request"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00","bonus":"1.00"}"#, .badRequest, "invalid_request"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00""#, .badRequest, "invalid_request"),
+                (.post, "/v1/accounts/acme/top-ups", #"[]"#, .badRequest, "invalid_request"),
+                (.get, "/v1/accounts?limit=0", nil, .unprocessableContent, "page_size_out_of_range"),
+                (.get, "/v1/accounts?limit=1001", nil, .unprocessableContent, "page_size_out_of_range"),
+                (.get, "/v1/accounts/acme/usage?month=2026-13", nil, .badRequest, "invalid_request"),
+                (.get, "/v1/no-such-route", nil, .notFound, "not_found"),
+            ]
+            for (method, path, body, status, code) in cases {
+                let reply = try await client.call(method, path, json: body)
+                #expect(reply.status == status, "\(method) \(path)")
+                #expect(reply.code == code, "\(method) \(path)")
+                #expect(reply.headers[.contentType] == "application/problem+json")
+            }
+            let events = (0...RecordUsageBatch.eventsMax).map { #"{"account":"acme","id":"e\#($0)","api":"image-tagging.general"}"# }
+            let batch = try await client.call(.post, "/v1/usage/report", json: #"{"events":[\#(events.joined(separator: ","))]}"#)
+            #expect(batch.status == .contentTooLarge)
+            #expect(batch.code == "batch_too_large")
+            let checks = try await client.call(.post, "/v1/usage/check-batch",
+                                               json: #"{"events":[\#(events.prefix(UsageRoutes.checkBatchEventsMax + 1).joined(separator: ","))]}"#)
+            #expect(checks.code == "batch_too_large")
+            let form = try await client.execute(uri: "/v1/accounts/acme/top-ups", method: .post,
+                                                headers: [.authorization: "Bearer \(Harness.operatorKey)", .contentType: "application/x-www-form-urlencoded"],
+                                                body: ByteBuffer(string: "cash=1.00")) { $0.status }
+            #expect(form == .unsupportedMediaType)
+            #expect(harness.server.tally.read { $0.factCount } == before, "nothing changed")
+        }
+    }
+
+    @Test("Pages: limit and starting_after walk a list once")
+    func pages() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            for index in 0..<5 { _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"a\#(index)","subject":"personal"}"#) }
+            var seen: [String] = []
+            var cursor: String?
+            while true {
+                let page = try await client.call(.get, "/v1/accounts?limit=2" + (cursor.map { "&starting_after=\($0)" } ?? ""))
+                guard case .array(let items)? = page["data"] else { Issue.record("no data"); return }
+                let ids = items.compactMap { if case .string(let id)? = $0["id"] { id } else { nil } }
+                seen += ids
+                cursor = ids.last
+                if page["has_more"] != .bool(true) { break }
+            }
+            #expect(seen == ["a0", "a1", "a2", "a3", "a4"])
+        }
+    }
+
+    @Test("/metrics counts decisions by reason; /openapi.yaml and /health need no key")
+    func metrics() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"m1","subject":"personal"}"#)
+            _ = try await client.call(.post, "/v1/usage/check", json: #"{"account":"m1","id":"x","api":"image-tagging.general"}"#)
+            let metrics = try await client.call(.get, "/metrics", key: nil)
+            #expect(metrics.status == .ok)
+            #expect(metrics.text.contains(#"tally_usage_decisions_total{reason="not_activated"}"#))
+            #expect(metrics.text.contains("tally_store_flush_batch_facts_count"))
+            #expect(try await client.call(.get, "/health", key: nil).status == .ok)
+            #expect(try await client.call(.get, "/openapi.yaml", key: nil).text == TallyServer.openAPIDocument)
+        }
+    }
+}
