@@ -56,6 +56,10 @@ enum AdminRoutes {
             })
         },
         Endpoint(.delete, "/v1/keys/{key}", .operators) { call in
+            // Revoking the key one calls with would lock the caller out mid-request; another operator key must do it.
+            guard call.parameter("key") != call.principal.keyID else {
+                throw TallyError(.invalidRequest, "a key cannot revoke itself; revoke it with another operator key")
+            }
             try await call.tally.perform(RevokeKey(id: call.parameter("key")))
             return .json(call.tally.read { Views.key($0.keys[call.parameter("key")]!, zone: $0.zone) })
         },
