@@ -1,6 +1,271 @@
+import Foundation
 import Hummingbird
+import Mustache
+import NIOCore
+import Synchronization
+import TallyCore
+import TallyEngine
 
-/// The customer console (server-rendered pages).
+/// The customer console: server-rendered pages (swift-mustache, no JavaScript). A customer signs
+/// in with its key and sees its balance and sub-accounts, this month's calls and estimated charges
+/// per API with a daily chart (inline SVG), packs, the membership, bills, and orders with a refund
+/// button where SPEC 5 allows one; an operator sees the accounts in arrears and any account.
+/// Labels are in Chinese and English side by side.
+///
+/// A session is a random id in an HttpOnly, SameSite=Strict cookie, kept in memory (a restart signs
+/// everyone out) and bound to the key: revoking the key ends its sessions. Every form carries the
+/// session's CSRF token.
 enum Console {
-    static func routes(_ router: Router<BasicRequestContext>, _ server: ServerEnvironment) {}
+    static let sessionsMax = 10_000
+    static let sessionLifetimeSeconds: Int64 = 12 * 3600
+    static let arrearsShownMax = 500
+    static let cookieName = "tally_session"
+
+    struct Session: Sendable {
+        let keyID: String
+        let csrf: String
+        let expires: Instant
+    }
+
+    final class Sessions: Sendable {
+        let table = Mutex<[String: Session]>([:])
+
+        func open(keyID: String, now: Instant) -> (id: String, session: Session)? {
+            let id = Console.token(), session = Session(keyID: keyID, csrf: Console.token(), expires: now.adding(seconds: Console.sessionLifetimeSeconds))
+            return table.withLock { table in
+                table = table.filter { $0.value.expires > now }
+                guard table.count < Console.sessionsMax else { return nil }
+                table[id] = session
+                return (id, session)
+            }
+        }
+
+        func find(_ id: String, now: Instant) -> Session? {
+            table.withLock { table in table[id].flatMap { $0.expires > now ? $0 : nil } }
+        }
+
+        func close(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    static func token() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<24).map { _ in Keys.hex(UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    static let library: MustacheLibrary = {
+        var library = MustacheLibrary()
+        for name in ["layout-head", "layout-foot", "sign-in", "account", "arrears"] {
+            guard let url = Bundle.module.url(forResource: name, withExtension: "mustache", subdirectory: "Resources/console"),
+                  let text = try? String(contentsOf: url, encoding: .utf8) else {
+                preconditionFailure("the console template \(name) is missing from the module's resources")
+            }
+            do { try library.register(text, named: name) } catch { preconditionFailure("the console template \(name) does not parse: \(error)") }
+        }
+        return library
+    }()
+
+    static func routes(_ router: Router<BasicRequestContext>, _ server: ServerEnvironment) {
+        let sessions = Sessions()
+        router.get("/console") { request, _ in
+            guard let (_, session, principal) = signedIn(request, server, sessions) else { return page("sign-in", ["title": "登录 Sign in"], request) }
+            if let account = principal.account { return redirect("/console/accounts/\(account)") }
+            return arrears(server, session: session, request)
+        }
+        router.post("/console/sign-in") { request, _ in
+            var request = request
+            let form = try await Console.form(&request)
+            let now = server.tally.clock.now()
+            guard let secret = form["key"], let principal = try? Keys.authenticate("Bearer \(secret)", tally: server.tally), principal.role != .gateway else {
+                return page("sign-in", ["title": "登录 Sign in", "flash": ["kind": "err", "message": "密钥无效 The key is unknown, revoked or a gateway key."]],
+                            request, status: .unauthorized)
+            }
+            guard let (id, _) = sessions.open(keyID: principal.keyID, now: now) else {
+                return page("sign-in", ["title": "登录 Sign in", "flash": ["kind": "err", "message": "登录人数已满 Too many sessions; try later."]],
+                            request, status: .tooManyRequests)
+            }
+            var response = redirect("/console")
+            response.headers[.setCookie] = "\(cookieName)=\(id); Path=/console; HttpOnly; SameSite=Strict; Max-Age=\(sessionLifetimeSeconds)"
+            return response
+        }
+        router.post("/console/sign-out") { request, _ in
+            var request = request
+            let form = try await Console.form(&request)
+            if let (id, session, _) = signedIn(request, server, sessions), form["csrf"] == session.csrf { sessions.close(id) }
+            var response = redirect("/console")
+            response.headers[.setCookie] = "\(cookieName)=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0"
+            return response
+        }
+        router.get("/console/find") { request, _ in
+            guard let (_, _, principal) = signedIn(request, server, sessions), principal.role == .operator else { return redirect("/console") }
+            let id = request.uri.queryParameters.get("account") ?? ""
+            return redirect("/console/accounts/\(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")")
+        }
+        router.get("/console/accounts/{account}") { request, context in
+            guard let (_, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            let id = context.parameters.get("account") ?? ""
+            return account(id, server, principal: principal, session: session, request)
+        }
+        router.get("/console/accounts/{account}/bills/{bill}") { request, context in
+            guard let (_, _, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            let account = context.parameters.get("account") ?? "", billID = context.parameters.get("bill") ?? ""
+            guard principal.mayTouch(account), let (bill, zone) = server.tally.read({ state in state.bills[billID].map { ($0, state.zone) } }),
+                  bill.account == account else {
+                return notFound(request)
+            }
+            return Answer.text(BillDocuments.html(bill, zone: zone), contentType: "text/html; charset=utf-8").response
+        }
+        router.post("/console/accounts/{account}/orders/{order}/refund") { request, context in
+            var request = request
+            let form = try await Console.form(&request)
+            guard let (_, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            let account = context.parameters.get("account") ?? "", order = context.parameters.get("order") ?? ""
+            guard form["csrf"] == session.csrf else { return redirect("/console/accounts/\(account)?error=csrf") }
+            guard principal.mayTouch(account) else { return notFound(request) }
+            do {
+                let amount = try await server.tally.perform(Refund(account: account, ref: order))
+                return redirect("/console/accounts/\(account)?refunded=\(amount)")
+            } catch let error as TallyError {
+                return redirect("/console/accounts/\(account)?error=\(error.code.rawValue)")
+            }
+        }
+    }
+
+    // MARK: Pages
+
+    static func account(_ id: String, _ server: ServerEnvironment, principal: Principal, session: Session, _ request: Request) -> Response {
+        let now = server.tally.clock.now()
+        // A copy of the state (copy-on-write: references only) so the page renders outside the lock.
+        let state = server.tally.read { $0 }
+        guard principal.mayTouch(id), let holder = state.accounts[id] else { return notFound(request) }
+        var values = accountContext(holder, state, now: now)
+        values["csrf"] = session.csrf
+        values["signedIn"] = true
+        values["title"] = "账户 Account \(id)"
+        if let refunded = request.uri.queryParameters.get("refunded") {
+            values["flash"] = ["kind": "ok", "message": "已退款 Refunded ¥\(refunded)"]
+        } else if let error = request.uri.queryParameters.get("error") {
+            values["flash"] = ["kind": "err", "message": "未能退款 The refund was refused: \(error)"]
+        }
+        return page("account", values, request)
+    }
+
+    static func accountContext(_ holder: Account, _ state: TallyState, now: Instant) -> [String: Any] {
+        let zone = state.zone
+        let month = zone.month(of: now)
+        let usage: [[String: Any]] = Report.usage(account: holder.id, month: month, state).map { api, totals in
+            let line = state.monthly[MonthlyKey(account: holder.id, api: api, month: month)] ?? MonthlyUsage()
+            return ["api": api, "calls": line.calls, "free": line.free, "pack": line.pack, "postpaid": line.postpaid,
+                    "estimated": totals["estimated_amount"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? "0.00",
+                    "chart": Chart.daily(line.callsByDay, days: CivilDate.daysIn(year: month.year, month: month.month), label: api)]
+        }
+        let packs: [[String: Any]] = holder.packs.compactMap { state.packs[$0] }
+            .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
+            .map { ["item": $0.item, "api": $0.api, "left": $0.revoked ? 0 : $0.left, "size": $0.size,
+                    "expires": $0.expires.rfc3339(in: zone), "state": $0.state(at: now)] }
+        let bills: [[String: Any]] = state.bills.values.filter { $0.account == holder.id }.sorted { $0.id > $1.id }
+            .map { ["id": $0.id, "month": $0.month.description, "product": $0.product, "total": $0.total.description] }
+        let orders: [[String: Any]] = state.orders.values.filter { $0.account == holder.id }.sorted { $0.at > $1.at }.map { order in
+            var reason = ""
+            do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = error.code.rawValue }
+            let item: String = switch order.kind {
+            case .packs(let item, let count): "\(item) × \(count)"
+            case .membership(let item, let period, let count): "\(item) × \(count) \(period.rawValue)"
+            case .upgrade(let from, let to): "\(from) → \(to)"
+            }
+            return ["ref": order.ref ?? order.id, "at": order.at.rfc3339(in: zone), "item": item, "amount": order.amount.description,
+                    "refunded": order.refunded, "refundable": reason.isEmpty, "reason": reason]
+        }
+        let vouchers: [[String: Any]] = holder.vouchers.filter { $0.remaining.isPositive && now < $0.expires }.map { voucher in
+            var fields: [String: Any] = ["id": voucher.id, "remaining": voucher.remaining.description, "expires": voucher.expires.rfc3339(in: zone)]
+            if let product = voucher.product { fields["product"] = product }
+            return fields
+        }
+        var context: [String: Any] = [
+            "accountID": holder.id,
+            "account": ["id": holder.id, "status": holder.status, "verified": holder.verified, "cash": holder.cash.description,
+                        "income": holder.income.description, "gift": holder.gift.description, "total": holder.balance.description,
+                        "vouchers": vouchers] as [String: Any],
+            "hasVouchers": !vouchers.isEmpty,
+            "month": month.description,
+            "usage": usage, "hasUsage": !usage.isEmpty,
+            "packs": packs, "hasPacks": !packs.isEmpty,
+            "bills": bills, "hasBills": !bills.isEmpty,
+            "orders": orders, "hasOrders": !orders.isEmpty,
+        ]
+        if let membership = holder.memberships.values.sorted(by: { $0.product < $1.product }).first {
+            context["membership"] = ["item": membership.edition, "expires": membership.expires.rfc3339(in: zone), "active": membership.isActive(at: now)]
+        }
+        return context
+    }
+
+    static func arrears(_ server: ServerEnvironment, session: Session, _ request: Request) -> Response {
+        let state = server.tally.read { $0 }
+        let accounts: [[String: Any]] = state.accounts.values.filter(\.inArrears).sorted { $0.id < $1.id }.map {
+                ["id": $0.id, "subject": $0.subject.rawValue, "total": $0.balance.description]
+            }
+        let shown = Array(accounts.prefix(arrearsShownMax))
+        return page("arrears", ["title": "欠费账户 Accounts in arrears", "signedIn": true, "csrf": session.csrf, "accounts": shown,
+                                "hasAccounts": !shown.isEmpty, "count": accounts.count, "more": accounts.count > shown.count,
+                                "shown": shown.count], request)
+    }
+
+    // MARK: Plumbing
+
+    static func signedIn(_ request: Request, _ server: ServerEnvironment, _ sessions: Sessions) -> (String, Session, Principal)? {
+        guard let id = request.cookies[cookieName]?.value, let session = sessions.find(id, now: server.tally.clock.now()) else { return nil }
+        guard let key = server.tally.read({ $0.keys[session.keyID] }), key.revoked == nil else {
+            sessions.close(id)
+            return nil
+        }
+        return (id, session, Principal(keyID: key.id, role: key.role, account: key.account))
+    }
+
+    /// An `application/x-www-form-urlencoded` body, at most 4 KB.
+    static func form(_ request: inout Request) async throws -> [String: String] {
+        let body = try await Endpoint.collect(&request, limit: 4_096)
+        var fields: [String: String] = [:]
+        for pair in String(buffer: body).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            fields[decode(parts[0])] = parts.count == 2 ? decode(parts[1]) : ""
+        }
+        return fields
+    }
+
+    static func page(_ name: String, _ values: [String: Any], _ request: Request, status: HTTPResponse.Status = .ok) -> Response {
+        let html = library.render(values, withTemplate: name) ?? ""
+        var response = Answer.text(html, contentType: "text/html; charset=utf-8", status: status).response
+        response.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+        response.headers[.cacheControl] = "no-store"
+        return response
+    }
+
+    static func notFound(_ request: Request) -> Response {
+        page("sign-in", ["title": "未找到 Not found", "flash": ["kind": "err", "message": "没有这个账户 There is no such account."]], request, status: .notFound)
+    }
+
+    static func redirect(_ location: String) -> Response {
+        Response(status: .seeOther, headers: [.location: location])
+    }
+}
+
+/// The console's daily chart: one bar a day, as inline SVG (numbers only, nothing from input
+/// but the label, which is escaped).
+enum Chart {
+    static func daily(_ calls: [Int64: Int64], days: Int64, label: String) -> String {
+        let width: Int64 = 620, height: Int64 = 160, left: Int64 = 48, bottom: Int64 = 20
+        let peak = max(calls.values.max() ?? 0, 1)
+        let slot = (width - left) / days
+        var bars = ""
+        for day in 1...days {
+            let value = calls[day] ?? 0
+            let barHeight = value * (height - bottom - 10) / peak
+            let x = left + (day - 1) * slot
+            bars += "<rect class=\"bar\" x=\"\(x + 1)\" y=\"\(height - bottom - barHeight)\" width=\"\(max(slot - 2, 1))\" height=\"\(barHeight)\" fill=\"#3b82f6\"><title>\(day): \(value)</title></rect>"
+            if day == 1 || day % 5 == 0 { bars += "<text x=\"\(x + slot / 2)\" y=\"\(height - 5)\" font-size=\"10\" text-anchor=\"middle\">\(day)</text>" }
+        }
+        return "<svg class=\"chart\" role=\"img\" aria-label=\"\(BillDocuments.escape(label)) 每日调用 calls per day\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" xmlns=\"http://www.w3.org/2000/svg\">"
+            + "<text x=\"0\" y=\"12\" font-size=\"10\">\(peak)</text><line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width)\" y2=\"\(height - bottom)\" stroke=\"#999\"/>"
+            + bars + "</svg>"
+    }
 }
