@@ -1,0 +1,80 @@
+"""Drives the console in headless chromium; see scripts/console-test. Exits non-zero on any failure."""
+import json
+import sys
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+base, operator_key, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def api(method, path, body=None):
+    request = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + operator_key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())
+
+
+# A customer with a month's usage and a pack it may refund; another account left in arrears by
+# last month's bill run.
+beijing = timezone(timedelta(hours=8))
+now = datetime.now(beijing)
+last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=15, hour=12, minute=0, second=0, microsecond=0)
+api("POST", "/v1/accounts", {"id": "acme", "subject": "enterprise", "verified": True})
+api("POST", "/v1/accounts/acme/top-ups", {"cash": "500.00", "gift": "20.00"})
+api("POST", "/v1/accounts/acme/activations", {"product": "image-tagging"})
+api("POST", "/v1/usage/report", {"events": [{"account": "acme", "id": "today", "api": "image-tagging.general", "calls": 2400}]})
+api("POST", "/v1/accounts/acme/orders", {"item": "image-tagging.general/10k", "count": 1, "ref": "pack-1"})
+api("POST", "/v1/accounts", {"id": "late-payer", "subject": "personal", "verified": True})
+api("POST", "/v1/accounts/late-payer/activations", {"product": "image-tagging"})
+api("POST", "/v1/usage/report", {"events": [{"account": "late-payer", "id": "old", "api": "image-tagging.general", "calls": 40000,
+                                             "time": last_month.isoformat()}]})
+api("POST", "/v1/bill-runs", {"month": last_month.strftime("%Y-%m")})
+customer_key = api("POST", "/v1/keys", {"role": "customer", "account": "acme"})["secret"]
+
+options = webdriver.ChromeOptions()
+for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1600"]:
+    options.add_argument(argument)
+options.binary_location = "/usr/bin/chromium"
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+failures = []
+
+
+def check(condition, message):
+    print(("ok   " if condition else "FAIL ") + message)
+    if not condition:
+        failures.append(message)
+
+
+try:
+    driver.get(base + "/console")
+    driver.find_element(By.ID, "key").send_keys(customer_key)
+    driver.find_element(By.ID, "sign-in").click()
+    check(driver.current_url.endswith("/console/accounts/acme"), "a customer key lands on its own account")
+    bars = driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
+    check(len(bars) >= 28, f"the usage chart has a bar a day ({len(bars)})")
+    check(any(float(bar.get_attribute("height")) > 0 for bar in bars), "today's bar is drawn")
+    check("2400" in driver.find_element(By.ID, "usage").text, "this month's calls are shown")
+    check(driver.find_element(By.ID, "total").text == "490.00", "the balance is 520.00 less the 30.00 pack")
+    driver.save_screenshot(f"{shots}/1-customer-account.png")
+    driver.find_element(By.ID, "refund-pack-1").click()
+    check("已退款 Refunded ¥30.00" in driver.find_element(By.ID, "flash").text, "the refund is confirmed")
+    check(driver.find_element(By.ID, "total").text == "520.00", "the money is back")
+    check(not driver.find_elements(By.ID, "refund-pack-1"), "the refund button is gone")
+    driver.save_screenshot(f"{shots}/2-after-refund.png")
+    driver.find_element(By.ID, "sign-out").click()
+
+    driver.get(base + "/console")
+    driver.find_element(By.ID, "key").send_keys(operator_key)
+    driver.find_element(By.ID, "sign-in").click()
+    arrears = driver.find_element(By.ID, "arrears").text
+    check("late-payer" in arrears, "the operator sees the account in arrears")
+    check("acme" not in arrears, "and not the account in good standing")
+    driver.save_screenshot(f"{shots}/3-operator-arrears.png")
+finally:
+    driver.quit()
+print(f"console-test: {len(failures)} failures; screenshots in {shots}")
+sys.exit(1 if failures else 0)
