@@ -81,7 +81,11 @@ public final class Journal: Sendable {
             guard let batch else { return }
             var failure: TallyError?
             do {
-                try await store.append(batch)
+                // The write runs in a task of its own: the caller that happens to be the writer may
+                // be cancelled (a client hung up), and a cancelled write would fail every waiter's
+                // batch and stop the engine. Nobody cancels this task; the caller still waits for it.
+                let store = self.store
+                try await Task { try await store.append(batch) }.value
             } catch let conflict as StoreConflict {
                 failure = TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)")
             } catch {

@@ -133,22 +133,24 @@ public final class SQLiteStore: TallyStore {
     // MARK: Reading
 
     public func loadFacts() async throws -> [Fact] {
+        try await pool.read { db in try SQLiteStore.readFacts(db) }
+    }
+
+    static func readFacts(_ db: Database) throws -> [Fact] {
         let decoder = JSONDecoder()
-        return try await pool.read { db in
-            var facts: [(Int64, Fact)] = []
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, body FROM facts ORDER BY seq")
-            while let row = try rows.next() {
-                let body: Data = row[1]
-                facts.append((row[0], try decoder.decode(Fact.self, from: body)))
-            }
-            var usage: [(Int64, Fact)] = []
-            let events = try Row.fetchCursor(db, sql: """
-                SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
-                FROM usage_events ORDER BY seq
-                """)
-            while let row = try events.next() { usage.append((row[0], try SQLiteStore.usageFact(row))) }
-            return UsageRow.merge(facts: facts, usage: usage)
+        var facts: [(Int64, Fact)] = []
+        let rows = try Row.fetchCursor(db, sql: "SELECT seq, body FROM facts ORDER BY seq")
+        while let row = try rows.next() {
+            let body: Data = row[1]
+            facts.append((row[0], try decoder.decode(Fact.self, from: body)))
         }
+        var usage: [(Int64, Fact)] = []
+        let events = try Row.fetchCursor(db, sql: """
+            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            FROM usage_events ORDER BY seq
+            """)
+        while let row = try events.next() { usage.append((row[0], try SQLiteStore.usageFact(row))) }
+        return UsageRow.merge(facts: facts, usage: usage)
     }
 
     static func usageFact(_ row: Row) throws -> Fact {
@@ -283,11 +285,14 @@ public final class SQLiteStore: TallyStore {
 }
 
 extension SQLiteStore {
-    /// Compares the projection tables with the state rebuilt from the facts: pack balances, bills,
-    /// and money per ledger account. Returns the differences.
-    public func auditProjections(_ state: TallyState) async throws -> [String] {
-        let ledger = LedgerBalances(state.ledger.filter { $0.kind != "usage" })
-        return try await pool.read { db in
+    /// Rebuilds the state from the facts and compares the projection tables with it (pack
+    /// balances, bills, money per ledger account), all in one read transaction: a server writing
+    /// meanwhile cannot make the two disagree. Returns the state and the differences.
+    public func auditProjections(catalog: Catalog) async throws -> (state: TallyState, differences: [String]) {
+        try await pool.read { db in
+            var state = TallyState(catalog: catalog)
+            for fact in try SQLiteStore.readFacts(db) { state.apply(fact) }
+            let ledger = LedgerBalances(state.ledger.filter { $0.kind != "usage" })
             var found: [String] = []
             let packs = try Row.fetchAll(db, sql: #"SELECT id, "left", revoked FROM packs"#)
             if packs.count != state.packs.count { found.append("packs table has \(packs.count) rows, state \(state.packs.count)") }
@@ -309,7 +314,7 @@ extension SQLiteStore {
             if bills != state.bills.count { found.append("bills table has \(bills) rows, state \(state.bills.count)") }
             let events = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM usage_events") ?? 0
             if events != state.usage.count { found.append("usage_events has \(events) rows, state \(state.usage.count)") }
-            return found
+            return (state, found)
         }
     }
 }

@@ -171,12 +171,16 @@ struct Audit: AsyncParsableCommand {
         let events: Int
         do {
             let tally = try await store.start()
-            report = tally.read { TallyCore.Audit.run($0) }
-            events = tally.read { $0.usage.count }
-            mismatches = report.mismatches
+            var state = tally.read { $0 }
+            var differences: [String] = []
             if let sqlite = tally.store as? SQLiteStore {
-                mismatches += try await sqlite.auditProjections(tally.read { state in state })
+                // One snapshot for the facts and the tables, so that a live server's writes
+                // between two reads are not reported as mismatches.
+                (state, differences) = try await sqlite.auditProjections(catalog: state.baseCatalog)
             }
+            report = TallyCore.Audit.run(state)
+            events = state.usage.count
+            mismatches = report.mismatches + differences
         } catch {
             throw fail(error)
         }

@@ -162,6 +162,18 @@ final class ProbeStore: TallyStore {
         #expect(writes.count < 200, "every fact took a write of its own: \(writes.count)")
     }
 
+    /// The caller that writes a batch may be cancelled (an HTTP client hangs up): the write goes on,
+    /// the caller is told the truth once it is durable, and the journal keeps working.
+    @Test func aCancelledWriterDoesNotFailTheBatch() async throws {
+        let store = ProbeStore()
+        let journal = Journal(store: store)
+        let writer = Task { try await journal.waitDurable(journal.enqueue([StoreConformanceTests.fact(1)])) }
+        writer.cancel()
+        try await writer.value
+        try await journal.waitDurable(journal.enqueue([StoreConformanceTests.fact(2)]))
+        #expect(store.writes.withLock { $0.reduce(0, +) } == 2)
+    }
+
     /// A failed write is reported to its waiters and every later caller: nothing is acknowledged
     /// that was not kept.
     @Test func failedWritesAreNeverAcknowledged() async throws {
