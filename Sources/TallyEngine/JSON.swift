@@ -71,6 +71,13 @@ public indirect enum JSON: Hashable, Sendable {
     }
 
     static func quote(_ text: String, into out: inout String) {
+        // Most strings (ids, amounts, codes) need no escape: append them whole.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out += "\""
+            out += text
+            out += "\""
+            return
+        }
         out += "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -176,6 +183,14 @@ public indirect enum JSON: Hashable, Sendable {
 
         mutating func string() throws(TallyError) -> String {
             index += 1
+            // Fast path: no escape before the closing quote, so the bytes are the string.
+            var end = index
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+                let text = String(decoding: bytes[index..<end], as: UTF8.self)
+                index = end + 1
+                return text
+            }
             var scalars = String.UnicodeScalarView()
             var raw: [UInt8] = []
             func flush() { scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars); raw.removeAll() }

@@ -49,7 +49,7 @@ enum Console {
 
     static func token() -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<24).map { _ in Keys.hex(UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return Keys.hex((0..<24).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     static let library: MustacheLibrary = {

@@ -26,17 +26,25 @@ public enum Keys {
         case .customer: "tk_cu_"
         case .gateway: "tk_gw_"
         }
-        return prefix + (0..<20).map { _ in hex(UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return prefix + hex((0..<20).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     /// The hex SHA-256 digest under which a secret is kept.
     public static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Array(secret.utf8)).map(hex).joined()
+        hex(SHA256.hash(data: Array(secret.utf8)))
     }
 
-    static func hex(_ byte: UInt8) -> String {
-        let digits = Array("0123456789abcdef")
-        return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// Lowercase hex: runs on every request (the key's digest), so it writes bytes, not strings.
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in bytes {
+            out.append(hexDigits[Int(byte >> 4)])
+            out.append(hexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The longest secret accepted in an Authorization header; longer ones are not hashed.

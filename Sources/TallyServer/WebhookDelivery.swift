@@ -54,7 +54,7 @@ struct WebhookDelivery: Service {
     /// Stripe signs: the timestamp in the signed text stops a replay of an old delivery.
     static func signature(secret: String, timestamp: Int64, body: String) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Array("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
-        return "t=\(timestamp),v1=" + mac.map(Keys.hex).joined()
+        return "t=\(timestamp),v1=" + Keys.hex(mac)
     }
 
     /// The (notice, endpoint) pairs owed at `now`, oldest first, at most `passDeliveriesMax`.
