@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "TallyServer",
             dependencies: [
-                "TallyEngine",
+                "TallyEngine", "TallyStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -150,6 +150,19 @@ public final class PostgresStore: TallyStore {
             )
             """,
         ]),
+        ("003_idempotency_answers", [
+            """
+            CREATE TABLE idempotency_answers (
+            key TEXT PRIMARY KEY,
+            fingerprint BYTEA NOT NULL,
+            status INTEGER NOT NULL CHECK (status BETWEEN 100 AND 599),
+            content_type TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            created BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX idempotency_answers_created ON idempotency_answers (created)",
+        ]),
     ]
 
     func migrate() async throws {
@@ -186,6 +199,34 @@ public final class PostgresStore: TallyStore {
                                               draws: row.13, transaction: row.14).fact()))
         }
         return UsageRow.merge(facts: facts, usage: usage)
+    }
+
+    // MARK: Idempotency answers
+
+    public func answer(for key: String) async throws -> StoredAnswer? {
+        let rows = try await client.query("""
+            SELECT fingerprint, status, content_type, body, created FROM idempotency_answers WHERE key = \(key)
+            """, logger: logger)
+        for try await (fingerprint, status, contentType, body, created) in rows.decode((ByteBuffer, Int32, String, ByteBuffer, Int64).self) {
+            return StoredAnswer(key: key, fingerprint: Array(fingerprint.readableBytesView), status: Int(status), contentType: contentType,
+                                body: Array(body.readableBytesView), created: Instant(microseconds: created))
+        }
+        return nil
+    }
+
+    public func saveAnswer(_ answer: StoredAnswer) async throws {
+        let fingerprint = ByteBuffer(bytes: answer.fingerprint), body = ByteBuffer(bytes: answer.body)
+        let status = Int32(answer.status), created = answer.created.microseconds
+        try await client.query("""
+            INSERT INTO idempotency_answers (key, fingerprint, status, content_type, body, created)
+            VALUES (\(answer.key), \(fingerprint), \(status), \(answer.contentType), \(body), \(created))
+            ON CONFLICT (key) DO NOTHING
+            """, logger: logger)
+    }
+
+    public func pruneAnswers(before instant: Instant) async throws {
+        let cutoff = instant.microseconds
+        try await client.query("DELETE FROM idempotency_answers WHERE created < \(cutoff)", logger: logger)
     }
 
     // MARK: Writing

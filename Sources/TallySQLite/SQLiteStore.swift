@@ -127,6 +127,19 @@ public final class SQLiteStore: TallyStore {
                 );
                 """)
         }
+        migrator.registerMigration("003_idempotency_answers") { db in
+            try db.execute(sql: """
+                CREATE TABLE idempotency_answers (
+                    key TEXT PRIMARY KEY,
+                    fingerprint BLOB NOT NULL,
+                    status INTEGER NOT NULL CHECK (status BETWEEN 100 AND 599),
+                    content_type TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    created INTEGER NOT NULL
+                );
+                CREATE INDEX idempotency_answers_created ON idempotency_answers (created);
+                """)
+        }
         return migrator
     }()
 
@@ -285,6 +298,33 @@ public final class SQLiteStore: TallyStore {
 }
 
 extension SQLiteStore {
+    public func answer(for key: String) async throws -> StoredAnswer? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT fingerprint, status, content_type, body, created FROM idempotency_answers WHERE key = ?",
+                             arguments: [key]).map { row in
+                let fingerprint: Data = row[0], body: Data = row[3]
+                return StoredAnswer(key: key, fingerprint: Array(fingerprint), status: row[1], contentType: row[2], body: Array(body),
+                                    created: Instant(microseconds: row[4]))
+            }
+        }
+    }
+
+    public func saveAnswer(_ answer: StoredAnswer) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO idempotency_answers (key, fingerprint, status, content_type, body, created) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (key) DO NOTHING
+                """, arguments: [answer.key, Data(answer.fingerprint), answer.status, answer.contentType, Data(answer.body),
+                                 answer.created.microseconds])
+        }
+    }
+
+    public func pruneAnswers(before instant: Instant) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM idempotency_answers WHERE created < ?", arguments: [instant.microseconds])
+        }
+    }
+
     /// Rebuilds the state from the facts and compares the projection tables with it (pack
     /// balances, bills, money per ledger account), all in one read transaction: a server writing
     /// meanwhile cannot make the two disagree. Returns the state and the differences.

@@ -3,6 +3,7 @@ import Hummingbird
 import NIOCore
 import TallyCore
 import TallyEngine
+import TallyStore
 
 /// One route of the API: its method and OpenAPI-style path, the roles that may call it, and what
 /// it does. The table of endpoints is the single source the router is built from and the test
@@ -182,15 +183,29 @@ extension Endpoint {
         guard !key.isEmpty, key.utf8.count <= IdempotencyTable.keyLengthMax else {
             throw Problem(TallyError(.invalidRequest, "an Idempotency-Key is 1 to \(IdempotencyTable.keyLengthMax) bytes"))
         }
-        let scoped = "\(principal.keyID)\u{0}\(key)"
+        let scoped = "\(principal.keyID):\(key)"  // key ids hold no colon
         let table = server.idempotency
-        switch try table.begin(key: scoped, fingerprint: IdempotencyTable.fingerprint(request, body: body), now: server.tally.clock.now()) {
-        case .replay(let stored):
-            var answer = stored
+        let fingerprint = IdempotencyTable.fingerprint(request, body: body)
+        let now = server.tally.clock.now()
+        switch try table.begin(key: scoped, fingerprint: fingerprint, now: now) {
+        case .replay(var answer):
             answer.headers[.idempotentReplayed] = "true"
             return answer
         case .proceed:
             break
+        }
+        // Not in memory: the store may have it from before a restart or from another process.
+        let kept: StoredAnswer?
+        do {
+            kept = try await server.tally.store.answer(for: scoped)
+        } catch {
+            table.finish(key: scoped, nil)
+            throw Problem(TallyError(.storeUnavailable, "the idempotency key could not be looked up; retry"))
+        }
+        if let kept {
+            var answer = try table.adopt(key: scoped, kept, fingerprint: fingerprint)
+            answer.headers[.idempotentReplayed] = "true"
+            return answer
         }
         let answer: Answer
         do {
@@ -202,6 +217,16 @@ extension Endpoint {
         } catch {
             table.finish(key: scoped, nil)
             throw error
+        }
+        if answer.status.code < 500 {
+            do {
+                try await server.tally.store.saveAnswer(StoredAnswer(
+                    key: scoped, fingerprint: fingerprint, status: Int(answer.status.code), contentType: answer.contentType,
+                    body: Array(answer.body.readableBytesView), created: now))
+            } catch {
+                // The operation is done and durable; only its replay after a restart is at risk.
+                server.tally.logger.error("keeping an idempotent answer failed", metadata: ["error": "\(error)"])
+            }
         }
         table.finish(key: scoped, answer.status.code >= 500 ? nil : answer)
         return answer

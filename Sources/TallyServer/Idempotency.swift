@@ -4,6 +4,7 @@ import NIOCore
 import Synchronization
 import TallyCore
 import TallyEngine
+import TallyStore
 
 /// `Idempotency-Key` on POST, with Stripe's semantics: the same key and body replay the first
 /// answer; the same key with another request is refused (`idempotency_key_reused`); a request whose
@@ -11,10 +12,13 @@ import TallyEngine
 /// that sent them and live `lifetimeSeconds` (24 hours); the table holds at most `entriesMax`, and
 /// when it is full of live keys a new key is refused with 429 rather than evicting one early.
 ///
-/// Answers are kept in memory: a restart forgets them. What must never happen twice is guarded
-/// in the engine as well (usage event ids, order references, bill ids), so a replay after a
-/// restart can repeat only operations that are harmless to repeat, and docs/decisions.md says so.
+/// The table in memory marks keys in flight and caches answers; the store keeps every answer for
+/// a day and more (`TallyStore.saveAnswer`), so a restart, or another process on the same
+/// PostgreSQL database, replays them too. The scheduler prunes the store after
+/// `storeLifetimeSeconds`.
 final class IdempotencyTable: Sendable {
+    /// How long the store keeps answers: the promised day, and an hour's grace.
+    static let storeLifetimeSeconds: Int64 = 25 * 3600
     static let keyLengthMax = 255
     static let lifetimeSeconds: Int64 = 24 * 3600
     static let entriesMax = 100_000
@@ -62,6 +66,17 @@ final class IdempotencyTable: Sendable {
             table.order.append((key, now))
             return .proceed
         }
+    }
+
+    /// Takes over an answer the store kept (from before a restart, or from another process) for a
+    /// key this process had marked in flight, and says what the request gets.
+    func adopt(key: String, _ stored: StoredAnswer, fingerprint: [UInt8]) throws(Problem) -> Stored {
+        let answer = Answer(status: HTTPResponse.Status(code: stored.status), contentType: stored.contentType, body: ByteBuffer(bytes: stored.body))
+        entries.withLock { table in table.byKey[key] = Entry(fingerprint: stored.fingerprint, created: stored.created, stored: answer) }
+        guard stored.fingerprint == fingerprint else {
+            throw Problem(TallyError(.idempotencyKeyReused, "this Idempotency-Key was used for a different request"))
+        }
+        return answer
     }
 
     /// Keeps the answer for replays; a server error is not kept, so the request may be retried.

@@ -64,6 +64,9 @@ struct ObservedStore: TallyStore {
 
     var kind: String { base.kind }
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
+    func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
+    func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
+    func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }
     func append(_ facts: [Fact]) async throws {
         try await base.append(facts)
         metrics.flushBatchSize.record(Double(facts.count))

@@ -43,6 +43,7 @@ struct Scheduler: Service {
         tick.freePacks = try await server.tally.perform(GrantFreeQuota())
         tick.notices = try await server.tally.perform(Expire())
         let now = server.tally.clock.now()
+        try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))
         for month in server.tally.read({ monthsDue($0, now: now) }) {
             let totals = try await server.billRun(month)
             server.tally.logger.info("bill run done", metadata: ["month": "\(month)", "bills": "\(totals.created)", "total": "\(totals.total)"])

@@ -11,6 +11,34 @@ public protocol TallyStore: Sendable {
     func append(_ facts: [Fact]) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
     var kind: String { get }
+
+    /// The answer kept for an idempotency key, if any. Answers live beside the facts, not among
+    /// them: they are a cache of replies, pruned after a day, not part of what Tally knows.
+    func answer(for key: String) async throws -> StoredAnswer?
+    /// Keeps an answer; a key answered before keeps its first answer.
+    func saveAnswer(_ answer: StoredAnswer) async throws
+    /// Forgets answers made before `instant`.
+    func pruneAnswers(before instant: Instant) async throws
+}
+
+/// A reply kept for an idempotency key: what the first request was (its fingerprint) and what it
+/// was told, byte for byte.
+public struct StoredAnswer: Sendable, Hashable {
+    public let key: String
+    public let fingerprint: [UInt8]
+    public let status: Int
+    public let contentType: String
+    public let body: [UInt8]
+    public let created: Instant
+
+    public init(key: String, fingerprint: [UInt8], status: Int, contentType: String, body: [UInt8], created: Instant) {
+        self.key = key
+        self.fingerprint = fingerprint
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+        self.created = created
+    }
 }
 
 /// Keeps facts in memory: for unit tests and the in-process simulator. Nothing survives the process.
@@ -26,6 +54,18 @@ public final class InMemoryStore: TallyStore {
 
     /// How many facts are kept.
     public var count: Int { facts.withLock { $0.count } }
+
+    private let answers = Mutex<[String: StoredAnswer]>([:])
+
+    public func answer(for key: String) async throws -> StoredAnswer? { answers.withLock { $0[key] } }
+
+    public func saveAnswer(_ answer: StoredAnswer) async throws {
+        answers.withLock { answers in if answers[answer.key] == nil { answers[answer.key] = answer } }
+    }
+
+    public func pruneAnswers(before instant: Instant) async throws {
+        answers.withLock { answers in answers = answers.filter { $0.value.created >= instant } }
+    }
 }
 
 /// A batch that lost a race with another process (a pack overdrawn, an event id counted twice):

@@ -5,6 +5,8 @@ import HummingbirdTesting
 import Testing
 import TallyCore
 import TallyEngine
+import TallySQLite
+import TallyStore
 @testable import TallyServer
 
 @Suite("The HTTP API, route by route")
@@ -133,6 +135,31 @@ struct RouteTests {
         }
         // After 24 hours the key is forgotten and may be used again.
         #expect(throws: Never.self) { _ = try table.begin(key: "k", fingerprint: [2], now: now.adding(seconds: IdempotencyTable.lifetimeSeconds + 1)) }
+    }
+
+    @Test("Idempotency-Key answers survive a restart: replayed from the store, credited once")
+    func idempotencyAcrossRestart() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-idem-\(UUID().uuidString).sqlite").path
+        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T09:00:00+08:00")!)
+        let before = try await Harness.make(store: try SQLiteStore(path: path), clock: clock)
+        let key: HTTPFields = [.idempotencyKey: "pay-7"]
+        let first = try await before.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#)
+            return try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"10.00"}"#, headers: key)
+        }
+        let after = try await Harness.make(store: try SQLiteStore(path: path), clock: clock)
+        try await after.app.test(.router) { client in
+            let replay = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"10.00"}"#, headers: key)
+            #expect(replay.text == first.text)
+            #expect(replay.status == first.status)
+            #expect(replay.headers[.idempotentReplayed] == "true")
+            #expect(try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"99.00"}"#, headers: key).code == "idempotency_key_reused")
+        }
+        #expect(after.server.tally.read { $0.accounts["acme"]!.cash } == Money(yuan: 10), "credited once across the restart")
+        // After a day and an hour the scheduler forgets the key.
+        try clock.advance(to: clock.now.adding(seconds: IdempotencyTable.storeLifetimeSeconds + 1))
+        try await Scheduler.tick(after.server)
+        #expect(try await after.server.tally.store.answer(for: "\(after.server.tally.read { $0.keyIDsByDigest[Keys.digest(Harness.operatorKey)]! }):pay-7") == nil)
     }
 
     @Test("Limits and malformed input answer 4xx with a code, never 500, and change nothing")

@@ -50,10 +50,14 @@ struct Harness {
     let clock: VirtualClock
 
     static func make(_ kind: StoreKind = .sqlite, start: String = "2026-11-02T09:00:00+08:00") async throws -> Harness {
-        let clock = VirtualClock(start: Instant(rfc3339: start)!)
+        try await make(store: try await kind.make(), clock: VirtualClock(start: Instant(rfc3339: start)!))
+    }
+
+    /// A server on `store`: a second harness on the same store is the server after a restart.
+    static func make(store: any TallyStore, clock: VirtualClock) async throws -> Harness {
         var configuration = ServerConfiguration()
         configuration.backgroundServices = false
-        let server = try await TallyServer.start(store: try await kind.make(), catalog: Repository.catalog, configuration: configuration,
+        let server = try await TallyServer.start(store: store, catalog: Repository.catalog, configuration: configuration,
                                                  clock: clock.clock, logger: Logger(label: "test"))
         _ = try await Keys.bootstrapOperator(server.tally, secret: operatorKey)
         return Harness(server: server, clock: clock)

@@ -28,6 +28,25 @@ import TallyStore
         #expect(try await reopened.loadFacts() == (0..<10).map(Self.fact))
     }
 
+    /// Idempotency answers: kept byte for byte across a reopen, the first answer wins, pruned by age.
+    @Test(arguments: StoreKind.available)
+    func keepsIdempotencyAnswers(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let first = StoredAnswer(key: "key_1:pay-1", fingerprint: [1, 2, 3, 0, 255], status: 201, contentType: "application/json",
+                                 body: Array(#"{"balance":"10.00"}"#.utf8), created: Instant(seconds: 1_000))
+        try await store.saveAnswer(first)
+        try await store.saveAnswer(StoredAnswer(key: first.key, fingerprint: [9], status: 409, contentType: "text/plain", body: [],
+                                                created: Instant(seconds: 2_000)))
+        try await store.saveAnswer(StoredAnswer(key: "key_1:later", fingerprint: [7], status: 422, contentType: "application/problem+json",
+                                                body: Array("{}".utf8), created: Instant(seconds: 5_000)))
+        let reopened = try await reopen()
+        #expect(try await reopened.answer(for: first.key) == first)
+        #expect(try await reopened.answer(for: "key_1:unknown") == nil)
+        try await reopened.pruneAnswers(before: Instant(seconds: 4_000))
+        #expect(try await reopened.answer(for: first.key) == nil)
+        #expect(try await reopened.answer(for: "key_1:later")?.status == 422)
+    }
+
     /// Facts round-trip through Codable, which is how durable stores keep most of them.
     @Test func factsRoundTripThroughCodable() throws {
         let transaction = LedgerTransaction(id: "t", at: Instant(seconds: 1), kind: "top_up",
@@ -135,6 +154,9 @@ final class ProbeStore: TallyStore {
     let failing = Mutex(false)
 
     func loadFacts() async throws -> [Fact] { [] }
+    func answer(for key: String) async throws -> StoredAnswer? { nil }
+    func saveAnswer(_ answer: StoredAnswer) async throws {}
+    func pruneAnswers(before instant: Instant) async throws {}
 
     func append(_ facts: [Fact]) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
