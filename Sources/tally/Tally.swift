@@ -7,10 +7,14 @@ import Logging
 
 @main
 struct TallyCommand: AsyncParsableCommand {
-    /// Logs go to standard error at `$TALLY_LOG_LEVEL` (default warning), set up once per process.
+    /// Logs go to standard error at `$TALLY_LOG_LEVEL` (default warning), as text, or as JSON lines
+    /// with `TALLY_LOG_FORMAT=json`; set up once per process.
     static let logging: Void = {
-        let level = ProcessInfo.processInfo.environment["TALLY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        let environment = ProcessInfo.processInfo.environment
+        let level = environment["TALLY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        let json = environment["TALLY_LOG_FORMAT"] == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, logLevel: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
