@@ -86,6 +86,8 @@ public enum TallyServer {
     /// `/openapi.yaml`, and the console.
     public static func router(_ server: ServerEnvironment) -> Router<BasicRequestContext> {
         let router = Router()
+        // One log line a request at info (method, path, request id); keys are never logged.
+        router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: MetricsMiddleware())
         for endpoint in endpoints {
