@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, operator_key, shots = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -43,6 +45,11 @@ driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opti
 failures = []
 
 
+def wait_for(element_id):
+    """The element once the page that has it has loaded (a click's navigation may still be running)."""
+    return WebDriverWait(driver, 15).until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+
+
 def check(condition, message):
     print(("ok   " if condition else "FAIL ") + message)
     if not condition:
@@ -51,8 +58,9 @@ def check(condition, message):
 
 try:
     driver.get(base + "/console")
-    driver.find_element(By.ID, "key").send_keys(customer_key)
+    wait_for("key").send_keys(customer_key)
     driver.find_element(By.ID, "sign-in").click()
+    wait_for("balance")
     check(driver.current_url.endswith("/console/accounts/acme"), "a customer key lands on its own account")
     bars = driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
     check(len(bars) >= 28, f"the usage chart has a bar a day ({len(bars)})")
@@ -61,16 +69,14 @@ try:
     check(driver.find_element(By.ID, "total").text == "490.00", "the balance is 520.00 less the 30.00 pack")
     driver.save_screenshot(f"{shots}/1-customer-account.png")
     driver.find_element(By.ID, "refund-pack-1").click()
-    check("已退款 Refunded ¥30.00" in driver.find_element(By.ID, "flash").text, "the refund is confirmed")
+    check("已退款 Refunded ¥30.00" in wait_for("flash").text, "the refund is confirmed")
     check(driver.find_element(By.ID, "total").text == "520.00", "the money is back")
     check(not driver.find_elements(By.ID, "refund-pack-1"), "the refund button is gone")
     driver.save_screenshot(f"{shots}/2-after-refund.png")
     driver.find_element(By.ID, "sign-out").click()
-
-    driver.get(base + "/console")
-    driver.find_element(By.ID, "key").send_keys(operator_key)
+    wait_for("key").send_keys(operator_key)
     driver.find_element(By.ID, "sign-in").click()
-    arrears = driver.find_element(By.ID, "arrears").text
+    arrears = wait_for("arrears").text
     check("late-payer" in arrears, "the operator sees the account in arrears")
     check("acme" not in arrears, "and not the account in good standing")
     driver.save_screenshot(f"{shots}/3-operator-arrears.png")
