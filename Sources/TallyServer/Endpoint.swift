@@ -136,6 +136,7 @@ extension Endpoint {
         let names = parameterNames
         return { request, context in
             let principal = try Keys.authenticate(request.headers[.authorization], tally: server.tally)
+            try server.admit(principal)
             guard endpoint.roles.contains(principal.role) else {
                 throw Problem(.forbidden, TallyError(.forbidden, "a \(principal.role.rawValue) key may not call \(endpoint.method) \(endpoint.path)"))
             }

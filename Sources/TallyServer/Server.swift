@@ -21,6 +21,9 @@ public struct ServerConfiguration: Sendable {
     public var webhookTimeoutSeconds: Int64 = 10
     /// Run the scheduler and webhook delivery (tests drive them by hand).
     public var backgroundServices = true
+    /// Requests a second per API key, by role, with a second's burst: a customer's script gone
+    /// wrong cannot starve the gateways; a gateway's limit is set far above what one process serves.
+    public var requestsPerSecondMax: [Role: Int64] = [.operator: 10_000, .customer: 200, .gateway: 1_000_000]
 
     public init() {}
 }
@@ -31,6 +34,8 @@ public final class ServerEnvironment: Sendable {
     public let configuration: ServerConfiguration
     public let metrics: ServerMetrics
     let idempotency = IdempotencyTable()
+    /// Token buckets per API key for `requestsPerSecondMax`; at most one per key that exists.
+    private let requestBuckets = Mutex<[String: TokenBucket]>([:])
     /// One bill run at a time in this process (the scheduler's and an operator's).
     private let billRunning = Mutex(false)
 
@@ -38,6 +43,23 @@ public final class ServerEnvironment: Sendable {
         self.tally = tally
         self.configuration = configuration
         self.metrics = metrics
+    }
+
+    /// Takes one request from the key's bucket, or refuses with 429 and when to retry.
+    func admit(_ principal: Principal) throws(Problem) {
+        let rate = configuration.requestsPerSecondMax[principal.role] ?? 1_000
+        let now = tally.clock.now()
+        let allowed = requestBuckets.withLock { buckets in
+            var bucket = buckets[principal.keyID] ?? TokenBucket(qps: rate, at: now)
+            let allowed = bucket.take(1, at: now, qps: rate)
+            buckets[principal.keyID] = bucket
+            return allowed
+        }
+        guard allowed else {
+            var problem = Problem(TallyError(.rateLimited, "this API key is over its \(rate) requests a second; slow down"))
+            problem.headers[.retryAfter] = "1"
+            throw problem
+        }
     }
 
     /// Runs the bill run for `month`, reporting progress to the metrics. A second run while one is

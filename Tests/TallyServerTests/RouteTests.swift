@@ -202,6 +202,24 @@ struct RouteTests {
         }
     }
 
+    @Test("Each API key has a request rate; over it, 429 with Retry-After, and the bucket refills")
+    func requestRate() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"personal"}"#)
+            let customer = try await harness.key(.customer, account: "acme")
+            let rate = harness.server.configuration.requestsPerSecondMax[.customer]!
+            for _ in 0..<rate { #expect(try await client.call(.get, "/v1/accounts/acme", key: customer).status == .ok) }
+            let over = try await client.call(.get, "/v1/accounts/acme", key: customer)
+            #expect(over.status == .tooManyRequests)
+            #expect(over.code == "rate_limited")
+            #expect(over.headers[.retryAfter] == "1")
+            #expect(try await client.call(.get, "/v1/accounts/acme").status == .ok, "another key has its own bucket")
+            try harness.clock.advance(to: harness.clock.now.adding(seconds: 1))
+            #expect(try await client.call(.get, "/v1/accounts/acme", key: customer).status == .ok, "refilled after a second")
+        }
+    }
+
     @Test("Pages: limit and starting_after walk a list once")
     func pages() async throws {
         let harness = try await Harness.make()
