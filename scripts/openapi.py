@@ -121,6 +121,8 @@ op("post", "/v1/accounts/{account}/orders/preview", "What a purchase would cost 
    resp(200, ref("OrderPreview")), body(PURCHASE, ["item"]), op_id="previewPurchase")
 op("post", "/v1/accounts/{account}/renewals", "Renew the membership held", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
    body({"product": {"type": "string", "maxLength": 64}, **TERM, "ref": REF}, ["product"]), op_id="renew")
+op("post", "/v1/accounts/{account}/renewals/preview", "What a renewal would cost and how it would be paid", ["operator", "customer"],
+   resp(200, ref("OrderPreview")), body({"product": {"type": "string", "maxLength": 64}, **TERM}, ["product"]), op_id="previewRenewal")
 op("post", "/v1/accounts/{account}/upgrades", "Upgrade the membership to a higher edition", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
    body({"to": {"type": "string", "maxLength": 64}, "ref": REF}, ["to"]), op_id="upgrade")
 op("post", "/v1/accounts/{account}/upgrades/preview", "What an upgrade would cost now", ["operator", "customer"], resp(200, ref("OrderPreview")),

@@ -22,7 +22,7 @@ enum OrderRoutes {
         Endpoint(.post, "/v1/accounts/{account}/orders/preview", .holders) { call in
             let (item, quantity) = try purchase(&call.fields)
             try call.fields.end()
-            let order = try await call.tally.preview(Buy(account: call.account, item: item, quantity: quantity))
+            let order = try call.tally.preview(Buy(account: call.account, item: item, quantity: quantity))
             return .json(preview(order))
         },
         Endpoint(.post, "/v1/accounts/{account}/renewals", .holders) { call in
@@ -32,6 +32,13 @@ enum OrderRoutes {
             try call.fields.end()
             let order = try await call.tally.perform(Renew(account: call.account, product: product, quantity: quantity, ref: ref))
             return try orderAnswer(call, order, status: .created)
+        },
+        Endpoint(.post, "/v1/accounts/{account}/renewals/preview", .holders) { call in
+            let product = try call.fields.string("product", lengthMax: 64)
+            let quantity = try term(&call.fields)
+            try call.fields.end()
+            let order = try call.tally.preview(Renew(account: call.account, product: product, quantity: quantity))
+            return .json(preview(order))
         },
         Endpoint(.post, "/v1/accounts/{account}/upgrades", .holders) { call in
             let to = try call.fields.string("to", lengthMax: 64)
@@ -43,7 +50,7 @@ enum OrderRoutes {
         Endpoint(.post, "/v1/accounts/{account}/upgrades/preview", .holders) { call in
             let to = try call.fields.string("to", lengthMax: 64)
             try call.fields.end()
-            let order = try await call.tally.preview(Upgrade(account: call.account, to: to))
+            let order = try call.tally.preview(Upgrade(account: call.account, to: to))
             return .json(preview(order))
         },
         Endpoint(.post, "/v1/accounts/{account}/orders/{order}/refund", .holders) { call in

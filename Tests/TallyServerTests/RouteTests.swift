@@ -93,6 +93,44 @@ struct RouteTests {
         }
     }
 
+    @Test("A membership through the API: buy, renewal and upgrade previews that match what is charged, seats, entitlements")
+    func membership() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"corp","subject":"enterprise","verified":true}"#)
+            _ = try await client.call(.post, "/v1/accounts/corp/top-ups", json: #"{"cash":"10000.00"}"#)
+            let customer = try await harness.key(.customer, account: "corp")
+            let gateway = try await harness.key(.gateway)
+            let bought = try await client.call(.post, "/v1/accounts/corp/orders", key: customer, json: #"{"item":"taishan/enterprise-basic","years":1}"#)
+            #expect(bought.status == .created, "\(bought.text)")
+            #expect(bought["amount"] == .string("598.00"))
+            #expect(bought["refund"]?["reason"] == .string("not_refundable"))
+
+            let renewal = try await client.call(.post, "/v1/accounts/corp/renewals/preview", key: customer, json: #"{"product":"taishan","years":1}"#)
+            let renewed = try await client.call(.post, "/v1/accounts/corp/renewals", key: customer, json: #"{"product":"taishan","years":1}"#)
+            #expect(renewal["amount"] == .string("598.00"))
+            #expect(renewed["amount"] == renewal["amount"])
+
+            try harness.clock.advance(to: Instant(rfc3339: "2027-05-02T09:00:00+08:00")!)
+            let upgrade = try await client.call(.post, "/v1/accounts/corp/upgrades/preview", key: customer, json: #"{"to":"taishan/enterprise-premium"}"#)
+            let upgraded = try await client.call(.post, "/v1/accounts/corp/upgrades", key: customer, json: #"{"to":"taishan/enterprise-premium"}"#)
+            #expect(upgrade["preview"] == .bool(true))
+            #expect(upgraded["amount"] == upgrade["amount"])
+            #expect(upgraded["paid"] == upgrade["paid"])
+            #expect(try await client.call(.post, "/v1/accounts/corp/upgrades", key: customer, json: #"{"to":"taishan/enterprise-basic"}"#).code == "downgrade_not_allowed")
+
+            let seat = try await client.call(.post, "/v1/accounts/corp/seats", key: customer, json: #"{"user":"designer-1"}"#)
+            #expect(seat["seats_left"] == .int(5), "premium has 6 seats for assigned users (docs/decisions.md)")
+            let allowed = try await client.call(.post, "/v1/accounts/corp/entitlements/check", key: gateway,
+                                                json: #"{"feature":"team-collaboration","user":"designer-1"}"#)
+            #expect(allowed["allowed"] == .bool(true))
+            let stranger = try await client.call(.post, "/v1/accounts/corp/entitlements/check", key: gateway,
+                                                 json: #"{"feature":"team-collaboration","user":"someone-else"}"#)
+            #expect(stranger["allowed"] == .bool(false))
+            #expect(stranger["reason"] == .string("seat_not_assigned"))
+        }
+    }
+
     @Test("Idempotency-Key: the same request replays, another body is refused, keys are per API key")
     func idempotency() async throws {
         let harness = try await Harness.make()
