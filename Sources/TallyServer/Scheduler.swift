@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TallyCore
 import TallyEngine
 
@@ -14,6 +15,16 @@ struct Scheduler: Service {
 
     /// Bill runs start this long after midnight on the 1st.
     static let billRunDelaySeconds: Int64 = 3_600
+    /// How often the expiry notices are looked for: they go out 7 days ahead, so minutes do not
+    /// matter, and the scan reads every pack.
+    static let expiryScanSeconds: Int64 = 600
+
+    /// What the scheduler did last in this process, so that a tick skips what is not due: the free
+    /// quota grant reads every account and is due once a month (activation and first use grant
+    /// too); the expiry scan reads every pack.
+    final class Memory: Sendable {
+        let last = Mutex<(grantedMonth: Month?, scanned: Instant?)>((nil, nil))
+    }
 
     func run() async throws {
         let interval = server.configuration.schedulerIntervalSeconds
@@ -40,9 +51,17 @@ struct Scheduler: Service {
     @discardableResult
     static func tick(_ server: ServerEnvironment) async throws -> Tick {
         var tick = Tick()
-        tick.freePacks = try await server.tally.perform(GrantFreeQuota())
-        tick.notices = try await server.tally.perform(Expire())
         let now = server.tally.clock.now()
+        let month = server.tally.read { $0.zone.month(of: now) }
+        let (grantedMonth, scanned) = server.schedulerMemory.last.withLock { $0 }
+        if grantedMonth != month {
+            tick.freePacks = try await server.tally.perform(GrantFreeQuota())
+            server.schedulerMemory.last.withLock { $0.grantedMonth = month }
+        }
+        if scanned.map({ now >= $0.adding(seconds: expiryScanSeconds) }) ?? true {
+            tick.notices = try await server.tally.perform(Expire())
+            server.schedulerMemory.last.withLock { $0.scanned = now }
+        }
         try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))
         for month in server.tally.read({ monthsDue($0, now: now) }) {
             let totals = try await server.billRun(month)

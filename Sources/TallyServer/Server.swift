@@ -34,6 +34,7 @@ public final class ServerEnvironment: Sendable {
     public let configuration: ServerConfiguration
     public let metrics: ServerMetrics
     let idempotency = IdempotencyTable()
+    let schedulerMemory = Scheduler.Memory()
     /// Token buckets per API key for `requestsPerSecondMax`; at most one per key that exists.
     private let requestBuckets = Mutex<[String: TokenBucket]>([:])
     /// One bill run at a time in this process (the scheduler's and an operator's).

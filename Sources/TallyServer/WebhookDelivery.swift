@@ -39,6 +39,9 @@ struct WebhookDelivery: Service {
     /// at once, which is what an outbox owes.
     final class Retries: Sendable {
         let next = Mutex<[DeliveryKey: (attempts: Int64, at: Instant)]>([:])
+        /// Per endpoint, the index of the first notice not yet settled (delivered, or not its
+        /// endpoint's): a pass starts there, so it does not rescan the whole outbox every second.
+        let cursors = Mutex<[String: Int]>([:])
     }
 
     /// What a receiver gets: the notice as JSON.
@@ -60,18 +63,24 @@ struct WebhookDelivery: Service {
     /// The (notice, endpoint) pairs owed at `now`, oldest first, at most `passDeliveriesMax`.
     static func owed(_ state: TallyState, retries: Retries, now: Instant) -> [(Notice, WebhookEndpoint)] {
         let waiting = retries.next.withLock { $0 }
+        var cursors = retries.cursors.withLock { $0 }
         var owed: [(Notice, WebhookEndpoint)] = []
         for endpoint in state.webhookEndpoints.values.sorted(by: { $0.id < $1.id }) {
-            var index = endpoint.firstNotice
+            var index = max(endpoint.firstNotice, cursors[endpoint.id] ?? 0)
+            var settledThrough = index
             while index < state.notices.count, owed.count < passDeliveriesMax {
                 let notice = state.notices[index]
                 index += 1
                 let key = DeliveryKey(notice: notice.id, endpoint: endpoint.id)
-                guard endpoint.receives(notice), !state.deliveries.contains(key) else { continue }
+                let settled = !endpoint.receives(notice) || state.deliveries.contains(key)
+                if settled, settledThrough == index - 1 { settledThrough = index }
+                guard !settled else { continue }
                 if let retry = waiting[key], retry.at > now { continue }
                 owed.append((notice, endpoint))
             }
+            cursors[endpoint.id] = settledThrough
         }
+        retries.cursors.withLock { $0 = cursors }
         return owed
     }
 

@@ -69,6 +69,7 @@ struct ServiceTests {
             #expect(await WebhookDelivery.pass(harness.server, retries: retries, logger: logger) == 1)
             #expect(await WebhookDelivery.pass(harness.server, retries: retries, logger: logger) == 0, "delivered once")
             #expect(tally.read { $0.deliveries.contains(DeliveryKey(notice: notice.id, endpoint: endpoint.id)) })
+            #expect(retries.cursors.withLock { $0[endpoint.id] } == tally.read { $0.notices.count }, "later passes start after what is settled")
 
             let last = try #require(received.withLock { $0.last })
             #expect(last.id == notice.id)
