@@ -54,8 +54,7 @@ enum UsageRoutes {
                 parsed.append(.failure(TallyError(error.code, "events[\(index)]: \(error.message)")))
             }
         }
-        var events = parsed.compactMap { try? $0.get() }
-        if call.principal.role == .customer { events = events.filter { $0.account == call.principal.account } }
+        let events = parsed.compactMap { try? $0.get() }
         let outcomes = try await call.tally.perform(RecordUsageBatch(events: events))
         call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
         var results: [JSON] = []

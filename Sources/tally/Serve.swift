@@ -41,8 +41,8 @@ struct Serve: AsyncParsableCommand {
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
             if let fresh = try await Keys.bootstrapOperator(server.tally, secret: given) {
                 var message = "tally: issued the first operator key: \(fresh)\n"
-                if !url.hasPrefix("postgres") {
-                    let path = (url.split(separator: ":", maxSplits: 1).last.map(String.init) ?? url) + ".operator-key"
+                if let database = Stores.sqlitePath(url) {
+                    let path = database + ".operator-key"
                     FileManager.default.createFile(atPath: path, contents: Data((fresh + "\n").utf8), attributes: [.posixPermissions: 0o600])
                     message += "tally: it is also in \(path)\n"
                 }

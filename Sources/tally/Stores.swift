@@ -12,13 +12,20 @@ enum Stores {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             return try await PostgresStore(url: url)
         }
+        guard let path = sqlitePath(url) else { throw TallyError(.invalidRequest, "--db needs a path") }
+        return try SQLiteStore(path: path)
+    }
+
+    /// The file an SQLite `--db` URL names (`sqlite:PATH`, `sqlite://PATH`, `file:PATH` or a
+    /// path); nil for PostgreSQL or an empty path.
+    static func sqlitePath(_ url: String) -> String? {
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return nil }
         var path = url
         for prefix in ["sqlite://", "sqlite:", "file:"] where path.hasPrefix(prefix) {
             path = String(path.dropFirst(prefix.count))
             break
         }
-        guard !path.isEmpty else { throw TallyError(.invalidRequest, "--db needs a path") }
-        return try SQLiteStore(path: path)
+        return path.isEmpty ? nil : path
     }
 }
 
