@@ -12,7 +12,7 @@ public enum Audit {
     }
 
     public static func run(_ state: TallyState) -> Report {
-        let ledger = LedgerBalances(state.ledger)
+        let ledger = state.ledgerBalances
         var mismatches: [String] = []
         func compare<T: Equatable>(_ what: String, _ claimed: T, _ recomputed: T) {
             if claimed != recomputed { mismatches.append("\(what): state \(claimed), recomputed \(recomputed)") }
@@ -57,7 +57,7 @@ public enum Audit {
             compare("bill \(bill.id) total", bill.total, lines.reduce(.zero) { $0 + $1.amount })
             compare("bill \(bill.id) paid", bill.paid.total, bill.total)
         }
-        return Report(accounts: state.accounts.count, transactions: state.ledger.count, mismatches: mismatches,
+        return Report(accounts: state.accounts.count, transactions: state.transactionCount, mismatches: mismatches,
                       unbalancedTransactions: ledger.unbalanced)
     }
 }

@@ -86,6 +86,8 @@ public struct LedgerBalances: Sendable {
     public private(set) var balances: [LedgerAccount: [LedgerUnit: Int64]] = [:]
     public private(set) var unbalanced: [String] = []
 
+    public init() {}
+
     public init<S: Sequence>(_ transactions: S) where S.Element == LedgerTransaction {
         for transaction in transactions { post(transaction) }
     }

@@ -13,7 +13,15 @@ public struct TallyState: Sendable {
     public private(set) var bills: [String: Bill] = [:]
     /// Months whose bill run has started: usage for them (and earlier ones) is refused.
     public private(set) var closedThrough: Month?
+    /// Every money transaction (top-ups, purchases, bills, refunds ...), in order. Pack draws by
+    /// usage, one per event, are not kept here: memory would grow with every event; they are
+    /// posted to `ledgerBalances` and kept by the store.
     public private(set) var ledger: [LedgerTransaction] = []
+    /// Balances recomputed from every transaction's entries as it is applied, usage included:
+    /// what the audit compares the state's own fields against.
+    public private(set) var ledgerBalances = LedgerBalances()
+    /// How many transactions have been applied, usage included.
+    public private(set) var transactionCount = 0
     public private(set) var notices: [Notice] = []
     /// Ids of notices sent, so that a notice owed once (pack expiring) is sent once.
     public private(set) var noticeIDs: Set<String> = []
@@ -74,7 +82,11 @@ public struct TallyState: Sendable {
 
     public mutating func apply(_ fact: Fact) {
         factCount += 1
-        if let transaction = fact.transaction { ledger.append(transaction) }
+        if let transaction = fact.transaction {
+            ledgerBalances.post(transaction)
+            transactionCount += 1
+            if transaction.kind != "usage" { ledger.append(transaction) }
+        }
         switch fact {
         case .accountOpened(let id, let subject, let verified, let at):
             accounts[id] = Account(id: id, subject: subject, verified: verified, opened: at)

@@ -332,7 +332,7 @@ extension SQLiteStore {
         try await pool.read { db in
             var state = TallyState(catalog: catalog)
             for fact in try SQLiteStore.readFacts(db) { state.apply(fact) }
-            let ledger = LedgerBalances(state.ledger.filter { $0.kind != "usage" })
+            let ledger = LedgerBalances(state.ledger)  // money transactions: usage draws are not in ledger_entries
             var found: [String] = []
             let packs = try Row.fetchAll(db, sql: #"SELECT id, "left", revoked FROM packs"#)
             if packs.count != state.packs.count { found.append("packs table has \(packs.count) rows, state \(state.packs.count)") }

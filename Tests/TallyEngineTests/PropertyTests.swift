@@ -72,7 +72,7 @@ import TallyStore
         let report = h.tally.read { Audit.run($0) }
         #expect(report.isClean, "\(report.mismatches.prefix(5)) \(report.unbalancedTransactions.prefix(5))")
         let books = h.tally.read { state in
-            (balanced: state.ledger.allSatisfy(\.isBalanced),
+            (balanced: state.ledgerBalances.unbalanced.isEmpty && state.ledger.allSatisfy(\.isBalanced),
              packsInRange: state.packs.values.allSatisfy { $0.left >= 0 && $0.left <= $0.size },
              accepted: state.usage.values.reduce(Int64(0)) { $0 + $1.settlement.accepted },
              monthly: state.monthly.values.reduce(Int64(0)) { $0 + $1.calls },
