@@ -30,17 +30,16 @@ public enum Audit {
             if pack.left < 0 || pack.left > pack.size { mismatches.append("pack \(id) holds \(pack.left) of \(pack.size)") }
         }
         var monthly: [MonthlyKey: MonthlyUsage] = [:]
-        for record in state.usage.values {
-            let settlement = record.settlement
-            if settlement.accepted + settlement.refused != record.calls {
-                mismatches.append("event \(record.account)/\(record.id): \(settlement.accepted) accepted + \(settlement.refused) refused ≠ \(record.calls)")
+        for (event, entry) in state.usage {
+            if entry.accepted + entry.refused != entry.calls {
+                mismatches.append("event \(event.account)/\(event.id): \(entry.accepted) accepted + \(entry.refused) refused ≠ \(entry.calls)")
             }
-            let key = MonthlyKey(account: record.account, api: record.api, month: state.zone.month(of: record.at))
+            let key = MonthlyKey(account: event.account, api: entry.api, month: state.zone.month(of: entry.at))
             var totals = monthly[key] ?? MonthlyUsage()
-            totals.calls += settlement.accepted
-            totals.free += settlement.free
-            totals.pack += settlement.pack
-            totals.postpaid += settlement.postpaid
+            totals.calls += entry.accepted
+            totals.free += entry.free
+            totals.pack += entry.pack
+            totals.postpaid += entry.postpaid
             monthly[key] = totals
         }
         for key in Set(monthly.keys).union(state.monthly.keys).sorted() {

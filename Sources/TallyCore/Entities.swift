@@ -295,6 +295,44 @@ public struct UsageRecord: Hashable, Sendable, Codable {
     }
 }
 
+/// What the state keeps of a recorded usage event, under its key (account, id): enough to answer
+/// a duplicate, refuse a reused id, and recompute the month's totals, in about a hundred bytes.
+/// The full record (its pack draws, when it was recorded) stays in the store. Repeated texts (the
+/// API, the refusal code) share one copy through `TallyState`'s intern table.
+public struct UsageEntry: Hashable, Sendable {
+    public let api: String
+    public let edition: String?
+    public let calls: Int64
+    public let at: Instant
+    public let free: Int64
+    public let pack: Int64
+    public let postpaid: Int64
+    public let refused: Int64
+    private let refusalCode: String?
+
+    public init(api: String, edition: String?, calls: Int64, at: Instant, free: Int64, pack: Int64, postpaid: Int64, refused: Int64,
+                refusal: String?) {
+        self.api = api
+        self.edition = edition
+        self.calls = calls
+        self.at = at
+        self.free = free
+        self.pack = pack
+        self.postpaid = postpaid
+        self.refused = refused
+        self.refusalCode = refusal
+    }
+
+    public var accepted: Int64 { free + pack + postpaid }
+    public var refusal: TallyError.Code? { refusalCode.map(TallyError.Code.init(rawValue:)) }
+
+    /// Whether another request with the same id carries the same body. Time is left out: a
+    /// gateway that retries may stamp the retry anew (docs/decisions.md).
+    public func sameBody(api: String, edition: String?, calls: Int64) -> Bool {
+        self.api == api && self.edition == edition && self.calls == calls
+    }
+}
+
 /// One line of a bill: one API's month.
 public struct BillLine: Hashable, Sendable, Codable {
     public let api: String

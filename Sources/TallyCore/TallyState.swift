@@ -7,8 +7,10 @@ public struct TallyState: Sendable {
     public private(set) var orders: [String: Order] = [:]
     /// Order ids by account and the caller's reference.
     public private(set) var orderRefs: [String: [String: String]] = [:]
-    /// Usage events by (account, id): the idempotency index.
-    public private(set) var usage: [UsageKey: UsageRecord] = [:]
+    /// Usage events by (account, id): the idempotency index, compact (see `UsageEntry`).
+    public private(set) var usage: [UsageKey: UsageEntry] = [:]
+    /// One shared copy of each text that usage entries repeat (API ids, editions, refusal codes).
+    private var interned: Set<String> = []
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
     public private(set) var bills: [String: Bill] = [:]
     /// Months whose bill run has started: usage for them (and earlier ones) is refused.
@@ -192,8 +194,17 @@ public struct TallyState: Sendable {
         accounts[id] = account
     }
 
+    private mutating func intern(_ text: String) -> String {
+        if let shared = interned.firstIndex(of: text) { return interned[shared] }
+        interned.insert(text)
+        return text
+    }
+
     private mutating func recordUsage(_ record: UsageRecord) {
-        usage[TallyState.usageKey(account: record.account, id: record.id)] = record
+        let s = record.settlement
+        usage[TallyState.usageKey(account: record.account, id: record.id)] = UsageEntry(
+            api: intern(record.api), edition: record.edition.map { intern($0) }, calls: record.calls, at: record.at,
+            free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused, refusal: s.refusal.map { intern($0.rawValue) })
         for draw in record.settlement.draws { packs[draw.pack]?.left -= draw.calls }
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)

@@ -22,6 +22,17 @@ public struct UsageOutcome: Sendable, Hashable {
         refusal = settlement.refusal
     }
 
+    /// The answer to a duplicate: what the first event was told.
+    init(id: String, duplicate entry: UsageEntry) {
+        self.id = id
+        duplicate = true
+        free = entry.free
+        pack = entry.pack
+        postpaid = entry.postpaid
+        refused = entry.refused
+        refusal = entry.refusal
+    }
+
     init(id: String, refused calls: Int64, because code: TallyError.Code) {
         var settlement = Settlement()
         settlement.refused = calls
@@ -72,7 +83,7 @@ public struct RecordUsage: Operation {
             guard previous.sameBody(api: api, edition: edition, calls: calls) else {
                 throw TallyError(.idReused, "the event id \(id) was used before for a different event")
             }
-            return UsageOutcome(id: id, duplicate: true, settlement: previous.settlement)
+            return UsageOutcome(id: id, duplicate: previous)
         }
         let instant = at ?? env.now
         let zone = state.tally.zone

@@ -74,7 +74,7 @@ import TallyStore
         let books = h.tally.read { state in
             (balanced: state.ledgerBalances.unbalanced.isEmpty && state.ledger.allSatisfy(\.isBalanced),
              packsInRange: state.packs.values.allSatisfy { $0.left >= 0 && $0.left <= $0.size },
-             accepted: state.usage.values.reduce(Int64(0)) { $0 + $1.settlement.accepted },
+             accepted: state.usage.values.reduce(Int64(0)) { $0 + $1.accepted },
              monthly: state.monthly.values.reduce(Int64(0)) { $0 + $1.calls },
              split: state.monthly.values.reduce(Int64(0)) { $0 + $1.free + $1.pack + $1.postpaid })
         }

@@ -48,7 +48,7 @@ struct PostgresTests {
         #expect(accepted == 3_000)
         let final = try await Tally.start(catalog: StoreConformanceTests.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
         let (left, events, audit) = final.read { state in
-            (state.packs.values.first { !$0.isFree }?.left, state.usage.values.filter { $0.settlement.pack > 0 }.count, Audit.run(state))
+            (state.packs.values.first { !$0.isFree }?.left, state.usage.values.filter { $0.pack > 0 }.count, Audit.run(state))
         }
         #expect(left == 0)
         #expect(events == 3_000)
