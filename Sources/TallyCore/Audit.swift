@@ -11,7 +11,10 @@ public enum Audit {
         public var isClean: Bool { mismatches.isEmpty && unbalancedTransactions.isEmpty }
     }
 
-    public static func run(_ state: TallyState) -> Report {
+    /// `recount` is the usage recomputed event by event; by default from the state's own index,
+    /// which holds every event unless older ones were left to the store (then the caller streams
+    /// them from there, as `tally audit` does).
+    public static func run(_ state: TallyState, recount: UsageRecount? = nil) -> Report {
         let ledger = state.ledgerBalances
         var mismatches: [String] = []
         func compare<T: Equatable>(_ what: String, _ claimed: T, _ recomputed: T) {
@@ -29,19 +32,10 @@ public enum Audit {
             compare("pack \(id)", pack.revoked ? 0 : pack.left, ledger.calls(.pack(id)))
             if pack.left < 0 || pack.left > pack.size { mismatches.append("pack \(id) holds \(pack.left) of \(pack.size)") }
         }
-        var monthly: [MonthlyKey: MonthlyUsage] = [:]
-        for (event, entry) in state.usage {
-            if entry.accepted + entry.refused != entry.calls {
-                mismatches.append("event \(event.account)/\(event.id): \(entry.accepted) accepted + \(entry.refused) refused ≠ \(entry.calls)")
-            }
-            let key = MonthlyKey(account: event.account, api: entry.api, month: state.zone.month(of: entry.at))
-            var totals = monthly[key] ?? MonthlyUsage()
-            totals.calls += entry.accepted
-            totals.free += entry.free
-            totals.pack += entry.pack
-            totals.postpaid += entry.postpaid
-            monthly[key] = totals
-        }
+        let recount = recount ?? UsageRecount(state)
+        mismatches += recount.mismatches
+        compare("usage events", state.usageEvents, recount.events)
+        let monthly = recount.monthly
         for key in Set(monthly.keys).union(state.monthly.keys).sorted() {
             let claimed = state.monthly[key] ?? MonthlyUsage(), recomputed = monthly[key] ?? MonthlyUsage()
             compare("usage \(key.account) \(key.api) \(key.month)", [claimed.calls, claimed.free, claimed.pack, claimed.postpaid],
@@ -58,5 +52,35 @@ public enum Audit {
         }
         return Report(accounts: state.accounts.count, transactions: state.transactionCount, mismatches: mismatches,
                       unbalancedTransactions: ledger.unbalanced)
+    }
+}
+
+/// Usage totals recomputed event by event, with the events that do not add up.
+public struct UsageRecount: Sendable {
+    public let zone: Zone
+    public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
+    public private(set) var mismatches: [String] = []
+    public private(set) var events: Int64 = 0
+
+    public init(zone: Zone) { self.zone = zone }
+
+    /// The recount of the state's own index: complete only if the state forgot no event.
+    public init(_ state: TallyState) {
+        self.init(zone: state.zone)
+        for (event, entry) in state.usage { add(account: event.account, id: event.id, entry) }
+    }
+
+    public mutating func add(account: String, id: String, _ entry: UsageEntry) {
+        events += 1
+        if entry.accepted + entry.refused != entry.calls {
+            mismatches.append("event \(account)/\(id): \(entry.accepted) accepted + \(entry.refused) refused ≠ \(entry.calls)")
+        }
+        let key = MonthlyKey(account: account, api: entry.api, month: zone.month(of: entry.at))
+        var totals = monthly[key] ?? MonthlyUsage()
+        totals.calls += entry.accepted
+        totals.free += entry.free
+        totals.pack += entry.pack
+        totals.postpaid += entry.postpaid
+        monthly[key] = totals
     }
 }

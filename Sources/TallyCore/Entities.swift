@@ -297,25 +297,28 @@ public struct UsageRecord: Hashable, Sendable, Codable {
 
 /// What the state keeps of a recorded usage event, under its key (account, id): enough to answer
 /// a duplicate, refuse a reused id, and recompute the month's totals, in about a hundred bytes.
-/// The full record (its pack draws, when it was recorded) stays in the store. Repeated texts (the
-/// API, the refusal code) share one copy through `TallyState`'s intern table.
+/// The full record (its pack draws) stays in the store. Repeated texts (the API, the refusal code)
+/// share one copy through `TallyState`'s intern table.
 public struct UsageEntry: Hashable, Sendable {
     public let api: String
     public let edition: String?
     public let calls: Int64
     public let at: Instant
+    /// When the event was recorded: how long its id stays in memory (`TallyState.forgetUsage`).
+    public let recorded: Instant
     public let free: Int64
     public let pack: Int64
     public let postpaid: Int64
     public let refused: Int64
     private let refusalCode: String?
 
-    public init(api: String, edition: String?, calls: Int64, at: Instant, free: Int64, pack: Int64, postpaid: Int64, refused: Int64,
-                refusal: String?) {
+    public init(api: String, edition: String?, calls: Int64, at: Instant, recorded: Instant, free: Int64, pack: Int64, postpaid: Int64,
+                refused: Int64, refusal: String?) {
         self.api = api
         self.edition = edition
         self.calls = calls
         self.at = at
+        self.recorded = recorded
         self.free = free
         self.pack = pack
         self.postpaid = postpaid
@@ -330,6 +333,15 @@ public struct UsageEntry: Hashable, Sendable {
     /// gateway that retries may stamp the retry anew (docs/decisions.md).
     public func sameBody(api: String, edition: String?, calls: Int64) -> Bool {
         self.api == api && self.edition == edition && self.calls == calls
+    }
+}
+
+extension UsageEntry {
+    /// The entry of a full record, its texts not shared.
+    public init(_ record: UsageRecord) {
+        let s = record.settlement
+        self.init(api: record.api, edition: record.edition, calls: record.calls, at: record.at, recorded: record.recorded,
+                  free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused, refusal: s.refusal?.rawValue)
     }
 }
 

@@ -7,8 +7,14 @@ public struct TallyState: Sendable {
     public private(set) var orders: [String: Order] = [:]
     /// Order ids by account and the caller's reference.
     public private(set) var orderRefs: [String: [String: String]] = [:]
-    /// Usage events by (account, id): the idempotency index, compact (see `UsageEntry`).
+    /// Usage events by (account, id): the idempotency index, compact (see `UsageEntry`). It holds
+    /// the events recorded since `usageIndexedFrom`; older ones are left to the store.
     public private(set) var usage: [UsageKey: UsageEntry] = [:]
+    /// Events recorded before this instant are not in `usage` (nil: every event is). Memory then
+    /// grows with the events of the retention window, not with all events ever recorded.
+    public private(set) var usageIndexedFrom: Instant?
+    /// Every usage event applied, indexed or not.
+    public private(set) var usageEvents: Int64 = 0
     /// One shared copy of each text that usage entries repeat (API ids, editions, refusal codes).
     private var interned: Set<String> = []
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
@@ -194,6 +200,21 @@ public struct TallyState: Sendable {
         accounts[id] = account
     }
 
+    /// Leaves out of the idempotency index every event recorded before `cutoff`, now and as facts
+    /// are applied later (a rebuild sets it before replaying). Totals, packs and balances keep
+    /// every event; only the per-event entries go. The cutoff never moves back.
+    public mutating func forgetUsage(recordedBefore cutoff: Instant) {
+        if let from = usageIndexedFrom, from >= cutoff { return }
+        usageIndexedFrom = cutoff
+        if !usage.isEmpty { usage = usage.filter { $0.value.recorded >= cutoff } }
+    }
+
+    /// Puts events the store still holds back into the index, whatever their age: what the engine
+    /// does when an id older than the index comes back (`StoreConflict.known`).
+    public mutating func remember(_ entries: [UsageKey: UsageEntry]) {
+        usage.merge(entries) { current, _ in current }
+    }
+
     private mutating func intern(_ text: String) -> String {
         if let shared = interned.firstIndex(of: text) { return interned[shared] }
         interned.insert(text)
@@ -202,9 +223,13 @@ public struct TallyState: Sendable {
 
     private mutating func recordUsage(_ record: UsageRecord) {
         let s = record.settlement
-        usage[TallyState.usageKey(account: record.account, id: record.id)] = UsageEntry(
-            api: intern(record.api), edition: record.edition.map { intern($0) }, calls: record.calls, at: record.at,
-            free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused, refusal: s.refusal.map { intern($0.rawValue) })
+        usageEvents += 1
+        if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
+            usage[TallyState.usageKey(account: record.account, id: record.id)] = UsageEntry(
+                api: intern(record.api), edition: record.edition.map { intern($0) }, calls: record.calls, at: record.at,
+                recorded: record.recorded, free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused,
+                refusal: s.refusal.map { intern($0.rawValue) })
+        }
         for draw in record.settlement.draws { packs[draw.pack]?.left -= draw.calls }
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)

@@ -19,6 +19,8 @@ public final class Journal: Sendable {
         var durableThrough: UInt64 = 0
         var writing = false
         var failure: TallyError?
+        /// Events the store already held when a batch lost a race (`StoreConflict.known`).
+        var known: [TallyState.UsageKey: UsageEntry] = [:]
         var waiters: [(through: UInt64, continuation: CheckedContinuation<TallyError?, Never>)] = []
     }
 
@@ -36,6 +38,9 @@ public final class Journal: Sendable {
             return state.enqueuedThrough
         }
     }
+
+    /// The events a failed batch found already stored: the reload puts them back into the index.
+    public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 
     /// Returns once every fact up to `ticket` is in the store.
     public func waitDurable(_ ticket: UInt64) async throws(TallyError) {
@@ -80,6 +85,7 @@ public final class Journal: Sendable {
             }
             guard let batch else { return }
             var failure: TallyError?
+            var known: [TallyState.UsageKey: UsageEntry] = [:]
             do {
                 // The write runs in a task of its own: the caller that happens to be the writer may
                 // be cancelled (a client hung up), and a cancelled write would fail every waiter's
@@ -87,6 +93,7 @@ public final class Journal: Sendable {
                 let store = self.store
                 try await Task { try await store.append(batch) }.value
             } catch let conflict as StoreConflict {
+                known = conflict.known
                 failure = TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)")
             } catch {
                 failure = TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)")
@@ -94,6 +101,7 @@ public final class Journal: Sendable {
             let ready: [CheckedContinuation<TallyError?, Never>] = state.withLock { state in
                 if let failure {
                     state.failure = failure
+                    state.known = known
                     state.writing = false
                     let all = state.waiters.map(\.continuation)
                     state.waiters.removeAll()

@@ -82,6 +82,8 @@ public struct EngineState: Sendable {
         tally.apply(fact)
         emitted.append(fact)
     }
+
+    mutating func forgetUsage(recordedBefore cutoff: Instant) { tally.forgetUsage(recordedBefore: cutoff) }
 }
 
 /// What every operation is handed besides the state: the instant it happens at and the id source.
@@ -109,24 +111,52 @@ public final class Tally: Sendable {
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
 
-    /// Starts an engine on `store`: loads every fact and folds it over the catalog.
+    /// How long a usage event's id stays in memory after it was recorded (SPEC 4: an id is
+    /// counted once for at least 35 days). Older ids are left to the store, whose unique index
+    /// still refuses them: one sent again costs a reload (docs/decisions.md).
+    public static let usageIndexDays: Int64 = 35
+    /// How many days of usage ids the index keeps; nil keeps every one (`tally audit` on stores
+    /// that cannot stream a recount).
+    public let usageIndexDays: Int64?
+
+    /// Starts an engine on `store`: streams every fact from it and folds them over the catalog.
     public static func start(
         catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
-        logger: Logger = Logger(label: "tally.engine")
+        usageIndexDays: Int64? = Tally.usageIndexDays, logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
-        var tally = TallyState(catalog: catalog)
-        let facts = try await store.loadFacts()
-        for fact in facts { tally.apply(fact) }
-        logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(facts.count)", "accounts": "\(tally.accounts.count)"])
-        return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids, logger: logger)
+        let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays))
+        logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(tally.factCount)", "accounts": "\(tally.accounts.count)",
+                                                 "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
+        return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids,
+                     usageIndexDays: usageIndexDays, logger: logger)
     }
 
-    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, logger: Logger) {
+    /// The state a rebuild starts from: the catalog, and the instant before which usage ids stay out of memory.
+    static func emptyState(_ catalog: Catalog, now: Instant, usageIndexDays: Int64?) -> TallyState {
+        var tally = TallyState(catalog: catalog)
+        if let days = usageIndexDays { tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
+        return tally
+    }
+
+    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?, logger: Logger) {
         self.logger = logger
         self.state = Mutex(state)
         self.store = store
         self.clock = clock
         self.ids = ids
+        self.usageIndexDays = usageIndexDays
+    }
+
+    /// Drops from memory the ids of usage events recorded more than `usageIndexDays` ago: the
+    /// scheduler's daily housekeeping. Returns how many ids the index still holds.
+    @discardableResult
+    public func forgetOldUsage() -> Int {
+        guard let days = usageIndexDays else { return read { $0.usage.count } }
+        let cutoff = clock.now().adding(seconds: -days * 86_400)
+        return state.withLock { state in
+            state.forgetUsage(recordedBefore: cutoff)
+            return state.tally.usage.count
+        }
     }
 
     /// Runs an operation now and returns once its facts are durable.
@@ -198,17 +228,19 @@ public final class Tally: Sendable {
             try? await Task.sleep(for: .milliseconds(1))
         }
         defer { reloading.withLock { $0 = nil } }
-        if state.withLock({ $0.generation }) != generation { return }
-        let facts: [Fact]
+        let (generationNow, catalog, known) = state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal.knownAfterConflict) }
+        if generationNow != generation { return }
+        var tally: TallyState
         do {
-            facts = try await store.loadFacts()
+            tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays))
         } catch {
             throw TallyError(.storeUnavailable, "reloading after a conflict failed: \(error)")
         }
+        // Ids the store refused as already counted but older than the index: back into it, so
+        // that the retry answers them as duplicates.
+        tally.remember(known)
         let store = self.store
         state.withLock { state in
-            var tally = TallyState(catalog: state.tally.baseCatalog)
-            for fact in facts { tally.apply(fact) }
             var fresh = EngineState(tally: tally, journal: Journal(store: store))
             fresh.buckets = state.buckets
             fresh.generation = state.generation + 1
@@ -223,6 +255,14 @@ public final class Tally: Sendable {
         var copy = state.withLock { $0 }
         copy.emitted.removeAll()
         return try operation.execute(&copy, Environment(now: clock.now(), ids: ids))
+    }
+
+    /// The audit of the state against every usage event the store holds (the state's index keeps
+    /// only recent ones). For a quiet engine: writes between the recount and the read would show
+    /// as mismatches (`tally audit` on SQLite reads both in one snapshot instead).
+    public func audit() async throws -> Audit.Report {
+        let recount = try await store.recountUsage(zone: read { $0.zone })
+        return read { Audit.run($0, recount: recount) }
     }
 
     /// Reads the state.

@@ -183,22 +183,68 @@ public final class PostgresStore: TallyStore {
     // MARK: Reading
 
     public func loadFacts() async throws -> [Fact] {
+        var facts: [Fact] = []
+        try await forEachFact { facts.append($0) }
+        return facts
+    }
+
+    public func rebuild(_ state: TallyState) async throws -> TallyState {
+        var state = state
+        try await forEachFact { state.apply($0) }
+        return state
+    }
+
+    typealias UsageTuple = (Int64, String, String, String, String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, String?, String, String?)
+
+    static func usageRow(_ row: UsageTuple) -> UsageRow {
+        UsageRow(account: row.1, id: row.2, api: row.3, edition: row.4, calls: row.5, at: row.6, recorded: row.7, free: row.8,
+                 postpaid: row.10, refused: row.11, refusal: row.12, draws: row.13, transaction: row.14)
+    }
+
+    /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
+    private func forEachFact(_ body: (Fact) throws -> Void) async throws {
         let decoder = JSONDecoder()
         var facts: [(Int64, Fact)] = []
         for try await (seq, body) in try await client.query("SELECT seq, body FROM facts ORDER BY seq", logger: logger).decode((Int64, ByteBuffer).self) {
             facts.append((seq, try decoder.decode(Fact.self, from: Data(buffer: body))))
         }
-        var usage: [(Int64, Fact)] = []
+        var merger = FactMerger(facts: facts)
         let rows = try await client.query("""
             SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
             FROM usage_events ORDER BY seq
             """, logger: logger)
-        for try await row in rows.decode((Int64, String, String, String, String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, String?, String, String?).self) {
-            usage.append((row.0, try UsageRow(account: row.1, id: row.2, api: row.3, edition: row.4, calls: row.5, at: row.6,
-                                              recorded: row.7, free: row.8, postpaid: row.10, refused: row.11, refusal: row.12,
-                                              draws: row.13, transaction: row.14).fact()))
+        for try await row in rows.decode(UsageTuple.self) {
+            try merger.usage(row.0, try PostgresStore.usageRow(row).fact(), body)
         }
-        return UsageRow.merge(facts: facts, usage: usage)
+        try merger.finish(body)
+    }
+
+    public func recountUsage(zone: Zone) async throws -> UsageRecount {
+        var recount = UsageRecount(zone: zone)
+        let rows = try await client.query("""
+            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            FROM usage_events ORDER BY seq
+            """, logger: logger)
+        for try await row in rows.decode(UsageTuple.self) {
+            let (key, entry) = try PostgresStore.usageRow(row).entry()
+            recount.add(account: key.account, id: key.id, entry)
+        }
+        return recount
+    }
+
+    /// The stored events among `keys`: what a batch that the unique index refused had sent again.
+    private func storedEntries(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
+        let accounts = keys.map(\.account), ids = keys.map(\.id)
+        let rows = try await client.query("""
+            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            FROM usage_events WHERE (account, id) IN (SELECT a, i FROM UNNEST(\(accounts)::text[], \(ids)::text[]) AS k(a, i))
+            """, logger: logger)
+        var found: [TallyState.UsageKey: UsageEntry] = [:]
+        for try await row in rows.decode(UsageTuple.self) {
+            let (key, entry) = try PostgresStore.usageRow(row).entry()
+            found[key] = entry
+        }
+        return found
     }
 
     // MARK: Idempotency answers
@@ -244,7 +290,14 @@ public final class PostgresStore: TallyStore {
             // check_violation (an overdrawn pack) and unique_violation (an event id counted by
             // another process): the batch lost a race; the engine reloads and retries.
             if state == "23514" || state == "23505" {
-                throw StoreConflict(reason: server.serverInfo?[.message] ?? "constraint violated")
+                // Ids of the batch already stored (by another process, or older than the engine's
+                // index) go back to the engine, which remembers them before retrying.
+                let keys = batch.compactMap { fact -> TallyState.UsageKey? in
+                    guard case .usageRecorded(let record, _) = fact else { return nil }
+                    return TallyState.usageKey(account: record.account, id: record.id)
+                }
+                let known = state == "23505" && !keys.isEmpty ? try await storedEntries(keys) : [:]
+                throw StoreConflict(reason: server.serverInfo?[.message] ?? "constraint violated", known: known)
             }
             throw TallyError(.storeUnavailable, "PostgreSQL refused the batch: \(server.serverInfo?[.message] ?? String(describing: server))")
         }

@@ -146,10 +146,37 @@ public final class SQLiteStore: TallyStore {
     // MARK: Reading
 
     public func loadFacts() async throws -> [Fact] {
-        try await pool.read { db in try SQLiteStore.readFacts(db) }
+        try await pool.read { db in
+            var facts: [Fact] = []
+            try SQLiteStore.forEachFact(db) { facts.append($0) }
+            return facts
+        }
     }
 
-    static func readFacts(_ db: Database) throws -> [Fact] {
+    public func rebuild(_ state: TallyState) async throws -> TallyState {
+        try await pool.read { db in
+            var state = state
+            try SQLiteStore.forEachFact(db) { state.apply($0) }
+            return state
+        }
+    }
+
+    public func recountUsage(zone: Zone) async throws -> UsageRecount {
+        try await pool.read { db in
+            var recount = UsageRecount(zone: zone)
+            let events = try Row.fetchCursor(db, sql: "SELECT \(SQLiteStore.usageColumns) FROM usage_events ORDER BY seq")
+            while let row = try events.next() {
+                let (key, entry) = try SQLiteStore.usageRow(row).entry()
+                recount.add(account: key.account, id: key.id, entry)
+            }
+            return recount
+        }
+    }
+
+    static let usageColumns = "seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn"
+
+    /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
+    static func forEachFact(_ db: Database, _ body: (Fact) throws -> Void) throws {
         let decoder = JSONDecoder()
         var facts: [(Int64, Fact)] = []
         let rows = try Row.fetchCursor(db, sql: "SELECT seq, body FROM facts ORDER BY seq")
@@ -157,18 +184,28 @@ public final class SQLiteStore: TallyStore {
             let body: Data = row[1]
             facts.append((row[0], try decoder.decode(Fact.self, from: body)))
         }
-        var usage: [(Int64, Fact)] = []
-        let events = try Row.fetchCursor(db, sql: """
-            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
-            FROM usage_events ORDER BY seq
-            """)
-        while let row = try events.next() { usage.append((row[0], try SQLiteStore.usageFact(row))) }
-        return UsageRow.merge(facts: facts, usage: usage)
+        var merger = FactMerger(facts: facts)
+        let events = try Row.fetchCursor(db, sql: "SELECT \(usageColumns) FROM usage_events ORDER BY seq")
+        while let row = try events.next() { try merger.usage(row[0], try SQLiteStore.usageRow(row).fact(), body) }
+        try merger.finish(body)
     }
 
-    static func usageFact(_ row: Row) throws -> Fact {
-        try UsageRow(account: row[1], id: row[2], api: row[3], edition: row[4], calls: row[5], at: row[6], recorded: row[7],
-                     free: row[8], postpaid: row[10], refused: row[11], refusal: row[12], draws: row[13], transaction: row[14]).fact()
+    /// The stored events among `keys`: what a batch that a unique index refused had sent again.
+    static func storedEntries(_ keys: [TallyState.UsageKey], _ db: Database) throws -> [TallyState.UsageKey: UsageEntry] {
+        let select = try db.cachedStatement(sql: "SELECT \(usageColumns) FROM usage_events WHERE account = ? AND id = ?")
+        var found: [TallyState.UsageKey: UsageEntry] = [:]
+        for key in keys {
+            if let row = try Row.fetchOne(select, arguments: [key.account, key.id]) {
+                let (stored, entry) = try SQLiteStore.usageRow(row).entry()
+                found[stored] = entry
+            }
+        }
+        return found
+    }
+
+    static func usageRow(_ row: Row) -> UsageRow {
+        UsageRow(account: row[1], id: row[2], api: row[3], edition: row[4], calls: row[5], at: row[6], recorded: row[7],
+                     free: row[8], postpaid: row[10], refused: row[11], refusal: row[12], draws: row[13], transaction: row[14])
     }
 
     // MARK: Writing
@@ -180,8 +217,20 @@ public final class SQLiteStore: TallyStore {
             return next
         }
         let encoder = JSONEncoder()
-        try await pool.write { db in
-            try SQLiteStore.write(batch, firstSequence: first, db: db, encoder: encoder)
+        do {
+            try await pool.write { db in
+                try SQLiteStore.write(batch, firstSequence: first, db: db, encoder: encoder)
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            // An event id the store holds but the engine's index no longer does (older than its
+            // window): the batch rolled back; the engine reloads, remembers these and retries.
+            let keys = batch.compactMap { fact -> TallyState.UsageKey? in
+                guard case .usageRecorded(let record, _) = fact else { return nil }
+                return TallyState.usageKey(account: record.account, id: record.id)
+            }
+            let known = try await pool.read { db in try SQLiteStore.storedEntries(keys, db) }
+            guard !known.isEmpty else { throw error }
+            throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known)
         }
     }
 
@@ -327,11 +376,18 @@ extension SQLiteStore {
 
     /// Rebuilds the state from the facts and compares the projection tables with it (pack
     /// balances, bills, money per ledger account), all in one read transaction: a server writing
-    /// meanwhile cannot make the two disagree. Returns the state and the differences.
-    public func auditProjections(catalog: Catalog) async throws -> (state: TallyState, differences: [String]) {
+    /// meanwhile cannot make the two disagree. The usage is recounted as the rows stream past, and
+    /// the state keeps no per-event index: the audit's memory does not grow with the events.
+    /// Returns the state, the recount and the differences.
+    public func auditProjections(catalog: Catalog) async throws -> (state: TallyState, recount: UsageRecount, differences: [String]) {
         try await pool.read { db in
             var state = TallyState(catalog: catalog)
-            for fact in try SQLiteStore.readFacts(db) { state.apply(fact) }
+            state.forgetUsage(recordedBefore: Instant(microseconds: .max))
+            var recount = UsageRecount(zone: state.zone)
+            try SQLiteStore.forEachFact(db) { fact in
+                state.apply(fact)
+                if case .usageRecorded(let record, _) = fact { recount.add(account: record.account, id: record.id, UsageEntry(record)) }
+            }
             let ledger = LedgerBalances(state.ledger)  // money transactions: usage draws are not in ledger_entries
             var found: [String] = []
             let packs = try Row.fetchAll(db, sql: #"SELECT id, "left", revoked FROM packs"#)
@@ -353,8 +409,8 @@ extension SQLiteStore {
             let bills = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM bills") ?? 0
             if bills != state.bills.count { found.append("bills table has \(bills) rows, state \(state.bills.count)") }
             let events = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM usage_events") ?? 0
-            if events != state.usage.count { found.append("usage_events has \(events) rows, state \(state.usage.count)") }
-            return (state, found)
+            if events != state.usageEvents { found.append("usage_events has \(events) rows, state \(state.usageEvents)") }
+            return (state, recount, found)
         }
     }
 }

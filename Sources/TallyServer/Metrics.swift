@@ -64,6 +64,8 @@ struct ObservedStore: TallyStore {
 
     var kind: String { base.kind }
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
+    func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
+    func rebuild(_ state: TallyState) async throws -> TallyState { try await base.rebuild(state) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }

@@ -21,9 +21,9 @@ struct Scheduler: Service {
 
     /// What the scheduler did last in this process, so that a tick skips what is not due: the free
     /// quota grant reads every account and is due once a month (activation and first use grant
-    /// too); the expiry scan reads every pack.
+    /// too); the expiry scan reads every pack; the usage index is trimmed once a day.
     final class Memory: Sendable {
-        let last = Mutex<(grantedMonth: Month?, scanned: Instant?)>((nil, nil))
+        let last = Mutex<(grantedMonth: Month?, scanned: Instant?, trimmed: CivilDate?)>((nil, nil, nil))
     }
 
     func run() async throws {
@@ -45,6 +45,8 @@ struct Scheduler: Service {
         var freePacks = 0
         var notices = 0
         var billed: [Month] = []
+        /// The usage ids left in memory after the day's trim (nil: not trimmed on this tick).
+        var usageIDsIndexed: Int?
     }
 
     /// One look at the clock: grant, notify, bill what is due.
@@ -53,7 +55,7 @@ struct Scheduler: Service {
         var tick = Tick()
         let now = server.tally.clock.now()
         let month = server.tally.read { $0.zone.month(of: now) }
-        let (grantedMonth, scanned) = server.schedulerMemory.last.withLock { $0 }
+        let (grantedMonth, scanned, trimmed) = server.schedulerMemory.last.withLock { $0 }
         if grantedMonth != month {
             tick.freePacks = try await server.tally.perform(GrantFreeQuota())
             server.schedulerMemory.last.withLock { $0.grantedMonth = month }
@@ -61,6 +63,11 @@ struct Scheduler: Service {
         if scanned.map({ now >= $0.adding(seconds: expiryScanSeconds) }) ?? true {
             tick.notices = try await server.tally.perform(Expire())
             server.schedulerMemory.last.withLock { $0.scanned = now }
+        }
+        let today = server.tally.read { $0.zone.date(of: now) }
+        if trimmed != today {
+            tick.usageIDsIndexed = server.tally.forgetOldUsage()
+            server.schedulerMemory.last.withLock { $0.trimmed = today }
         }
         try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))
         for month in server.tally.read({ monthsDue($0, now: now) }) {

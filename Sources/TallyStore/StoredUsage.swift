@@ -27,6 +27,21 @@ public struct UsageRow: Sendable {
 
     /// The fact the row stands for, with its calls-ledger transaction rebuilt.
     public func fact() throws -> Fact {
+        let record = try record()
+        let ledger = transaction.map { id in
+            LedgerTransaction(id: id, at: record.recorded, kind: "usage",
+                              entries: record.settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
+                                + [.calls(.callsConsumed(api), record.settlement.draws.reduce(0) { $0 + $1.calls })])
+        }
+        return .usageRecorded(record: record, transaction: ledger)
+    }
+
+    /// What the index keeps of the stored event, under its key.
+    public func entry() throws -> (TallyState.UsageKey, UsageEntry) {
+        (TallyState.usageKey(account: account, id: id), UsageEntry(try record()))
+    }
+
+    public func record() throws -> UsageRecord {
         var settlement = Settlement()
         settlement.free = free
         settlement.postpaid = postpaid
@@ -39,30 +54,34 @@ public struct UsageRow: Sendable {
             }
             settlement.draws.append(.init(pack: String(fields[0]), calls: calls, isFree: fields[1] == "f"))
         }
-        let recordedAt = Instant(microseconds: recorded)
-        let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: Instant(microseconds: at),
-                                 recorded: recordedAt, settlement: settlement)
-        let ledger = transaction.map { id in
-            LedgerTransaction(id: id, at: recordedAt, kind: "usage",
-                              entries: settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
-                                + [.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls })])
+        return UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: Instant(microseconds: at),
+                           recorded: Instant(microseconds: recorded), settlement: settlement)
+    }
+}
+
+/// Merges the two ordered streams a durable store keeps (facts, usage rows) back into one, by
+/// their shared sequence, without holding the usage rows: the other facts (far fewer) are read
+/// first, then each usage row passes through as it is read.
+public struct FactMerger {
+    private let facts: [(Int64, Fact)]
+    private var next = 0
+
+    public init(facts: [(Int64, Fact)]) { self.facts = facts }
+
+    /// Hands over the facts that come before usage row `seq`, then the row's own fact.
+    public mutating func usage(_ seq: Int64, _ fact: Fact, _ body: (Fact) throws -> Void) rethrows {
+        while next < facts.count, facts[next].0 < seq {
+            try body(facts[next].1)
+            next += 1
         }
-        return .usageRecorded(record: record, transaction: ledger)
+        try body(fact)
     }
 
-    /// Merges the two ordered streams a durable store keeps (facts, usage rows) back into one, by
-    /// their shared sequence.
-    public static func merge(facts: [(Int64, Fact)], usage: [(Int64, Fact)]) -> [Fact] {
-        var merged: [Fact] = []
-        merged.reserveCapacity(facts.count + usage.count)
-        var i = 0, j = 0
-        while i < facts.count || j < usage.count {
-            if j == usage.count || (i < facts.count && facts[i].0 < usage[j].0) {
-                merged.append(facts[i].1); i += 1
-            } else {
-                merged.append(usage[j].1); j += 1
-            }
+    /// Hands over the facts after the last usage row.
+    public mutating func finish(_ body: (Fact) throws -> Void) rethrows {
+        while next < facts.count {
+            try body(facts[next].1)
+            next += 1
         }
-        return merged
     }
 }

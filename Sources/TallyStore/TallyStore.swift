@@ -5,8 +5,14 @@ import TallyCore
 /// all back at start, from which the engine rebuilds its state. The durable stores (SQLite,
 /// PostgreSQL) also spread facts into tables whose constraints guard the invariants.
 public protocol TallyStore: Sendable {
-    /// Every fact appended so far, in order.
+    /// Every fact appended so far, in order (for tests and small stores: it holds them all at once).
     func loadFacts() async throws -> [Fact]
+    /// Applies every fact appended so far, in order, to `state` and returns it: how the engine
+    /// rebuilds at start. The durable stores stream their usage rows rather than holding them all.
+    func rebuild(_ state: TallyState) async throws -> TallyState
+    /// Every stored usage event recounted into monthly totals as it streams past: what the audit
+    /// compares the state's totals with, since the state keeps only recent events' ids.
+    func recountUsage(zone: Zone) async throws -> UsageRecount
     /// Appends a batch atomically: all of it is kept, or none (and the call throws).
     func append(_ facts: [Fact]) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
@@ -42,18 +48,31 @@ public struct StoredAnswer: Sendable, Hashable {
 }
 
 /// Keeps facts in memory: for unit tests and the in-process simulator. Nothing survives the process.
+/// Like the durable stores, it refuses a batch that counts an event id a second time.
 public final class InMemoryStore: TallyStore {
-    private let facts = Mutex<[Fact]>([])
+    private let facts = Mutex<(all: [Fact], usage: [TallyState.UsageKey: UsageEntry])>(([], [:]))
     public let kind = "memory"
 
     public init() {}
 
-    public func loadFacts() async throws -> [Fact] { facts.withLock { $0 } }
+    public func loadFacts() async throws -> [Fact] { facts.withLock { $0.all } }
 
-    public func append(_ batch: [Fact]) async throws { facts.withLock { $0.append(contentsOf: batch) } }
+    public func append(_ batch: [Fact]) async throws {
+        try facts.withLock { facts in
+            var added: [TallyState.UsageKey: UsageEntry] = [:], known: [TallyState.UsageKey: UsageEntry] = [:]
+            for fact in batch {
+                guard case .usageRecorded(let record, _) = fact else { continue }
+                let key = TallyState.usageKey(account: record.account, id: record.id)
+                if let stored = facts.usage[key] { known[key] = stored } else { added[key] = UsageEntry(record) }
+            }
+            guard known.isEmpty else { throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known) }
+            facts.all.append(contentsOf: batch)
+            facts.usage.merge(added) { first, _ in first }
+        }
+    }
 
     /// How many facts are kept.
-    public var count: Int { facts.withLock { $0.count } }
+    public var count: Int { facts.withLock { $0.all.count } }
 
     private let answers = Mutex<[String: StoredAnswer]>([:])
 
@@ -72,5 +91,27 @@ public final class InMemoryStore: TallyStore {
 /// it was rolled back whole. The engine reloads its state from the store and retries.
 public struct StoreConflict: Error, Sendable {
     public let reason: String
-    public init(reason: String) { self.reason = reason }
+    /// Events of the batch that the store already held (an id sent again), as stored: the engine
+    /// puts them back into its index before retrying, however old they are.
+    public let known: [TallyState.UsageKey: UsageEntry]
+    public init(reason: String, known: [TallyState.UsageKey: UsageEntry] = [:]) {
+        self.reason = reason
+        self.known = known
+    }
+}
+
+extension TallyStore {
+    public func rebuild(_ state: TallyState) async throws -> TallyState {
+        var state = state
+        for fact in try await loadFacts() { state.apply(fact) }
+        return state
+    }
+
+    public func recountUsage(zone: Zone) async throws -> UsageRecount {
+        var recount = UsageRecount(zone: zone)
+        for case .usageRecorded(let record, _) in try await loadFacts() {
+            recount.add(account: record.account, id: record.id, UsageEntry(record))
+        }
+        return recount
+    }
 }

@@ -170,16 +170,20 @@ struct Audit: AsyncParsableCommand {
         var mismatches: [String]
         let events: Int
         do {
-            let tally = try await store.start()
-            var state = tally.read { $0 }
             var differences: [String] = []
-            if let sqlite = tally.store as? SQLiteStore {
+            if let path = Stores.sqlitePath(store.db) {
                 // One snapshot for the facts and the tables, so that a live server's writes
-                // between two reads are not reported as mismatches.
-                (state, differences) = try await sqlite.auditProjections(catalog: state.baseCatalog)
+                // between two reads are not reported as mismatches; the usage recounted as it streams.
+                let sqlite = try SQLiteStore(path: path)
+                let (state, recount, found) = try await sqlite.auditProjections(catalog: try CatalogLocator.load(store.catalog.catalog))
+                report = TallyCore.Audit.run(state, recount: recount)
+                events = Int(state.usageEvents)
+                differences = found
+            } else {
+                let tally = try await store.start()
+                report = try await tally.audit()
+                events = tally.read { Int($0.usageEvents) }
             }
-            report = TallyCore.Audit.run(state)
-            events = state.usage.count
             mismatches = report.mismatches + differences
         } catch {
             throw fail(error)

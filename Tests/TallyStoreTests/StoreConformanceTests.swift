@@ -69,9 +69,48 @@ import TallyStore
         let second = try await Report.outcome(tally: again, steps: [], now: clock.now)
         #expect(first["accounts"] == second["accounts"])
         #expect(first["bills"] == second["bills"])
-        let audit = again.read { Audit.run($0) }
+        // Two months on, the index keeps none of January's ids; the totals keep every event, and
+        // the audit recounts them from the store.
+        #expect(again.read { ($0.usage.count, $0.usageEvents) } == (0, 251))
+        let audit = try await again.audit()
         #expect(audit.isClean, "\(audit.mismatches)")
         #expect(audit.transactions > 5)
+        // Without the store's recount, the audit says that it cannot account for the events.
+        #expect(again.read { Audit.run($0) }.mismatches.contains("usage events: state 251, recomputed 0"))
+    }
+
+    /// An event id older than the index, sent again: the store still refuses to count it twice.
+    /// The engine hears which ids the store knew, remembers them, and answers a duplicate.
+    @Test(arguments: StoreKind.available)
+    func anIDOlderThanTheIndexIsStillCountedOnce(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let clock = VirtualClock(start: try #require(Instant(rfc3339: "2026-01-05T09:00:00+08:00")))
+        let first = try await Tally.start(catalog: Self.catalog, store: store, clock: clock.clock, ids: RandomIDs())
+        try await first.perform(OpenAccount(account: "acme", subject: .enterprise, verified: true))
+        try await first.perform(Activate(account: "acme", product: "image-tagging"))
+        let event = RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 7, mode: .report)
+        let counted = try await first.perform(event)
+        #expect(counted.accepted == 7)
+        try clock.advance(to: try #require(Instant(rfc3339: "2026-01-25T09:00:00+08:00")))
+        try await first.perform(RecordUsage(account: "acme", id: "e-2", api: "image-tagging.general", calls: 3, mode: .report))
+        // 36 days after the first event: the running engine forgets it, a restarted one never loads it.
+        try clock.advance(to: try #require(Instant(rfc3339: "2026-02-10T09:00:00+08:00")))
+        #expect(first.forgetOldUsage() == 1)
+        let again = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
+        #expect(again.read { $0.usage.count } == 1)
+        for engine in [first, again] {
+            let resent = try await engine.perform(RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 7, mode: .report))
+            #expect(resent.duplicate)
+            #expect(resent.accepted == 7)
+        }
+        // The same id with another body is still refused as reused, and nothing was counted twice.
+        await #expect(throws: TallyError.self) {
+            try await again.perform(RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 8, mode: .report))
+        }
+        let month = Month(year: 2026, month: 1)
+        let fresh = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
+        #expect(fresh.read { $0.monthly[MonthlyKey(account: "acme", api: "image-tagging.general", month: month)]?.calls } == 10)
+        #expect(try await fresh.audit().isClean)
     }
 
     static let tour = """
