@@ -279,10 +279,9 @@ public final class PostgresStore: TallyStore {
 
     public func append(_ batch: [Fact]) async throws {
         guard !batch.isEmpty else { return }
-        let encoder = JSONEncoder()
         do {
             try await client.withTransaction(logger: logger) { connection in
-                try await write(batch, connection: connection, encoder: encoder)
+                try await write(batch, connection: connection)
             }
         } catch {
             guard let server = PostgresStore.serverError(error) else { throw error }
@@ -312,7 +311,7 @@ public final class PostgresStore: TallyStore {
         return nil
     }
 
-    private func write(_ batch: [Fact], connection: PostgresConnection, encoder: JSONEncoder) async throws {
+    private func write(_ batch: [Fact], connection: PostgresConnection) async throws {
         var seqs: [Int64] = []
         for try await seq in try await connection.query("SELECT nextval('fact_seq') FROM generate_series(1, \(batch.count))", logger: logger).decode(Int64.self) {
             seqs.append(seq)
@@ -325,7 +324,7 @@ public final class PostgresStore: TallyStore {
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            let body = ByteBuffer(data: try encoder.encode(fact))
+            let body = ByteBuffer(bytes: try StreamingJSONEncoder.encode(fact))
             let kind = fact.kind
             try await connection.query("INSERT INTO facts (seq, kind, body) VALUES (\(seq), \(kind), \(body))", logger: logger)
             try await project(fact, seq: seq, connection: connection)

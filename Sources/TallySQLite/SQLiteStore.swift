@@ -216,10 +216,9 @@ public final class SQLiteStore: TallyStore {
             defer { next += Int64(batch.count) }
             return next
         }
-        let encoder = JSONEncoder()
         do {
             try await pool.write { db in
-                try SQLiteStore.write(batch, firstSequence: first, db: db, encoder: encoder)
+                try SQLiteStore.write(batch, firstSequence: first, db: db)
             }
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             // An event id the store holds but the engine's index no longer does (older than its
@@ -234,7 +233,7 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
-    static func write(_ batch: [Fact], firstSequence: Int64, db: Database, encoder: JSONEncoder) throws {
+    static func write(_ batch: [Fact], firstSequence: Int64, db: Database) throws {
         let insertUsage = try db.cachedStatement(sql: """
             INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -248,7 +247,7 @@ public final class SQLiteStore: TallyStore {
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            insertFact.setUncheckedArguments([seq, fact.kind, try encoder.encode(fact)])
+            insertFact.setUncheckedArguments([seq, fact.kind, Data(try StreamingJSONEncoder.encode(fact))])
             try insertFact.execute()
             try project(fact, seq: seq, db: db)
         }
@@ -313,16 +312,16 @@ public final class SQLiteStore: TallyStore {
                 try db.cachedStatement(sql: "UPDATE packs SET revoked = 1 WHERE id = ?").execute(arguments: [String(entry.account.name.dropFirst(5))])
             }
         case .billPosted(let bill, _):
-            try db.execute(sql: "INSERT INTO bills (id, account, product, month, total) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [bill.id, bill.account, bill.product, bill.month.description, bill.total.microyuan])
+            try db.cachedStatement(sql: "INSERT INTO bills (id, account, product, month, total) VALUES (?, ?, ?, ?, ?)").execute(
+                arguments: [bill.id, bill.account, bill.product, bill.month.description, bill.total.microyuan])
         default:
             break
         }
     }
 
     static func insert(_ pack: Pack, db: Database) throws {
-        try db.execute(sql: #"INSERT INTO packs (id, account, api, item, size, "left", expires) VALUES (?, ?, ?, ?, ?, ?, ?)"#,
-                       arguments: [pack.id, pack.account, pack.api, pack.item, pack.size, pack.left, pack.expires.microseconds])
+        try db.cachedStatement(sql: #"INSERT INTO packs (id, account, api, item, size, "left", expires) VALUES (?, ?, ?, ?, ?, ?, ?)"#).execute(
+            arguments: [pack.id, pack.account, pack.api, pack.item, pack.size, pack.left, pack.expires.microseconds])
     }
 
     static func post(_ transaction: LedgerTransaction, seq: Int64, db: Database) throws {
@@ -331,8 +330,8 @@ public final class SQLiteStore: TallyStore {
             entry.setUncheckedArguments([transaction.id, line.account.name, line.unit.rawValue, line.amount])
             try entry.execute()
         }
-        try db.execute(sql: "INSERT INTO ledger_transactions (id, seq, at, kind) VALUES (?, ?, ?, ?)",
-                       arguments: [transaction.id, seq, transaction.at.microseconds, transaction.kind])
+        try db.cachedStatement(sql: "INSERT INTO ledger_transactions (id, seq, at, kind) VALUES (?, ?, ?, ?)").execute(
+            arguments: [transaction.id, seq, transaction.at.microseconds, transaction.kind])
     }
 
     /// Runs raw SQL against the file: for tests that prove the database guards its invariants.
