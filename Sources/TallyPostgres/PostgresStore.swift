@@ -279,9 +279,10 @@ public final class PostgresStore: TallyStore {
 
     public func append(_ batch: [Fact]) async throws {
         guard !batch.isEmpty else { return }
+        let bodies = try StreamingJSONEncoder.bodies(of: batch)
         do {
             try await client.withTransaction(logger: logger) { connection in
-                try await write(batch, connection: connection)
+                try await write(batch, bodies: bodies, connection: connection)
             }
         } catch {
             guard let server = PostgresStore.serverError(error) else { throw error }
@@ -311,20 +312,20 @@ public final class PostgresStore: TallyStore {
         return nil
     }
 
-    private func write(_ batch: [Fact], connection: PostgresConnection) async throws {
+    private func write(_ batch: [Fact], bodies: [[UInt8]?], connection: PostgresConnection) async throws {
         var seqs: [Int64] = []
         for try await seq in try await connection.query("SELECT nextval('fact_seq') FROM generate_series(1, \(batch.count))", logger: logger).decode(Int64.self) {
             seqs.append(seq)
         }
         var usage = UsageColumns()
         var drawn: [String: Int64] = [:]
-        for (fact, seq) in zip(batch, seqs) {
+        for (index, (fact, seq)) in zip(batch, seqs).enumerated() {
             if case .usageRecorded(let record, let transaction) = fact {
                 usage.append(record, seq: seq, transaction: transaction?.id)
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            let body = ByteBuffer(bytes: try StreamingJSONEncoder.encode(fact))
+            let body = ByteBuffer(bytes: bodies[index]!)
             let kind = fact.kind
             try await connection.query("INSERT INTO facts (seq, kind, body) VALUES (\(seq), \(kind), \(body))", logger: logger)
             try await project(fact, seq: seq, connection: connection)

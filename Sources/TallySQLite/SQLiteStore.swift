@@ -216,9 +216,10 @@ public final class SQLiteStore: TallyStore {
             defer { next += Int64(batch.count) }
             return next
         }
+        let bodies = try StreamingJSONEncoder.bodies(of: batch)
         do {
             try await pool.write { db in
-                try SQLiteStore.write(batch, firstSequence: first, db: db)
+                try SQLiteStore.write(batch, bodies: bodies, firstSequence: first, db: db)
             }
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             // An event id the store holds but the engine's index no longer does (older than its
@@ -233,7 +234,7 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
-    static func write(_ batch: [Fact], firstSequence: Int64, db: Database) throws {
+    static func write(_ batch: [Fact], bodies: [[UInt8]?], firstSequence: Int64, db: Database) throws {
         let insertUsage = try db.cachedStatement(sql: """
             INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -247,7 +248,7 @@ public final class SQLiteStore: TallyStore {
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            insertFact.setUncheckedArguments([seq, fact.kind, Data(try StreamingJSONEncoder.encode(fact))])
+            insertFact.setUncheckedArguments([seq, fact.kind, Data(bodies[offset]!)])
             try insertFact.execute()
             try project(fact, seq: seq, db: db)
         }

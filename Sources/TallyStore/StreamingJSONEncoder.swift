@@ -1,3 +1,8 @@
+import Dispatch
+import Foundation
+import Synchronization
+import TallyCore
+
 /// Writes an `Encodable` value as JSON straight into bytes, as its `encode(to:)` calls come, with
 /// none of the intermediate tree that Foundation's `JSONEncoder` builds: that tree was 42% of the
 /// CPU of a bill run, which stores every bill and notice as a JSON fact. What it writes is what
@@ -50,6 +55,19 @@ public enum StreamingJSONEncoder {
         }
 
         func string(_ text: String) {
+            var text = text
+            // Most texts (ids, codes, amounts) need no escaping: copied in one go.
+            let plain = text.withUTF8 { utf8 in
+                utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+            }
+            if plain {
+                text.withUTF8 { utf8 in
+                    bytes.append(UInt8(ascii: "\""))
+                    bytes.append(contentsOf: utf8)
+                    bytes.append(UInt8(ascii: "\""))
+                }
+                return
+            }
             bytes.append(UInt8(ascii: "\""))
             for byte in text.utf8 {
                 switch byte {
@@ -218,5 +236,30 @@ public enum StreamingJSONEncoder {
         mutating func encode(_ value: UInt16) throws { sink.write(UInt64(value)) }
         mutating func encode(_ value: UInt32) throws { sink.write(UInt64(value)) }
         mutating func encode(_ value: UInt64) throws { sink.write(value) }
+    }
+}
+
+extension StreamingJSONEncoder {
+    /// The JSON bodies of a batch's facts, nil for usage facts (stored as rows, not JSON). A large
+    /// batch (a bill run's chunk) is encoded on every core before the store's write transaction
+    /// opens: encoding was most of the writer's time, and the transaction is one thread.
+    public static func bodies(of batch: [Fact]) throws -> [[UInt8]?] {
+        @Sendable func encode(_ range: Range<Int>) throws -> [[UInt8]?] {
+            try batch[range].map { (fact: Fact) throws -> [UInt8]? in
+                if case .usageRecorded = fact { return nil }
+                return try StreamingJSONEncoder.encode(fact)
+            }
+        }
+        let workers = min(ProcessInfo.processInfo.activeProcessorCount, 8)
+        let parallelMin = 512
+        guard workers > 1, batch.count >= parallelMin else { return try encode(0..<batch.count) }
+        let size = (batch.count + workers - 1) / workers
+        let parts = Mutex<[Int: Result<[[UInt8]?], any Error>]>([:])
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let range = min(worker * size, batch.count)..<min((worker + 1) * size, batch.count)
+            let result = Result { try encode(range) }
+            parts.withLock { $0[worker] = result }
+        }
+        return try parts.withLock { parts in try (0..<workers).flatMap { try parts[$0]!.get() } }
     }
 }
