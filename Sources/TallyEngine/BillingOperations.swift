@@ -198,24 +198,43 @@ extension Tally {
 
     /// Accounts billed per step: a step is one durable write, and where a restart resumes.
     public static let billRunChunkAccounts = 10_000
+    /// Steps under way at once: while one step's bills are written, the next is settled and encoded.
+    public static let billRunChunksInFlight = 2
 
-    /// The bill run for `month` over every account with usage, one chunk of accounts at a time, so
-    /// that a caller can show progress and a stopped run resumes where it stopped (bill ids are
-    /// deterministic). The first step closes the month even when no account had usage.
+    /// The bill run for `month` over every account with usage, in chunks of accounts, so that a
+    /// caller can show progress and a stopped run resumes where it stopped (bill ids are
+    /// deterministic, and each chunk is durable on its own). The first step closes the month even
+    /// when no account had usage.
     public func runBills(month: Month, progress: (_ done: Int, _ of: Int) -> Void = { _, _ in }) async throws(TallyError) -> BillRunTotals {
         let accounts = read { RunBills.accountsWithUsage(in: month, $0) }
-        var created = 0, existing = 0
+        let size = Tally.billRunChunkAccounts
+        let chunks = accounts.isEmpty ? [[]] : stride(from: 0, to: accounts.count, by: size).map { Array(accounts[$0..<min($0 + size, accounts.count)]) }
+        var created = 0, existing = 0, done = 0
         var total = Money.zero
-        var index = 0
-        repeat {
-            let chunk = Array(accounts[index..<min(index + Tally.billRunChunkAccounts, accounts.count)])
-            let result = try await perform(RunBills(month: month, accounts: chunk))
-            created += result.created.count
-            existing += result.existing
-            total += result.created.reduce(.zero) { $0 + $1.total }
-            index += chunk.count
-            progress(index, accounts.count)
-        } while index < accounts.count
+        do {
+            try await withThrowingTaskGroup(of: (Int, RunBills.Result).self) { group in
+                var next = 0, running = 0
+                while next < chunks.count || running > 0 {
+                    while next < chunks.count, running < Tally.billRunChunksInFlight {
+                        let chunk = chunks[next]
+                        group.addTask { (chunk.count, try await self.perform(RunBills(month: month, accounts: chunk))) }
+                        next += 1
+                        running += 1
+                    }
+                    guard let (count, result) = try await group.next() else { break }
+                    running -= 1
+                    created += result.created.count
+                    existing += result.existing
+                    total += result.created.reduce(.zero) { $0 + $1.total }
+                    done += count
+                    progress(done, accounts.count)
+                }
+            }
+        } catch let error as TallyError {
+            throw error
+        } catch {
+            throw TallyError(.internalError, "the bill run stopped: \(error)")
+        }
         return BillRunTotals(accounts: accounts.count, created: created, existing: existing, total: total)
     }
 }

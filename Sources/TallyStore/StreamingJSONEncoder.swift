@@ -94,19 +94,18 @@ public enum StreamingJSONEncoder {
 
         /// Writes one value: a primitive directly, anything else through its own `encode(to:)`.
         func value<T: Encodable>(_ value: T) throws {
-            switch value {
-            case let text as String: string(text)
-            case let flag as Bool: write(flag)
-            case let number as Int: write(Int64(number))
-            case let number as Int64: write(number)
-            case let number as Int32: write(Int64(number))
-            case let number as UInt64: write(number)
-            case is Double, is Float: throw Sink.floatingPoint(value)
-            default:
-                let depth = open.count
-                try value.encode(to: StreamEncoder(sink: self))
-                close(above: depth)
-            }
+            // Type identity, not dynamic casts: this runs for every value written.
+            let type = T.self
+            if type == String.self { return string(unsafeBitCast(value, to: String.self)) }
+            if type == Int64.self { return write(unsafeBitCast(value, to: Int64.self)) }
+            if type == Int.self { return write(Int64(unsafeBitCast(value, to: Int.self))) }
+            if type == Bool.self { return write(unsafeBitCast(value, to: Bool.self)) }
+            if type == Int32.self { return write(Int64(unsafeBitCast(value, to: Int32.self))) }
+            if type == UInt64.self { return write(unsafeBitCast(value, to: UInt64.self)) }
+            if type == Double.self || type == Float.self { throw Sink.floatingPoint(value) }
+            let depth = open.count
+            try value.encode(to: StreamEncoder(sink: self))
+            close(above: depth)
         }
     }
 
