@@ -189,6 +189,7 @@ struct Bench: AsyncParsableCommand {
         }
         try clock.advance(to: Instant(rfc3339: "2026-12-01T01:00:00+08:00")!)
         let month = Month(year: 2026, month: 11)
+        FileHandle.standardError.write(Data("bench: bill run of \(accounts) accounts starting\n".utf8))
         let timer = ContinuousClock()
         var bills = 0
         let elapsed = try await timer.measure {
