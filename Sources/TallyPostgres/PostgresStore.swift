@@ -277,9 +277,11 @@ public final class PostgresStore: TallyStore {
 
     // MARK: Writing
 
-    public func append(_ batch: [Fact]) async throws {
+    public func append(_ batch: [Fact]) async throws { try await append(batch, bodies: []) }
+
+    public func append(_ batch: [Fact], bodies known: [[UInt8]?]) async throws {
         guard !batch.isEmpty else { return }
-        let bodies = try StreamingJSONEncoder.bodies(of: batch)
+        let bodies = try StreamingJSONEncoder.bodies(of: batch, known: known)
         do {
             try await client.withTransaction(logger: logger) { connection in
                 try await write(batch, bodies: bodies, connection: connection)

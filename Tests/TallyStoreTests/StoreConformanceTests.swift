@@ -79,6 +79,38 @@ import TallyStore
         #expect(again.read { Audit.run($0) }.mismatches.contains("usage events: state 251, recomputed 0"))
     }
 
+    /// A bill run large enough that its steps encode their own facts' JSON while the journal
+    /// writes (`Journal.callerEncodesMin`): a restart rebuilds the same bills and the audit is clean.
+    @Test(arguments: StoreKind.available)
+    func aLargeBillRunIsKeptWhole(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let clock = VirtualClock(start: try #require(Instant(rfc3339: "2026-01-05T09:00:00+08:00")))
+        let tally = try await Tally.start(catalog: Self.catalog, store: store, clock: clock.clock, ids: RandomIDs())
+        let accounts = (0..<300).map { "acct\($0)" }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for account in accounts {
+                group.addTask {
+                    try await tally.perform(OpenAccount(account: account, subject: .enterprise, verified: true))
+                    try await tally.perform(Activate(account: account, product: "image-tagging"))
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await tally.perform(RecordUsageBatch(events: accounts.map {
+            RecordUsage(account: $0, id: "u", api: "image-tagging.general", calls: 1_500, mode: .report)
+        }))
+        try clock.advance(to: try #require(Instant(rfc3339: "2026-02-01T02:00:00+08:00")))
+        let facts = tally.read { $0.factCount }
+        let totals = try await tally.runBills(month: Month(year: 2026, month: 1))
+        #expect(totals.created == 300)
+        #expect(tally.read { $0.factCount } - facts >= Int64(Journal.callerEncodesMin), "the run queued enough facts to encode them itself")
+        let again = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
+        #expect(again.read { $0.bills } == tally.read { $0.bills })
+        #expect(again.read { $0.notices.count } == tally.read { $0.notices.count })
+        let audit = try await again.audit()
+        #expect(audit.isClean, "\(audit.mismatches)")
+    }
+
     /// An event id older than the index, sent again: the store still refuses to count it twice.
     /// The engine hears which ids the store knew, remembers them, and answers a duplicate.
     @Test(arguments: StoreKind.available)
