@@ -12,8 +12,6 @@ import TallyStore
 public final class Journal: Sendable {
     /// The most facts one store write takes.
     public static let batchSizeMax = 16_384
-    /// An operation that queues at least this many facts encodes their JSON itself (`attach`).
-    public static let callerEncodesMin = 256
 
     private struct State {
         var pending: [Fact] = []
@@ -21,10 +19,6 @@ public final class Journal: Sendable {
         var durableThrough: UInt64 = 0
         var writing = false
         var failure: TallyError?
-        /// Facts handed to the writer so far (the writer takes them in order).
-        var takenThrough: UInt64 = 0
-        /// JSON bodies that callers encoded for their own facts, by the facts' place in the queue.
-        var bodies: [UInt64: [UInt8]] = [:]
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
         var waiters: [(through: UInt64, continuation: CheckedContinuation<TallyError?, Never>)] = []
@@ -42,18 +36,6 @@ public final class Journal: Sendable {
             state.pending.append(contentsOf: facts)
             state.enqueuedThrough += UInt64(facts.count)
             return state.enqueuedThrough
-        }
-    }
-
-    /// Keeps the JSON bodies a caller encoded for the facts it queued (those ending at `ticket`),
-    /// unless the writer has taken them already (it then encodes them itself).
-    public func attach(_ bodies: [[UInt8]?], through ticket: UInt64) {
-        state.withLock { state in
-            let first = ticket - UInt64(bodies.count) + 1
-            for (offset, body) in bodies.enumerated() {
-                let index = first + UInt64(offset)
-                if let body, index > state.takenThrough { state.bodies[index] = body }
-            }
         }
     }
 
@@ -91,7 +73,7 @@ public final class Journal: Sendable {
 
     private func write() async {
         while true {
-            let taken: (batch: [Fact], bodies: [[UInt8]?])? = state.withLock { state in
+            let batch: [Fact]? = state.withLock { state in
                 guard !state.pending.isEmpty else {
                     state.writing = false
                     return nil
@@ -99,12 +81,9 @@ public final class Journal: Sendable {
                 let count = min(state.pending.count, Journal.batchSizeMax)
                 let batch = Array(state.pending.prefix(count))
                 state.pending.removeFirst(count)
-                let first = state.takenThrough + 1
-                state.takenThrough += UInt64(count)
-                let bodies: [[UInt8]?] = state.bodies.isEmpty ? [] : (0..<UInt64(count)).map { state.bodies.removeValue(forKey: first + $0) }
-                return (batch, bodies)
+                return batch
             }
-            guard let (batch, bodies) = taken else { return }
+            guard let batch else { return }
             var failure: TallyError?
             var known: [TallyState.UsageKey: UsageEntry] = [:]
             do {
@@ -112,7 +91,7 @@ public final class Journal: Sendable {
                 // be cancelled (a client hung up), and a cancelled write would fail every waiter's
                 // batch and stop the engine. Nobody cancels this task; the caller still waits for it.
                 let store = self.store
-                try await Task { try await store.append(batch, bodies: bodies) }.value
+                try await Task { try await store.append(batch) }.value
             } catch let conflict as StoreConflict {
                 known = conflict.known
                 failure = TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)")

@@ -185,7 +185,7 @@ public final class Tally: Sendable {
 
     private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
-        let (output, ticket, journal, generation, large) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?, Journal, Int, [Fact]) in
+        let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?, Journal, Int) in
             state.emitted.removeAll(keepingCapacity: true)
             let output: Op.Output
             do throws(TallyError) {
@@ -197,15 +197,9 @@ public final class Tally: Sendable {
                 throw error
             }
             let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted)
-            let large = state.emitted.count >= Journal.callerEncodesMin ? state.emitted : []
-            return (output, ticket, state.journal, state.generation, large)
+            return (output, ticket, state.journal, state.generation)
         }
         if let ticket {
-            // A large operation (a bill run's step) encodes its own facts here, outside the lock,
-            // while the writer is still busy with the batch before: the writer then only writes.
-            if !large.isEmpty, let bodies = try? StreamingJSONEncoder.bodies(of: large) {
-                journal.attach(bodies, through: ticket)
-            }
             do {
                 try await journal.waitDurable(ticket)
             } catch {

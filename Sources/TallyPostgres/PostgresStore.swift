@@ -277,11 +277,9 @@ public final class PostgresStore: TallyStore {
 
     // MARK: Writing
 
-    public func append(_ batch: [Fact]) async throws { try await append(batch, bodies: []) }
-
-    public func append(_ batch: [Fact], bodies known: [[UInt8]?]) async throws {
+    public func append(_ batch: [Fact]) async throws {
         guard !batch.isEmpty else { return }
-        let bodies = try StreamingJSONEncoder.bodies(of: batch, known: known)
+        let bodies = try StreamingJSONEncoder.bodies(of: batch)
         do {
             try await client.withTransaction(logger: logger) { connection in
                 try await write(batch, bodies: bodies, connection: connection)

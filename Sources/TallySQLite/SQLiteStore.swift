@@ -210,15 +210,13 @@ public final class SQLiteStore: TallyStore {
 
     // MARK: Writing
 
-    public func append(_ batch: [Fact]) async throws { try await append(batch, bodies: []) }
-
-    public func append(_ batch: [Fact], bodies known: [[UInt8]?]) async throws {
+    public func append(_ batch: [Fact]) async throws {
         guard !batch.isEmpty else { return }
         let first = nextSequence.withLock { next in
             defer { next += Int64(batch.count) }
             return next
         }
-        let bodies = try StreamingJSONEncoder.bodies(of: batch, known: known)
+        let bodies = try StreamingJSONEncoder.bodies(of: batch)
         do {
             try await pool.write { db in
                 try SQLiteStore.write(batch, bodies: bodies, firstSequence: first, db: db)

@@ -242,13 +242,11 @@ extension StreamingJSONEncoder {
     /// The JSON bodies of a batch's facts, nil for usage facts (stored as rows, not JSON). A large
     /// batch (a bill run's chunk) is encoded on every core before the store's write transaction
     /// opens: encoding was most of the writer's time, and the transaction is one thread.
-    /// `known` holds bodies encoded before (a caller's own facts); only the others are encoded.
-    public static func bodies(of batch: [Fact], known: [[UInt8]?] = []) throws -> [[UInt8]?] {
+    public static func bodies(of batch: [Fact]) throws -> [[UInt8]?] {
         @Sendable func encode(_ range: Range<Int>) throws -> [[UInt8]?] {
-            try range.map { (index: Int) throws -> [UInt8]? in
-                if index < known.count, let body = known[index] { return body }
-                if case .usageRecorded = batch[index] { return nil }
-                return try StreamingJSONEncoder.encode(batch[index])
+            try batch[range].map { (fact: Fact) throws -> [UInt8]? in
+                if case .usageRecorded = fact { return nil }
+                return try StreamingJSONEncoder.encode(fact)
             }
         }
         let workers = min(ProcessInfo.processInfo.activeProcessorCount, 8)

@@ -15,10 +15,6 @@ public protocol TallyStore: Sendable {
     func recountUsage(zone: Zone) async throws -> UsageRecount
     /// Appends a batch atomically: all of it is kept, or none (and the call throws).
     func append(_ facts: [Fact]) async throws
-    /// The same, with the JSON bodies of some facts encoded beforehand (`bodies[i]` for
-    /// `facts[i]`, nil or missing where not): the journal has callers encode their own facts while
-    /// the batch before theirs is written. A store that keeps no JSON ignores them.
-    func append(_ facts: [Fact], bodies: [[UInt8]?]) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
     var kind: String { get }
 
@@ -105,8 +101,6 @@ public struct StoreConflict: Error, Sendable {
 }
 
 extension TallyStore {
-    public func append(_ facts: [Fact], bodies: [[UInt8]?]) async throws { try await append(facts) }
-
     public func rebuild(_ state: TallyState) async throws -> TallyState {
         var state = state
         for fact in try await loadFacts() { state.apply(fact) }
