@@ -318,6 +318,7 @@ public final class PostgresStore: TallyStore {
             seqs.append(seq)
         }
         var usage = UsageColumns()
+        var other = FactColumns()
         var drawn: [String: Int64] = [:]
         for (index, (fact, seq)) in zip(batch, seqs).enumerated() {
             if case .usageRecorded(let record, let transaction) = fact {
@@ -325,11 +326,9 @@ public final class PostgresStore: TallyStore {
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            let body = ByteBuffer(bytes: bodies[index]!)
-            let kind = fact.kind
-            try await connection.query("INSERT INTO facts (seq, kind, body) VALUES (\(seq), \(kind), \(body))", logger: logger)
-            try await project(fact, seq: seq, connection: connection)
+            other.append(fact, seq: seq, body: bodies[index]!)
         }
+        try await other.insert(connection, logger: logger)
         if !usage.seq.isEmpty {
             try await connection.query("""
                 INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
@@ -350,43 +349,6 @@ public final class PostgresStore: TallyStore {
                 """, logger: logger).collect()
             guard rows.count == ids.count else { throw TallyError(.storeUnavailable, "a usage event draws on an unknown pack") }
         }
-    }
-
-    private func project(_ fact: Fact, seq: Int64, connection: PostgresConnection) async throws {
-        if let transaction = fact.transaction {
-            let accounts = transaction.entries.map(\.account.name)
-            let units = transaction.entries.map(\.unit.rawValue)
-            let amounts = transaction.entries.map(\.amount)
-            try await connection.query("INSERT INTO ledger_transactions (id, seq, at, kind) VALUES (\(transaction.id), \(seq), \(transaction.at.microseconds), \(transaction.kind))", logger: logger)
-            try await connection.query("""
-                INSERT INTO ledger_entries (txn, account, unit, amount)
-                SELECT \(transaction.id), a, u, n FROM UNNEST(\(accounts)::text[], \(units)::text[], \(amounts)::bigint[]) AS e(a, u, n)
-                """, logger: logger)
-        }
-        switch fact {
-        case .accountOpened(let account, let subject, _, let at):
-            try await connection.query("INSERT INTO accounts (id, subject, opened) VALUES (\(account), \(subject.rawValue), \(at.microseconds))", logger: logger)
-        case .packGranted(let pack, _):
-            try await insert(pack, connection)
-        case .orderPlaced(_, let packs, _, _):
-            for pack in packs { try await insert(pack, connection) }
-        case .orderRefunded(_, _, let transaction):
-            for entry in transaction.entries where entry.unit == .calls && entry.account.name.hasPrefix("pack:") {
-                let id = String(entry.account.name.dropFirst(5))
-                try await connection.query("UPDATE packs SET revoked = TRUE WHERE id = \(id)", logger: logger)
-            }
-        case .billPosted(let bill, _):
-            try await connection.query("INSERT INTO bills (id, account, product, month, total) VALUES (\(bill.id), \(bill.account), \(bill.product), \(bill.month.description), \(bill.total.microyuan))", logger: logger)
-        default:
-            break
-        }
-    }
-
-    private func insert(_ pack: Pack, _ connection: PostgresConnection) async throws {
-        try await connection.query("""
-            INSERT INTO packs (id, account, api, item, size, "left", expires)
-            VALUES (\(pack.id), \(pack.account), \(pack.api), \(pack.item), \(pack.size), \(pack.left), \(pack.expires.microseconds))
-            """, logger: logger)
     }
 
     /// Creates an empty database beside the one `url` names and returns its URL: tests give each
@@ -432,5 +394,95 @@ struct UsageColumns {
         refused.append(s.refused); refusal.append(s.refusal?.rawValue ?? "")
         draws.append(UsageRow.encode(draws: s.draws))
         self.transaction.append(transaction ?? "")
+    }
+}
+
+/// The other facts of a batch, and the tables they are spread into, as columns: one statement per
+/// table per batch, not one round trip per fact (a bill run's step holds tens of thousands). The
+/// tables are written in an order their foreign keys accept: accounts before packs and bills,
+/// transactions before their entries, packs before their revocations.
+struct FactColumns {
+    var seq: [Int64] = [], kind: [String] = [], body: [String] = []
+    var txnID: [String] = [], txnSeq: [Int64] = [], txnAt: [Int64] = [], txnKind: [String] = []
+    var entryTxn: [String] = [], entryAccount: [String] = [], entryUnit: [String] = [], entryAmount: [Int64] = []
+    var accountID: [String] = [], accountSubject: [String] = [], accountOpened: [Int64] = []
+    var packID: [String] = [], packAccount: [String] = [], packAPI: [String] = [], packItem: [String] = []
+    var packSize: [Int64] = [], packLeft: [Int64] = [], packExpires: [Int64] = []
+    var revoked: [String] = []
+    var billID: [String] = [], billAccount: [String] = [], billProduct: [String] = [], billMonth: [String] = [], billTotal: [Int64] = []
+
+    mutating func append(_ fact: Fact, seq: Int64, body: [UInt8]) {
+        self.seq.append(seq)
+        kind.append(fact.kind)
+        body.withUnsafeBufferPointer { self.body.append(String(decoding: $0, as: UTF8.self)) }
+        if let transaction = fact.transaction {
+            txnID.append(transaction.id); txnSeq.append(seq); txnAt.append(transaction.at.microseconds); txnKind.append(transaction.kind)
+            for entry in transaction.entries {
+                entryTxn.append(transaction.id); entryAccount.append(entry.account.name); entryUnit.append(entry.unit.rawValue)
+                entryAmount.append(entry.amount)
+            }
+        }
+        switch fact {
+        case .accountOpened(let account, let subject, _, let at):
+            accountID.append(account); accountSubject.append(subject.rawValue); accountOpened.append(at.microseconds)
+        case .packGranted(let pack, _):
+            append(pack)
+        case .orderPlaced(_, let packs, _, _):
+            packs.forEach { append($0) }
+        case .orderRefunded(_, _, let transaction):
+            for entry in transaction.entries where entry.unit == .calls && entry.account.name.hasPrefix("pack:") {
+                revoked.append(String(entry.account.name.dropFirst(5)))
+            }
+        case .billPosted(let bill, _):
+            billID.append(bill.id); billAccount.append(bill.account); billProduct.append(bill.product)
+            billMonth.append(bill.month.description); billTotal.append(bill.total.microyuan)
+        default:
+            break
+        }
+    }
+
+    private mutating func append(_ pack: Pack) {
+        packID.append(pack.id); packAccount.append(pack.account); packAPI.append(pack.api); packItem.append(pack.item)
+        packSize.append(pack.size); packLeft.append(pack.left); packExpires.append(pack.expires.microseconds)
+    }
+
+    func insert(_ connection: PostgresConnection, logger: Logger) async throws {
+        guard !seq.isEmpty else { return }
+        if !accountID.isEmpty {
+            try await connection.query("""
+                INSERT INTO accounts (id, subject, opened)
+                SELECT * FROM UNNEST(\(accountID)::text[], \(accountSubject)::text[], \(accountOpened)::bigint[])
+                """, logger: logger)
+        }
+        try await connection.query("""
+            INSERT INTO facts (seq, kind, body)
+            SELECT s, k, convert_to(b, 'UTF8') FROM UNNEST(\(seq)::bigint[], \(kind)::text[], \(body)::text[]) AS f(s, k, b)
+            """, logger: logger)
+        if !txnID.isEmpty {
+            try await connection.query("""
+                INSERT INTO ledger_transactions (id, seq, at, kind)
+                SELECT * FROM UNNEST(\(txnID)::text[], \(txnSeq)::bigint[], \(txnAt)::bigint[], \(txnKind)::text[])
+                """, logger: logger)
+            try await connection.query("""
+                INSERT INTO ledger_entries (txn, account, unit, amount)
+                SELECT * FROM UNNEST(\(entryTxn)::text[], \(entryAccount)::text[], \(entryUnit)::text[], \(entryAmount)::bigint[])
+                """, logger: logger)
+        }
+        if !packID.isEmpty {
+            try await connection.query("""
+                INSERT INTO packs (id, account, api, item, size, "left", expires)
+                SELECT * FROM UNNEST(\(packID)::text[], \(packAccount)::text[], \(packAPI)::text[], \(packItem)::text[],
+                                     \(packSize)::bigint[], \(packLeft)::bigint[], \(packExpires)::bigint[])
+                """, logger: logger)
+        }
+        if !revoked.isEmpty {
+            try await connection.query("UPDATE packs SET revoked = TRUE WHERE id = ANY(\(revoked)::text[])", logger: logger)
+        }
+        if !billID.isEmpty {
+            try await connection.query("""
+                INSERT INTO bills (id, account, product, month, total)
+                SELECT * FROM UNNEST(\(billID)::text[], \(billAccount)::text[], \(billProduct)::text[], \(billMonth)::text[], \(billTotal)::bigint[])
+                """, logger: logger)
+        }
     }
 }
