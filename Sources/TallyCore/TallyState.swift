@@ -9,7 +9,7 @@ public struct TallyState: Sendable {
     public private(set) var orderRefs: [String: [String: String]] = [:]
     /// Usage events by (account, id): the idempotency index, compact (see `UsageEntry`). It holds
     /// the events recorded since `usageIndexedFrom`; older ones are left to the store.
-    public private(set) var usage: [UsageKey: UsageEntry] = [:]
+    public private(set) var usage = UsageIndex()
     /// Events recorded before this instant are not in `usage` (nil: every event is). Memory then
     /// grows with the events of the retention window, not with all events ever recorded.
     public private(set) var usageIndexedFrom: Instant?
@@ -57,10 +57,26 @@ public struct TallyState: Sendable {
 
     public static func usageKey(account: String, id: String) -> UsageKey { UsageKey(account: account, id: id) }
 
-    /// The idempotency key of a usage event.
+    /// The idempotency key of a usage event. Its hash is taken once, with the process's seeded
+    /// hasher, and kept: the index's shard and a dictionary's rehash as it grows then cost a
+    /// word, not both texts again.
     public struct UsageKey: Hashable, Sendable {
         public let account: String
         public let id: String
+        let digest: Int
+
+        init(account: String, id: String) {
+            self.account = account
+            self.id = id
+            var hasher = Hasher()
+            hasher.combine(account)
+            hasher.combine(id)
+            digest = hasher.finalize()
+        }
+
+        public static func == (a: UsageKey, b: UsageKey) -> Bool { a.digest == b.digest && a.id == b.id && a.account == b.account }
+
+        public func hash(into hasher: inout Hasher) { hasher.combine(digest) }
     }
 
     public func account(_ id: String) throws(TallyError) -> Account {
@@ -206,13 +222,13 @@ public struct TallyState: Sendable {
     public mutating func forgetUsage(recordedBefore cutoff: Instant) {
         if let from = usageIndexedFrom, from >= cutoff { return }
         usageIndexedFrom = cutoff
-        if !usage.isEmpty { usage = usage.filter { $0.value.recorded >= cutoff } }
+        if !usage.isEmpty { usage.keep { $0.recorded >= cutoff } }
     }
 
     /// Puts events the store still holds back into the index, whatever their age: what the engine
     /// does when an id older than the index comes back (`StoreConflict.known`).
     public mutating func remember(_ entries: [UsageKey: UsageEntry]) {
-        usage.merge(entries) { current, _ in current }
+        usage.merge(entries)
     }
 
     private mutating func intern(_ text: String) -> String {
@@ -233,7 +249,11 @@ public struct TallyState: Sendable {
         for draw in record.settlement.draws { packs[draw.pack]?.left -= draw.calls }
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)
-        var totals = monthly[key] ?? MonthlyUsage()
+        // Changed in place: a copy taken out and written back would copy its daily tables too.
+        Self.add(record, zone: zone, to: &monthly[key, default: MonthlyUsage()])
+    }
+
+    private static func add(_ record: UsageRecord, zone: Zone, to totals: inout MonthlyUsage) {
         let settlement = record.settlement
         totals.calls += settlement.accepted
         totals.free += settlement.free
@@ -243,6 +263,5 @@ public struct TallyState: Sendable {
         if let edition = record.edition { totals.byEdition[edition, default: 0] += settlement.accepted }
         if settlement.accepted > 0 { totals.callsByDay[zone.date(of: record.at).day, default: 0] += settlement.accepted }
         if settlement.postpaid > 0 { totals.postpaidByDay[zone.date(of: record.at).day, default: 0] += settlement.postpaid }
-        monthly[key] = totals
     }
 }

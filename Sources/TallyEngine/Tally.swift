@@ -65,6 +65,10 @@ public struct RandomIDs: IDSource {
 public struct EngineState: Sendable {
     public private(set) var tally: TallyState
     var buckets: [String: TokenBucket] = [:]
+    /// Accounts whose free packs for a month were looked for, with how many products they had
+    /// activated then: usage skips the search until either changes (it is memory only, like the
+    /// buckets; a reload starts it empty).
+    var freeQuotaChecked: [String: FreeQuotaCheck] = [:]
     fileprivate(set) var emitted: [Fact] = []
     /// The journal this state's facts go to, and which reload produced the state: both are
     /// replaced together when a conflict forces a reload.

@@ -91,7 +91,7 @@ public struct RecordUsage: Operation {
             return UsageOutcome(id: id, refused: calls, because: refusal)
         }
         let offer = state.tally.catalog.version(at: instant).apisByID[api]!
-        state.grantFreeQuota(account: account, month: zone.month(of: instant), now: env.now, ids: env.ids)
+        state.grantFreeQuotaIfDue(account: account, month: zone.month(of: instant), now: env.now, ids: env.ids)
         let current = state.tally.accounts[account]!
         if mode == .check, let qps = SettlementRule.qpsLimit(account: current, api: api, state: state.tally, at: instant) {
             let key = "\(account)|\(api)"
@@ -147,7 +147,23 @@ public struct GrantFreeQuota: Operation {
     }
 }
 
+/// The month an account's free packs were last granted for, and for how many activated products.
+struct FreeQuotaCheck: Sendable, Hashable {
+    let month: Month
+    let products: Int
+}
+
 extension EngineState {
+    /// `grantFreeQuota` for usage, which asks on every event: once the account's packs for the
+    /// month are granted, nothing can make the grant give more until the month or the activated
+    /// products change (products are only ever added, free packs never removed).
+    mutating func grantFreeQuotaIfDue(account id: String, month: Month, now: Instant, ids: any IDSource) {
+        let check = FreeQuotaCheck(month: month, products: tally.accounts[id]?.activated.count ?? 0)
+        if freeQuotaChecked[id] == check { return }
+        grantFreeQuota(account: id, month: month, now: now, ids: ids)
+        freeQuotaChecked[id] = check
+    }
+
     /// Grants `account` its free packs for `month`, for every activated product, once. The grant
     /// is nominally made when the month starts (or at activation, if later), and uses the catalog
     /// version in force then.

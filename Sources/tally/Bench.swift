@@ -37,6 +37,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Concurrent callers for check.")
     var callers: Int = 256
 
+    @Option(help: "Decisions per call for check: 1 asks one at a time; more is the batch mode (check-and-record for a batch).")
+    var checkBatch: Int = 1
+
     @OptionGroup var catalog: CatalogOptions
 
     func run() async throws {
@@ -46,7 +49,8 @@ struct Bench: AsyncParsableCommand {
             }
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
             guard (1...10_000_000).contains(events), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
-                  (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers) else {
+                  (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
+                  (1...RecordUsageBatch.eventsMax).contains(checkBatch) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
             }
             let catalog = try CatalogLocator.load(self.catalog.catalog)
@@ -146,20 +150,28 @@ struct Bench: AsyncParsableCommand {
         ])
     }
 
-    /// Check-and-record: `callers` concurrent callers, one decision each at a time; every decision
-    /// is durable (its batch committed) before the caller hears it.
+    /// Check-and-record: `callers` concurrent callers, each asking for `checkBatch` decisions at a
+    /// time (one call, or a batch of calls in one request); every decision is durable (its group
+    /// commit done) before the caller hears it.
     func check(_ catalog: Catalog) async throws -> JSON {
         let (tally, _, path) = try await engine(catalog, accounts: accounts)
         defer { Bench.remove(path) }
-        let perCaller = max(1, events / callers)
+        let perCaller = max(1, events / callers / checkBatch) * checkBatch
+        let batch = checkBatch
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for caller in 0..<callers {
                     group.addTask {
-                        for k in 0..<perCaller {
-                            let n = caller * perCaller + k
-                            _ = try await tally.perform(Bench.usage(n, accounts: accounts, prefix: "c", mode: .check))
+                        for k in stride(from: 0, to: perCaller, by: batch) {
+                            let first = caller * perCaller + k
+                            if batch == 1 {
+                                _ = try await tally.perform(Bench.usage(first, accounts: accounts, prefix: "c", mode: .check))
+                            } else {
+                                _ = try await tally.perform(RecordUsageBatch(events: (first..<first + batch).map {
+                                    Bench.usage($0, accounts: accounts, prefix: "c", mode: .check)
+                                }))
+                            }
                         }
                     }
                 }
@@ -171,7 +183,7 @@ struct Bench: AsyncParsableCommand {
             ("scenario", .string("check")), ("store", .string(store)), ("events", .int(Int64(total))),
             ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
             ("events_per_second", .int(Int64(Double(total) / Bench.seconds(elapsed)))),
-            ("callers", .int(Int64(callers))),
+            ("callers", .int(Int64(callers))), ("decisions_per_call", .int(Int64(checkBatch))),
         ])
     }
 

@@ -190,3 +190,54 @@ import Testing
         return Money(microyuan: best)
     }
 }
+
+/// The sharded index of usage ids behaves as one dictionary.
+@Suite struct UsageIndexTests {
+    @Test func behavesAsOneDictionary() {
+        var index = UsageIndex()
+        var plain: [TallyState.UsageKey: UsageEntry] = [:]
+        func entry(_ calls: Int64, recorded: Int64) -> UsageEntry {
+            UsageEntry(api: "a", edition: nil, calls: calls, at: Instant(microseconds: 0), recorded: Instant(microseconds: recorded),
+                       free: calls, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+        }
+        for n in 0..<5_000 {
+            let key = TallyState.usageKey(account: "acct\(n % 37)", id: "e\(n)")
+            index[key] = entry(Int64(n % 7) + 1, recorded: Int64(n))
+            plain[key] = entry(Int64(n % 7) + 1, recorded: Int64(n))
+        }
+        // Overwriting and removing keep the count right.
+        let first = TallyState.usageKey(account: "acct0", id: "e0")
+        index[first] = entry(99, recorded: 0)
+        plain[first] = entry(99, recorded: 0)
+        index[TallyState.usageKey(account: "acct1", id: "e1")] = nil
+        plain[TallyState.usageKey(account: "acct1", id: "e1")] = nil
+        index[TallyState.usageKey(account: "nobody", id: "none")] = nil
+        #expect(index.count == plain.count && index.count == 4_999)
+        #expect(Dictionary(uniqueKeysWithValues: index.map { ($0.key, $0.value) }) == plain)
+        #expect(index[TallyState.usageKey(account: "acct0", id: "e0")]?.calls == 99)
+        #expect(index[TallyState.usageKey(account: "acct1", id: "e0")] == nil)
+
+        index.keep { $0.recorded.microseconds >= 2_500 }
+        #expect(index.count == 2_500 && index.values.allSatisfy { $0.recorded.microseconds >= 2_500 })
+        // Merging adds what is missing (the first key was dropped above) and keeps what is there.
+        let kept = TallyState.usageKey(account: "acct\(2_600 % 37)", id: "e2600")
+        index.merge([first: entry(1, recorded: 0), kept: entry(50, recorded: 0)])
+        #expect(index.count == 2_501 && index[first]?.calls == 1)
+        #expect(index[kept]?.calls == Int64(2_600 % 7) + 1)
+    }
+
+    @Test func keysWithEqualTextsAreEqualAndSpreadOverShards() {
+        let a = TallyState.usageKey(account: "x", id: "1"), b = TallyState.usageKey(account: "x", id: "1")
+        #expect(a == b && a.hashValue == b.hashValue)
+        #expect(TallyState.usageKey(account: "x1", id: "") != TallyState.usageKey(account: "x", id: "1"))
+        var index = UsageIndex()
+        for n in 0..<10_000 {
+            index[TallyState.usageKey(account: "a", id: "\(n)")] = UsageEntry(
+                api: "a", edition: nil, calls: 1, at: Instant(microseconds: 0), recorded: Instant(microseconds: 0),
+                free: 1, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+        }
+        #expect(index.count == 10_000)
+        #expect(index.shardSizes.count(where: { $0 > 0 }) > 200)
+        #expect(index.shardSizes.max()! < 120)
+    }
+}

@@ -71,6 +71,26 @@ import TallyEngine
         #expect(h.account("x").freePacks.keys.allSatisfy { $0.api == "image-tagging.general" })
     }
 
+    /// Usage grants the month's free pack itself when the scheduler has not (it was down), and
+    /// events that go back and forth between two months each draw on their own month's pack.
+    @Test func usageGrantsEachMonthsFreePackWithoutTheScheduler() async throws {
+        let h = try await Harness.make("2026-01-31T23:00:00+08:00")
+        try await h.customer("x", cash: "100.00", activate: ["image-tagging"])
+        let january = try await h.run(RecordUsage(account: "x", id: "j1", api: "image-tagging.general", calls: 10, mode: .report))
+        #expect(january.free == 10)
+        try h.advance("2026-02-01T00:30:00+08:00")
+        let february = try await h.run(RecordUsage(account: "x", id: "f1", api: "image-tagging.general", calls: 995, mode: .report))
+        #expect(february.free == 995)
+        let late = try await h.run(RecordUsage(account: "x", id: "j2", api: "image-tagging.general", calls: 992,
+                                               at: instant("2026-01-31T23:59:59+08:00"), mode: .report))
+        #expect(late.free == 990 && late.postpaid == 2)
+        let again = try await h.run(RecordUsage(account: "x", id: "f2", api: "image-tagging.general", calls: 7, mode: .report))
+        #expect(again.free == 5 && again.postpaid == 2)
+        #expect(try await h.run(GrantFreeQuota()) == 0)
+        #expect(h.account("x").freePacks.count == 2)
+        h.expectCleanAudit()
+    }
+
     /// A late report settles as of its own time: January's free pack, January's usage, before the bill run.
     @Test func lateReportsSettleInTheirOwnMonth() async throws {
         let h = try await Harness.make("2026-01-31T23:00:00+08:00")
