@@ -313,11 +313,14 @@ public final class PostgresStore: TallyStore {
     }
 
     private func write(_ batch: [Fact], bodies: [[UInt8]?], connection: PostgresConnection) async throws {
+        // The batch's sequence numbers in one row (one array), not one row each.
         var seqs: [Int64] = []
-        for try await seq in try await connection.query("SELECT nextval('fact_seq') FROM generate_series(1, \(batch.count))", logger: logger).decode(Int64.self) {
-            seqs.append(seq)
+        for try await values in try await connection.query(
+            "SELECT array_agg(nextval('fact_seq')) FROM generate_series(1, \(batch.count))", logger: logger).decode([Int64].self) {
+            seqs = values
         }
-        var usage = UsageColumns()
+        guard seqs.count == batch.count else { throw TallyError(.storeUnavailable, "PostgreSQL gave \(seqs.count) sequence numbers for \(batch.count) facts") }
+        var usage = UsageCopy()
         var other = FactColumns()
         var drawn: [String: Int64] = [:]
         for (index, (fact, seq)) in zip(batch, seqs).enumerated() {
@@ -329,16 +332,12 @@ public final class PostgresStore: TallyStore {
             other.append(fact, seq: seq, body: bodies[index]!)
         }
         try await other.insert(connection, logger: logger)
-        if !usage.seq.isEmpty {
-            try await connection.query("""
-                INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
-                SELECT a, i, s, p, NULLIF(e, ''), c, t, r, f, k, pp, rf, NULLIF(rr, ''), d, NULLIF(x, '')
-                FROM UNNEST(\(usage.account)::text[], \(usage.id)::text[], \(usage.seq)::bigint[], \(usage.api)::text[], \(usage.edition)::text[],
-                            \(usage.calls)::bigint[], \(usage.at)::bigint[], \(usage.recorded)::bigint[], \(usage.free)::bigint[],
-                            \(usage.pack)::bigint[], \(usage.postpaid)::bigint[], \(usage.refused)::bigint[], \(usage.refusal)::text[],
-                            \(usage.draws)::text[], \(usage.transaction)::text[])
-                     AS u(a, i, s, p, e, c, t, r, f, k, pp, rf, rr, d, x)
-                """, logger: logger)
+        if usage.rows > 0 {
+            // COPY, the bulk path: the rows stream as text, with no arrays to build and unnest.
+            let text = usage.text
+            try await connection.copyFrom(table: "usage_events", columns: UsageCopy.columns, logger: logger) { writer in
+                try await writer.write(text)
+            }
         }
         if !drawn.isEmpty {
             let ids = drawn.keys.sorted()
@@ -381,19 +380,51 @@ public final class PostgresStore: TallyStore {
 
 /// The columns of a batch of usage rows, sent as arrays and unnested by the server: one statement
 /// per batch, not one per event.
-struct UsageColumns {
-    var account: [String] = [], id: [String] = [], seq: [Int64] = [], api: [String] = [], edition: [String] = []
-    var calls: [Int64] = [], at: [Int64] = [], recorded: [Int64] = [], free: [Int64] = [], pack: [Int64] = []
-    var postpaid: [Int64] = [], refused: [Int64] = [], refusal: [String] = [], draws: [String] = [], transaction: [String] = []
+/// A batch's usage rows in COPY's text format: one line a row, columns split by tabs, `\N` for
+/// null, and backslash, tab, newline and carriage return escaped in texts.
+struct UsageCopy {
+    static let columns = ["account", "id", "seq", "api", "edition", "calls", "at", "recorded", "free", "pack", "postpaid", "refused",
+                          "refusal", "draws", "txn"]
+    private(set) var text = ByteBuffer()
+    private(set) var rows = 0
 
     mutating func append(_ record: UsageRecord, seq: Int64, transaction: String?) {
         let s = record.settlement
-        account.append(record.account); id.append(record.id); self.seq.append(seq); api.append(record.api)
-        edition.append(record.edition ?? ""); calls.append(record.calls); at.append(record.at.microseconds)
-        recorded.append(record.recorded.microseconds); free.append(s.free); pack.append(s.pack); postpaid.append(s.postpaid)
-        refused.append(s.refused); refusal.append(s.refusal?.rawValue ?? "")
-        draws.append(UsageRow.encode(draws: s.draws))
-        self.transaction.append(transaction ?? "")
+        field(record.account); field(record.id); field(seq); field(record.api); field(record.edition)
+        field(record.calls); field(record.at.microseconds); field(record.recorded.microseconds)
+        field(s.free); field(s.pack); field(s.postpaid); field(s.refused); field(s.refusal?.rawValue)
+        field(UsageRow.encode(draws: s.draws)); field(transaction, last: true)
+        rows += 1
+    }
+
+    private mutating func field(_ value: Int64, last: Bool = false) {
+        text.writeString(String(value))
+        text.writeInteger(last ? UInt8(ascii: "\n") : UInt8(ascii: "\t"))
+    }
+
+    private mutating func field(_ value: String?, last: Bool = false) {
+        if let value {
+            var value = value
+            value.withUTF8 { bytes in
+                let special: (UInt8) -> Bool = { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }
+                guard bytes.contains(where: special) else {
+                    text.writeBytes(bytes)
+                    return
+                }
+                for byte in bytes {
+                    switch byte {
+                    case UInt8(ascii: "\\"): text.writeStaticString("\\\\")
+                    case UInt8(ascii: "\t"): text.writeStaticString("\\t")
+                    case UInt8(ascii: "\n"): text.writeStaticString("\\n")
+                    case UInt8(ascii: "\r"): text.writeStaticString("\\r")
+                    default: text.writeInteger(byte)
+                    }
+                }
+            }
+        } else {
+            text.writeStaticString("\\N")
+        }
+        text.writeInteger(last ? UInt8(ascii: "\n") : UInt8(ascii: "\t"))
     }
 }
 
