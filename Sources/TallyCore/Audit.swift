@@ -76,11 +76,18 @@ public struct UsageRecount: Sendable {
             mismatches.append("event \(account)/\(id): \(entry.accepted) accepted + \(entry.refused) refused ≠ \(entry.calls)")
         }
         let key = MonthlyKey(account: account, api: entry.api, month: zone.month(of: entry.at))
-        var totals = monthly[key] ?? MonthlyUsage()
+        UsageRecount.add(entry, to: &monthly[key, default: MonthlyUsage()])
+    }
+
+    private static func add(_ entry: UsageEntry, to totals: inout MonthlyUsage) {
         totals.calls += entry.accepted
         totals.free += entry.free
         totals.pack += entry.pack
         totals.postpaid += entry.postpaid
-        monthly[key] = totals
+    }
+
+    /// Adds a stored event, as a store streams them.
+    public mutating func add(_ record: UsageRecord) {
+        add(account: record.account, id: record.id, UsageEntry(record))
     }
 }

@@ -210,7 +210,7 @@ public final class PostgresStore: TallyStore {
         }
         var merger = FactMerger(facts: facts)
         let rows = try await client.query("""
-            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            SELECT \(unescaped: UsageRow.columns)
             FROM usage_events ORDER BY seq
             """, logger: logger)
         for try await row in rows.decode(UsageTuple.self) {
@@ -222,13 +222,10 @@ public final class PostgresStore: TallyStore {
     public func recountUsage(zone: Zone) async throws -> UsageRecount {
         var recount = UsageRecount(zone: zone)
         let rows = try await client.query("""
-            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            SELECT \(unescaped: UsageRow.columns)
             FROM usage_events ORDER BY seq
             """, logger: logger)
-        for try await row in rows.decode(UsageTuple.self) {
-            let (key, entry) = try PostgresStore.usageRow(row).entry()
-            recount.add(account: key.account, id: key.id, entry)
-        }
+        for try await row in rows.decode(UsageTuple.self) { recount.add(try PostgresStore.usageRow(row).record()) }
         return recount
     }
 
@@ -236,7 +233,7 @@ public final class PostgresStore: TallyStore {
     private func storedEntries(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         let accounts = keys.map(\.account), ids = keys.map(\.id)
         let rows = try await client.query("""
-            SELECT seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn
+            SELECT \(unescaped: UsageRow.columns)
             FROM usage_events WHERE (account, id) IN (SELECT a, i FROM UNNEST(\(accounts)::text[], \(ids)::text[]) AS k(a, i))
             """, logger: logger)
         var found: [TallyState.UsageKey: UsageEntry] = [:]
@@ -378,8 +375,6 @@ public final class PostgresStore: TallyStore {
     }
 }
 
-/// The columns of a batch of usage rows, sent as arrays and unnested by the server: one statement
-/// per batch, not one per event.
 /// A batch's usage rows in COPY's text format: one line a row, columns split by tabs, `\N` for
 /// null, and backslash, tab, newline and carriage return escaped in texts.
 struct UsageCopy {

@@ -176,16 +176,11 @@ public final class SQLiteStore: TallyStore {
     public func recountUsage(zone: Zone) async throws -> UsageRecount {
         try await pool.read { db in
             var recount = UsageRecount(zone: zone)
-            let events = try Row.fetchCursor(db, sql: "SELECT \(SQLiteStore.usageColumns) FROM usage_events ORDER BY seq")
-            while let row = try events.next() {
-                let (key, entry) = try SQLiteStore.usageRow(row).entry()
-                recount.add(account: key.account, id: key.id, entry)
-            }
+            let events = try Row.fetchCursor(db, sql: "SELECT \(UsageRow.columns) FROM usage_events ORDER BY seq")
+            while let row = try events.next() { recount.add(try SQLiteStore.usageRow(row).record()) }
             return recount
         }
     }
-
-    static let usageColumns = "seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn"
 
     /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
     static func forEachFact(_ db: Database, _ body: (Fact) throws -> Void) throws {
@@ -197,14 +192,14 @@ public final class SQLiteStore: TallyStore {
             facts.append((row[0], try decoder.decode(Fact.self, from: body)))
         }
         var merger = FactMerger(facts: facts)
-        let events = try Row.fetchCursor(db, sql: "SELECT \(usageColumns) FROM usage_events ORDER BY seq")
+        let events = try Row.fetchCursor(db, sql: "SELECT \(UsageRow.columns) FROM usage_events ORDER BY seq")
         while let row = try events.next() { try merger.usage(row[0], try SQLiteStore.usageRow(row).fact(), body) }
         try merger.finish(body)
     }
 
     /// The stored events among `keys`: what a batch that a unique index refused had sent again.
     static func storedEntries(_ keys: [TallyState.UsageKey], _ db: Database) throws -> [TallyState.UsageKey: UsageEntry] {
-        let select = try db.cachedStatement(sql: "SELECT \(usageColumns) FROM usage_events WHERE account = ? AND id = ?")
+        let select = try db.cachedStatement(sql: "SELECT \(UsageRow.columns) FROM usage_events WHERE account = ? AND id = ?")
         var found: [TallyState.UsageKey: UsageEntry] = [:]
         for key in keys {
             if let row = try Row.fetchOne(select, arguments: [key.account, key.id]) {
@@ -398,7 +393,7 @@ extension SQLiteStore {
             var recount = UsageRecount(zone: state.zone)
             try SQLiteStore.forEachFact(db) { fact in
                 state.apply(fact)
-                if case .usageRecorded(let record, _) = fact { recount.add(account: record.account, id: record.id, UsageEntry(record)) }
+                if case .usageRecorded(let record, _) = fact { recount.add(record) }
             }
             let ledger = LedgerBalances(state.ledger)  // money transactions: usage draws are not in ledger_entries
             var found: [String] = []

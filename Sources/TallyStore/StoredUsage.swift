@@ -25,6 +25,10 @@ public struct UsageRow: Sendable {
         return text
     }
 
+    /// The columns both stores read a usage row from, in the order `SQLiteStore.usageRow` and
+    /// `PostgresStore.usageRow` take them.
+    public static let columns = "seq, account, id, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn"
+
     /// The fact the row stands for, with its calls-ledger transaction rebuilt.
     public func fact() throws -> Fact {
         let record = try record()

@@ -110,7 +110,7 @@ extension TallyStore {
     public func recountUsage(zone: Zone) async throws -> UsageRecount {
         var recount = UsageRecount(zone: zone)
         for case .usageRecorded(let record, _) in try await loadFacts() {
-            recount.add(account: record.account, id: record.id, UsageEntry(record))
+            recount.add(record)
         }
         return recount
     }
