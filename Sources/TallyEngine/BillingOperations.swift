@@ -197,9 +197,9 @@ extension Tally {
     }
 
     /// Accounts billed per step: a step is one durable write, and where a restart resumes.
-    public static let billRunChunkAccounts = 10_000
+    public static let billRunChunkAccounts = 5_000
     /// Steps under way at once: while one step's bills are written, the next is settled and encoded.
-    public static let billRunChunksInFlight = 2
+    public static let billRunChunksInFlight = 4
 
     /// The bill run for `month` over every account with usage, in chunks of accounts, so that a
     /// caller can show progress and a stopped run resumes where it stopped (bill ids are

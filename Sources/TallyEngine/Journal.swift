@@ -9,12 +9,33 @@ import TallyStore
 /// Why no background task: the first waiter that finds no write under way becomes the writer and
 /// drains the queue, then steps down; callers that queue meanwhile wait for the next batch
 /// (TigerBeetle and PostgreSQL's group commit work the same way).
+///
+/// Each caller encodes its own facts' JSON bodies between queueing them (under the engine's lock)
+/// and waiting, so that encoding runs beside the write under way instead of inside the single
+/// writer. The writer takes only facts whose bodies are ready; finding the oldest caller still
+/// encoding, it steps down, and that caller, which waits next, writes. So every ticket must be
+/// waited on: `waitDurable` is what hands its bodies over.
 public final class Journal: Sendable {
     /// The most facts one store write takes.
     public static let batchSizeMax = 16_384
 
+    /// What `enqueue` hands back: the position to wait for, and the facts the caller encodes (none
+    /// when every fact is a usage row, which needs no body).
+    public struct Ticket: Sendable {
+        let through: UInt64
+        let toEncode: [Fact]
+    }
+
+    /// The facts of one `enqueue`, and their bodies once ready.
+    private struct Entry {
+        var facts: ArraySlice<Fact>
+        var bodies: ArraySlice<[UInt8]?>?
+        /// The position of its last fact: the caller's ticket.
+        let through: UInt64
+    }
+
     private struct State {
-        var pending: [Fact] = []
+        var pending: [Entry] = []
         var enqueuedThrough: UInt64 = 0
         var durableThrough: UInt64 = 0
         var writing = false
@@ -22,6 +43,15 @@ public final class Journal: Sendable {
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
         var waiters: [(through: UInt64, continuation: CheckedContinuation<TallyError?, Never>)] = []
+
+        /// Fails the journal: every waiter hears `failure`, and so does every later caller.
+        mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<TallyError?, Never>] {
+            self.failure = failure
+            self.known = known
+            writing = false
+            defer { waiters.removeAll() }
+            return waiters.map(\.continuation)
+        }
     }
 
     private let store: any TallyStore
@@ -31,23 +61,26 @@ public final class Journal: Sendable {
 
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so the queue
     /// order is the order in which the facts were applied.
-    public func enqueue(_ facts: [Fact]) -> UInt64 {
-        state.withLock { state in
-            state.pending.append(contentsOf: facts)
+    public func enqueue(_ facts: [Fact]) -> Ticket {
+        let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
+        return state.withLock { state in
             state.enqueuedThrough += UInt64(facts.count)
-            return state.enqueuedThrough
+            state.pending.append(Entry(facts: facts[...], bodies: plain ? Array(repeating: nil, count: facts.count)[...] : nil,
+                                       through: state.enqueuedThrough))
+            return Ticket(through: state.enqueuedThrough, toEncode: plain ? [] : facts)
         }
     }
 
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 
-    /// Returns once every fact up to `ticket` is in the store.
-    public func waitDurable(_ ticket: UInt64) async throws(TallyError) {
+    /// Encodes the ticket's facts, then returns once every fact up to it is in the store.
+    public func waitDurable(_ ticket: Ticket) async throws(TallyError) {
+        if !ticket.toEncode.isEmpty { attach(ticket) }
         enum Role { case done, failed(TallyError), write, wait }
         let role: Role = state.withLock { state in
             // Durability first: a caller whose batch committed is answered even if a later batch failed.
-            if state.durableThrough >= ticket { return .done }
+            if state.durableThrough >= ticket.through { return .done }
             if let failure = state.failure { return .failed(failure) }
             if state.writing { return .wait }
             state.writing = true
@@ -61,9 +94,9 @@ public final class Journal: Sendable {
         }
         let failure: TallyError? = await withCheckedContinuation { continuation in
             let immediate: TallyError?? = state.withLock { state in
-                if state.durableThrough >= ticket { return .some(nil) }
+                if state.durableThrough >= ticket.through { return .some(nil) }
                 if let failure = state.failure { return .some(failure) }
-                state.waiters.append((ticket, continuation))
+                state.waiters.append((ticket.through, continuation))
                 return nil
             }
             if let immediate { continuation.resume(returning: immediate) }
@@ -71,19 +104,60 @@ public final class Journal: Sendable {
         if let failure { throw failure }
     }
 
-    private func write() async {
-        while true {
-            let batch: [Fact]? = state.withLock { state in
-                guard !state.pending.isEmpty else {
-                    state.writing = false
-                    return nil
-                }
-                let count = min(state.pending.count, Journal.batchSizeMax)
-                let batch = Array(state.pending.prefix(count))
-                state.pending.removeFirst(count)
-                return batch
+    /// Encodes a ticket's facts and hands the bodies to its queued entry.
+    private func attach(_ ticket: Ticket) {
+        let bodies: [[UInt8]?]
+        do {
+            bodies = try StreamingJSONEncoder.bodies(of: ticket.toEncode)
+        } catch {
+            let waiting = state.withLock { $0.fail(TallyError(.internalError, "a fact could not be encoded: \(error)")) }
+            for continuation in waiting { continuation.resume(returning: TallyError(.internalError, "a fact could not be encoded: \(error)")) }
+            return
+        }
+        state.withLock { state in
+            // Entries are in ticket order; the writer never takes one whose bodies are missing, so
+            // it is still queued unless the journal has failed.
+            var low = 0, high = state.pending.count
+            while low < high {
+                let middle = (low + high) / 2
+                if state.pending[middle].through < ticket.through { low = middle + 1 } else { high = middle }
             }
-            guard let batch else { return }
+            guard low < state.pending.count, state.pending[low].through == ticket.through else { return }
+            state.pending[low].bodies = bodies[...]
+        }
+    }
+
+    /// Takes the oldest ready facts, at most `batchSizeMax`; nil (and the writer steps down) when
+    /// nothing is queued or the oldest entry's caller is still encoding it.
+    private func take() -> EncodedBatch? {
+        state.withLock { state in
+            var facts: [Fact] = [], bodies: [[UInt8]?] = []
+            var taken = 0
+            while taken < state.pending.count, facts.count < Journal.batchSizeMax, let ready = state.pending[taken].bodies {
+                let entry = state.pending[taken]
+                let room = Journal.batchSizeMax - facts.count
+                if entry.facts.count <= room {
+                    facts.append(contentsOf: entry.facts)
+                    bodies.append(contentsOf: ready)
+                    taken += 1
+                } else {
+                    facts.append(contentsOf: entry.facts.prefix(room))
+                    bodies.append(contentsOf: ready.prefix(room))
+                    state.pending[taken].facts = entry.facts.dropFirst(room)
+                    state.pending[taken].bodies = ready.dropFirst(room)
+                }
+            }
+            state.pending.removeFirst(taken)
+            guard !facts.isEmpty else {
+                state.writing = false
+                return nil
+            }
+            return EncodedBatch(facts: facts, bodies: bodies)
+        }
+    }
+
+    private func write() async {
+        while let batch = take() {
             var failure: TallyError?
             var known: [TallyState.UsageKey: UsageEntry] = [:]
             do {
@@ -99,14 +173,7 @@ public final class Journal: Sendable {
                 failure = TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)")
             }
             let ready: [CheckedContinuation<TallyError?, Never>] = state.withLock { state in
-                if let failure {
-                    state.failure = failure
-                    state.known = known
-                    state.writing = false
-                    let all = state.waiters.map(\.continuation)
-                    state.waiters.removeAll()
-                    return all
-                }
+                if let failure { return state.fail(failure, known: known) }
                 state.durableThrough += UInt64(batch.count)
                 let durable = state.durableThrough
                 let ready = state.waiters.filter { $0.through <= durable }.map(\.continuation)

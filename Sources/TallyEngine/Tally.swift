@@ -189,7 +189,7 @@ public final class Tally: Sendable {
 
     private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
-        let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, UInt64?, Journal, Int) in
+        let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
             state.emitted.removeAll(keepingCapacity: true)
             let output: Op.Output
             do throws(TallyError) {

@@ -274,12 +274,11 @@ public final class PostgresStore: TallyStore {
 
     // MARK: Writing
 
-    public func append(_ batch: [Fact]) async throws {
+    public func append(_ batch: EncodedBatch) async throws {
         guard !batch.isEmpty else { return }
-        let bodies = try StreamingJSONEncoder.bodies(of: batch)
         do {
             try await client.withTransaction(logger: logger) { connection in
-                try await write(batch, bodies: bodies, connection: connection)
+                try await write(batch, connection: connection)
             }
         } catch {
             guard let server = PostgresStore.serverError(error) else { throw error }
@@ -289,7 +288,7 @@ public final class PostgresStore: TallyStore {
             if state == "23514" || state == "23505" {
                 // Ids of the batch already stored (by another process, or older than the engine's
                 // index) go back to the engine, which remembers them before retrying.
-                let keys = batch.compactMap { fact -> TallyState.UsageKey? in
+                let keys = batch.facts.compactMap { fact -> TallyState.UsageKey? in
                     guard case .usageRecorded(let record, _) = fact else { return nil }
                     return TallyState.usageKey(account: record.account, id: record.id)
                 }
@@ -309,7 +308,7 @@ public final class PostgresStore: TallyStore {
         return nil
     }
 
-    private func write(_ batch: [Fact], bodies: [[UInt8]?], connection: PostgresConnection) async throws {
+    private func write(_ batch: EncodedBatch, connection: PostgresConnection) async throws {
         // The batch's sequence numbers in one row (one array), not one row each.
         var seqs: [Int64] = []
         for try await values in try await connection.query(
@@ -320,13 +319,13 @@ public final class PostgresStore: TallyStore {
         var usage = UsageCopy()
         var other = FactColumns()
         var drawn: [String: Int64] = [:]
-        for (index, (fact, seq)) in zip(batch, seqs).enumerated() {
+        for (index, (fact, seq)) in zip(batch.facts, seqs).enumerated() {
             if case .usageRecorded(let record, let transaction) = fact {
                 usage.append(record, seq: seq, transaction: transaction?.id)
                 for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
-            other.append(fact, seq: seq, body: bodies[index]!)
+            other.append(fact, seq: seq, body: batch.bodies[index]!)
         }
         try await other.insert(connection, logger: logger)
         if usage.rows > 0 {

@@ -69,8 +69,8 @@ struct ObservedStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }
-    func append(_ facts: [Fact]) async throws {
-        try await base.append(facts)
-        metrics.flushBatchSize.record(Double(facts.count))
+    func append(_ batch: EncodedBatch) async throws {
+        try await base.append(batch)
+        metrics.flushBatchSize.record(Double(batch.count))
     }
 }

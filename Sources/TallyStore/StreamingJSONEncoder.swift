@@ -239,14 +239,18 @@ public enum StreamingJSONEncoder {
 }
 
 extension StreamingJSONEncoder {
+    /// Whether a fact is stored as JSON: every fact but usage, which is stored as a row.
+    public static func needsBody(_ fact: Fact) -> Bool {
+        if case .usageRecorded = fact { return false }
+        return true
+    }
+
     /// The JSON bodies of a batch's facts, nil for usage facts (stored as rows, not JSON). A large
-    /// batch (a bill run's chunk) is encoded on every core before the store's write transaction
-    /// opens: encoding was most of the writer's time, and the transaction is one thread.
+    /// batch (a bill run's chunk) is encoded on every core.
     public static func bodies(of batch: [Fact]) throws -> [[UInt8]?] {
         @Sendable func encode(_ range: Range<Int>) throws -> [[UInt8]?] {
             try batch[range].map { (fact: Fact) throws -> [UInt8]? in
-                if case .usageRecorded = fact { return nil }
-                return try StreamingJSONEncoder.encode(fact)
+                needsBody(fact) ? try StreamingJSONEncoder.encode(fact) : nil
             }
         }
         let workers = min(ProcessInfo.processInfo.activeProcessorCount, 8)

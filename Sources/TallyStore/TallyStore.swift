@@ -14,7 +14,7 @@ public protocol TallyStore: Sendable {
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
     /// Appends a batch atomically: all of it is kept, or none (and the call throws).
-    func append(_ facts: [Fact]) async throws
+    func append(_ batch: EncodedBatch) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
     var kind: String { get }
 
@@ -25,6 +25,34 @@ public protocol TallyStore: Sendable {
     func saveAnswer(_ answer: StoredAnswer) async throws
     /// Forgets answers made before `instant`.
     func pruneAnswers(before instant: Instant) async throws
+}
+
+extension TallyStore {
+    /// Encodes the facts here and appends them: for callers outside the journal (tests, tools).
+    public func append(_ facts: [Fact]) async throws {
+        try await append(EncodedBatch(encoding: facts))
+    }
+}
+
+/// A batch of facts on its way to a store, with each fact's JSON body (nil for a usage fact, which
+/// is stored as a row). Encoding needs no database and was most of a bill run's write, so the
+/// journal has each caller encode its own facts while the single writer writes earlier ones.
+public struct EncodedBatch: Sendable {
+    public let facts: [Fact]
+    public let bodies: [[UInt8]?]
+
+    public init(facts: [Fact], bodies: [[UInt8]?]) {
+        precondition(facts.count == bodies.count, "a body for each fact")
+        self.facts = facts
+        self.bodies = bodies
+    }
+
+    public init(encoding facts: [Fact]) throws {
+        self.init(facts: facts, bodies: try StreamingJSONEncoder.bodies(of: facts))
+    }
+
+    public var count: Int { facts.count }
+    public var isEmpty: Bool { facts.isEmpty }
 }
 
 /// A reply kept for an idempotency key: what the first request was (its fingerprint) and what it
@@ -57,16 +85,16 @@ public final class InMemoryStore: TallyStore {
 
     public func loadFacts() async throws -> [Fact] { facts.withLock { $0.all } }
 
-    public func append(_ batch: [Fact]) async throws {
+    public func append(_ batch: EncodedBatch) async throws {
         try facts.withLock { facts in
             var added: [TallyState.UsageKey: UsageEntry] = [:], known: [TallyState.UsageKey: UsageEntry] = [:]
-            for fact in batch {
+            for fact in batch.facts {
                 guard case .usageRecorded(let record, _) = fact else { continue }
                 let key = TallyState.usageKey(account: record.account, id: record.id)
                 if let stored = facts.usage[key] { known[key] = stored } else { added[key] = UsageEntry(record) }
             }
             guard known.isEmpty else { throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known) }
-            facts.all.append(contentsOf: batch)
+            facts.all.append(contentsOf: batch.facts)
             facts.usage.merge(added) { first, _ in first }
         }
     }

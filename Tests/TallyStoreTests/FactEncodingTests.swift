@@ -72,6 +72,31 @@ import TallyStore
         }
     }
 
+    /// A bill fact as stores held it before money, instants and ledger accounts became bare
+    /// scalars: it still reads back, as the same fact the compact form holds.
+    @Test func factsWrittenBeforeTheCompactFormStillRead() throws {
+        let old = """
+            {"billPosted":{"bill":{"id":"bill_x_image-tagging_2026-05","account":"x","product":"image-tagging","month":{"year":2026,"month":5},\
+            "lines":[{"api":"image-tagging.general","calls":2000000,"free":1000,"pack":0,"postpaid":1999000,"tier":2,\
+            "unitPrice":{"microyuan":2800},"amount":{"microyuan":5597200000}}],"total":{"microyuan":5597200000},\
+            "at":{"microseconds":1780246800000000},"paid":{"vouchers":[],"gift":{"microyuan":0},"income":{"microyuan":0},\
+            "cash":{"microyuan":5597200000}}},"transaction":{"id":"txn_8","at":{"microseconds":1780246800000000},"kind":"bill",\
+            "entries":[{"account":{"name":"customer:x:cash"},"unit":"microyuan","amount":-5597200000},\
+            {"account":{"name":"operator:revenue:image-tagging"},"unit":"microyuan","amount":5597200000}]}}}
+            """
+        let fact = try JSONDecoder().decode(Fact.self, from: Data(old.utf8))
+        guard case .billPosted(let bill, let transaction) = fact else { Issue.record("not a bill: \(fact)"); return }
+        #expect(bill.total == Money(yuan: 5_597, fen: 20))
+        #expect(bill.lines.first?.unitPrice == Money(microyuan: 2_800))
+        #expect(bill.at == Instant(microseconds: 1_780_246_800_000_000))
+        #expect(transaction.entries.map(\.account) == [LedgerAccount("customer:x:cash"), LedgerAccount("operator:revenue:image-tagging")])
+        let compact = try StreamingJSONEncoder.encode(fact)
+        #expect(try JSONDecoder().decode(Fact.self, from: Data(compact)) == fact)
+        let text = String(decoding: compact, as: UTF8.self)
+        #expect(text.contains(#""total":5597200000"#) && text.contains(#""account":"customer:x:cash""#), "\(text)")
+        #expect(old.utf8.count - compact.count > 100, "746 bytes became \(compact.count)")
+    }
+
     /// What it writes is the JSON Foundation writes, up to the order of keys.
     @Test func writesWhatFoundationWrites() async throws {
         for fact in try await Self.facts().prefix(200) {

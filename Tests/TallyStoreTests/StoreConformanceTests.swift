@@ -222,6 +222,8 @@ import TallyStore
 final class ProbeStore: TallyStore {
     let kind = "probe"
     let writes = Mutex<[Int]>([])
+    /// Every fact written, with the body it came with.
+    let written = Mutex<[(fact: Fact, body: [UInt8]?)]>([])
     let failing = Mutex(false)
 
     func loadFacts() async throws -> [Fact] { [] }
@@ -229,10 +231,11 @@ final class ProbeStore: TallyStore {
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
 
-    func append(_ facts: [Fact]) async throws {
+    func append(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
         try await Task.sleep(for: .milliseconds(2))
-        writes.withLock { $0.append(facts.count) }
+        writes.withLock { $0.append(batch.count) }
+        written.withLock { $0 += zip(batch.facts, batch.bodies).map { ($0, $1) } }
     }
 }
 
@@ -253,6 +256,37 @@ final class ProbeStore: TallyStore {
         let writes = store.writes.withLock { $0 }
         #expect(writes.reduce(0, +) == 200)
         #expect(writes.count < 200, "every fact took a write of its own: \(writes.count)")
+    }
+
+    /// Each caller encodes its own facts while earlier ones are written: the store still gets
+    /// every fact once, in the order queued, each with its own body; usage facts need none; one
+    /// caller's facts beyond a write's limit go in several writes.
+    @Test func factsReachTheStoreInOrderWithTheirBodies() async throws {
+        let store = ProbeStore()
+        let journal = Journal(store: store)
+        let usage = Fact.usageRecorded(record: UsageRecord(account: "a", id: "u", api: "p.a", edition: nil, calls: 1,
+                                                           at: Instant(seconds: 1), recorded: Instant(seconds: 1), settlement: Settlement()),
+                                       transaction: nil)
+        let big = (0..<(Journal.batchSizeMax + 100)).map { StoreConformanceTests.fact(1_000 + $0) }
+        let order = Mutex<[Fact]>([])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<100 {
+                let facts = n == 50 ? big : n % 3 == 0 ? [usage] : [StoreConformanceTests.fact(n), usage]
+                // Queued in one order under a lock, as the engine does; waited on concurrently.
+                let ticket = order.withLock { order in
+                    order += facts
+                    return journal.enqueue(facts)
+                }
+                group.addTask { try await journal.waitDurable(ticket) }
+            }
+            try await group.waitForAll()
+        }
+        let written = store.written.withLock { $0 }
+        #expect(written.map(\.fact) == order.withLock { $0 })
+        for (fact, body) in written {
+            #expect(body == (StreamingJSONEncoder.needsBody(fact) ? try StreamingJSONEncoder.encode(fact) : nil))
+        }
+        #expect(store.writes.withLock { $0 }.allSatisfy { $0 <= Journal.batchSizeMax })
     }
 
     /// The caller that writes a batch may be cancelled (an HTTP client hangs up): the write goes on,
