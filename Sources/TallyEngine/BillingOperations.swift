@@ -212,23 +212,14 @@ extension Tally {
         var created = 0, existing = 0, done = 0
         var total = Money.zero
         do {
-            try await withThrowingTaskGroup(of: (Int, RunBills.Result).self) { group in
-                var next = 0, running = 0
-                while next < chunks.count || running > 0 {
-                    while next < chunks.count, running < Tally.billRunChunksInFlight {
-                        let chunk = chunks[next]
-                        group.addTask { (chunk.count, try await self.perform(RunBills(month: month, accounts: chunk))) }
-                        next += 1
-                        running += 1
-                    }
-                    guard let (count, result) = try await group.next() else { break }
-                    running -= 1
-                    created += result.created.count
-                    existing += result.existing
-                    total += result.created.reduce(.zero) { $0 + $1.total }
-                    done += count
-                    progress(done, accounts.count)
-                }
+            try await forEach(chunks, atMost: Tally.billRunChunksInFlight) { chunk in
+                (chunk.count, try await self.perform(RunBills(month: month, accounts: chunk)))
+            } finished: { count, result in
+                created += result.created.count
+                existing += result.existing
+                total += result.created.reduce(.zero) { $0 + $1.total }
+                done += count
+                progress(done, accounts.count)
             }
         } catch let error as TallyError {
             throw error

@@ -91,21 +91,9 @@ struct Bench: AsyncParsableCommand {
     /// Batches kept in flight at once, so that settling the next batch overlaps writing the last.
     static let batchesInFlight = 4
 
-    /// Runs `body` over consecutive ranges of `events`, at most `inFlight` at a time.
-    static func pipelined(events: Int, batch: Int, inFlight: Int, _ body: @escaping @Sendable (Range<Int>) async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = 0, running = 0
-            while next < events || running > 0 {
-                while running < inFlight, next < events {
-                    let range = next..<min(next + batch, events)
-                    group.addTask { try await body(range) }
-                    next = range.upperBound
-                    running += 1
-                }
-                try await group.next()
-                running -= 1
-            }
-        }
+    /// Consecutive ranges of `batch` events, up to `events`.
+    static func batches(events: Int, batch: Int) -> [Range<Int>] {
+        stride(from: 0, to: events, by: batch).map { $0..<min($0 + batch, events) }
     }
 
     static func remove(_ path: String) {
@@ -127,8 +115,8 @@ struct Bench: AsyncParsableCommand {
         defer { Bench.remove(path) }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
-            try await Bench.pipelined(events: events, batch: batch, inFlight: Bench.batchesInFlight) { range in
-                try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }))
+            try await forEach(Bench.batches(events: events, batch: batch), atMost: Bench.batchesInFlight) { range in
+                _ = try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }))
             }
         }
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)

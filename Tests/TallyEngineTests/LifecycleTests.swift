@@ -258,3 +258,34 @@ import TallyEngine
         h.expectCleanAudit()
     }
 }
+
+import Synchronization
+
+/// The bounded runner a bill run keeps its chunks under way with.
+@Suite struct BoundedTests {
+    @Test func runsEveryItemOnceAndNeverMoreThanTheLimitAtOnce() async throws {
+        let running = Mutex((now: 0, most: 0))
+        var results: [Int] = []
+        try await forEach(Array(0..<40), atMost: 3) { item in
+            running.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+            try await Task.sleep(for: .milliseconds(1 + item % 3))
+            running.withLock { $0.now -= 1 }
+            return item * 10
+        } finished: { results.append($0) }
+        #expect(results.sorted() == (0..<40).map { $0 * 10 })
+        #expect(running.withLock { $0.most } == 3)
+    }
+
+    @Test func theFirstErrorStopsIt() async throws {
+        struct Stop: Error {}
+        let started = Mutex(0)
+        await #expect(throws: Stop.self) {
+            try await forEach(Array(0..<100), atMost: 2) { item in
+                started.withLock { $0 += 1 }
+                if item == 5 { throw Stop() }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        #expect(started.withLock { $0 } < 100)
+    }
+}
