@@ -17,10 +17,13 @@ public enum SettlementRule {
             settlement.draws.append(.init(pack: free.id, calls: drawn, isFree: true))
             remaining -= drawn
         }
-        for pack in remaining > 0 ? state.drawablePacks(account: account, api: api.id, at: instant) : [] where remaining > 0 {
-            let drawn = min(pack.left, remaining)
-            settlement.draws.append(.init(pack: pack.id, calls: drawn, isFree: false))
-            remaining -= drawn
+        // Listing the packs sorts them: skipped when free quota covered the calls.
+        if remaining > 0 {
+            for pack in state.drawablePacks(account: account, api: api.id, at: instant) where remaining > 0 {
+                let drawn = min(pack.left, remaining)
+                settlement.draws.append(.init(pack: pack.id, calls: drawn, isFree: false))
+                remaining -= drawn
+            }
         }
         if remaining > 0 {
             if api.postpaid == nil {

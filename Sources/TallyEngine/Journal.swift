@@ -110,8 +110,8 @@ public final class Journal: Sendable {
         do {
             bodies = try StreamingJSONEncoder.bodies(of: ticket.toEncode)
         } catch {
-            let waiting = state.withLock { $0.fail(TallyError(.internalError, "a fact could not be encoded: \(error)")) }
-            for continuation in waiting { continuation.resume(returning: TallyError(.internalError, "a fact could not be encoded: \(error)")) }
+            let failure = TallyError(.internalError, "a fact could not be encoded: \(error)")
+            for continuation in state.withLock({ $0.fail(failure) }) { continuation.resume(returning: failure) }
             return
         }
         state.withLock { state in
