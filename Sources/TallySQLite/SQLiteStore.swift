@@ -184,6 +184,16 @@ public final class SQLiteStore: TallyStore {
             // cost every posted entry a third B-tree insert. (PostgreSQL's schema never had it.)
             try db.execute(sql: "DROP INDEX ledger_entries_by_account")
         }
+        migrator.registerMigration("005_usage_key_id_first") { db in
+            // The same unique key, ordered by event id first. Gateways number their events in
+            // time (request ids, ULIDs), so a batch's keys land side by side in the B-tree and a
+            // commit rewrites a few pages; account first scattered every batch over one page per
+            // account. Duplicates are looked up by both columns, so either order serves.
+            try db.execute(sql: """
+                DROP INDEX usage_events_id;
+                CREATE UNIQUE INDEX usage_events_key ON usage_events(id, account);
+                """)
+        }
         return migrator
     }()
 
