@@ -104,7 +104,7 @@ struct Answer: Sendable {
     var headers: HTTPFields = [:]
 
     static func json(_ value: JSON, status: HTTPResponse.Status = .ok) -> Answer {
-        Answer(status: status, contentType: "application/json", body: ByteBuffer(string: value.serialized()))
+        Answer(status: status, contentType: "application/json", body: ByteBuffer(bytes: value.utf8()))
     }
 
     static func text(_ text: String, contentType: String, status: HTTPResponse.Status = .ok) -> Answer {
@@ -155,7 +155,7 @@ extension Endpoint {
                 if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
                     throw Problem(TallyError(.unsupportedMediaType, "send the body as application/json"))
                 }
-                fields = try Fields(JSON.parse(String(buffer: body)))
+                fields = try Fields(JSON.parse(utf8: Array(buffer: body)))
             }
             var call = Call(request: request, principal: principal, parameters: parameters, fields: fields, server: server)
             guard endpoint.method == .post, let key = request.headers[.idempotencyKey] else {

@@ -38,7 +38,7 @@ public struct Problem: HTTPResponseError, Sendable {
             ("code", .string(error.code.rawValue)),
             ("detail", .string(error.message)),
         ])
-        return ByteBuffer(string: body.serialized())
+        return ByteBuffer(bytes: body.utf8())
     }
 
     /// The HTTP status for each code: 400 for malformed input, 404 for what is not there (or not

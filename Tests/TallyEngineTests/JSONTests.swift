@@ -12,6 +12,30 @@ import TallyEngine
         #expect(try JSON.parse(value.serialized(pretty: true)) == value)
     }
 
+    @Test func writesTheExpectedText() {
+        let value = JSON.object([("a", .array([.int(0), .int(-7), .int(Int64.min), .int(Int64.max)])), ("b", .object([])),
+                                 ("c", .array([])), ("d", .string("\u{01}\"\\\n账")), ("e", .object([("f", .null), ("g", .bool(false))]))])
+        #expect(value.serialized() == #"{"a":[0,-7,-9223372036854775808,9223372036854775807],"b":{},"c":[],"d":"\u0001\"\\\n账","e":{"f":null,"g":false}}"#)
+        #expect(value.serialized(pretty: true) == #"""
+            {
+              "a": [
+                0,
+                -7,
+                -9223372036854775808,
+                9223372036854775807
+              ],
+              "b": {},
+              "c": [],
+              "d": "\u0001\"\\\n账",
+              "e": {
+                "f": null,
+                "g": false
+              }
+            }
+            """#)
+        #expect(value.utf8() == Array(value.serialized().utf8))
+    }
+
     @Test func refusesWhatIsNotJSON() {
         for text in ["{", "[1,]", "\"open", "{\"a\" 1}", "1.5", "tru", "\"\u{01}\""] {
             #expect(throws: TallyError.self, "\(text)") { try JSON.parse(text) }
