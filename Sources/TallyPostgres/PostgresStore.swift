@@ -168,6 +168,31 @@ public final class PostgresStore: TallyStore {
             // the B-tree instead of on one page per account (see SQLite's migration 005).
             "ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey, ADD PRIMARY KEY (id, account)",
         ]),
+        ("005_usage_accounts_checked_per_statement", [
+            // The foreign key from usage_events to accounts ran a lookup and a row lock per event: half
+            // of a COPY's cost. The same guard, once per statement: the rows just written whose
+            // account does not exist refuse the statement (23503, as the foreign key did). Accounts
+            // are never deleted or renamed (append-only, like the facts), so a row that was valid
+            // when written stays valid, and no lock on the account is needed.
+            "ALTER TABLE usage_events DROP CONSTRAINT usage_events_account_fkey",
+            """
+            CREATE FUNCTION tally_usage_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE missing TEXT;
+            BEGIN
+                SELECT n.account INTO missing FROM (SELECT DISTINCT account FROM written) n
+                WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account) LIMIT 1;
+                IF FOUND THEN
+                    RAISE EXCEPTION USING ERRCODE = '23503', MESSAGE = format('usage_events: no account %s', missing);
+                END IF;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE TRIGGER usage_accounts_exist AFTER INSERT ON usage_events REFERENCING NEW TABLE AS written
+            FOR EACH STATEMENT EXECUTE FUNCTION tally_usage_accounts_exist()
+            """,
+            "CREATE TRIGGER accounts_append_only BEFORE UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION tally_append_only()",
+        ]),
     ]
 
     func migrate() async throws {

@@ -64,6 +64,9 @@ struct PostgresTests {
         "DELETE FROM ledger_entries",
         "DELETE FROM facts",
         "UPDATE usage_events SET calls = calls",
+        // Accounts stay, so every usage row's account stays valid.
+        "DELETE FROM accounts",
+        "UPDATE accounts SET id = id || '-renamed'",
     ])
     func databaseRefusesWhatBreaksAnInvariant(sql: String) async throws {
         let (store, _) = try await StoreKind.postgres.make()
@@ -77,6 +80,27 @@ struct PostgresTests {
         await #expect(throws: (any Error).self) { try await postgres.execute(sql) }
         let after = try await [postgres.count("usage_events"), postgres.count("ledger_entries"), postgres.count("facts"), postgres.count("packs")]
         #expect(before == after)
+    }
+
+    /// Usage rows arrive by COPY; one naming an account that does not exist refuses the whole batch
+    /// (the per-statement check that stands for the foreign key).
+    @Test func usageOfAnUnknownAccountRefusesTheBatch() async throws {
+        let (store, _) = try await StoreKind.postgres.make()
+        let postgres = try #require(store as? PostgresStore)
+        var settlement = Settlement()
+        settlement.postpaid = 1
+        func usage(_ account: String) -> Fact {
+            .usageRecorded(record: UsageRecord(account: account, id: "e1", api: "taishan.smart-cover", edition: nil, calls: 1,
+                                               at: Instant(seconds: 0), recorded: Instant(seconds: 0), settlement: settlement),
+                           transaction: nil)
+        }
+        // The control: the same row for an account that exists is taken.
+        try await postgres.append([StoreConformanceTests.fact(1), usage("a1")])
+        await #expect(throws: (any Error).self) {
+            try await postgres.append([StoreConformanceTests.fact(2), usage("ghost")])
+        }
+        #expect(try await postgres.count("facts") == 1)
+        #expect(try await postgres.count("usage_events") == 1)
     }
 
     /// An unbalanced transaction is refused at commit by the deferred constraint trigger.
