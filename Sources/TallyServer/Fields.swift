@@ -5,30 +5,40 @@ import TallyEngine
 /// read before `end()`: a field the route does not know is refused (`invalid_request`) rather than
 /// ignored, so that a typo never passes silently.
 struct Fields {
-    private let values: [String: JSON]
-    private var read: Set<String> = []
+    /// The most fields one object may hold: more than any route reads, so a larger object could
+    /// only be refused for unknown fields; refusing it first keeps the checks below linear.
+    static let countMax = 64
+
+    private let pairs: [(String, JSON)]
+    /// Which of `pairs` were read, one bit each.
+    private var read: UInt64 = 0
 
     init(_ json: JSON) throws(TallyError) {
         guard case .object(let pairs) = json else { throw TallyError(.invalidRequest, "the request body must be a JSON object") }
-        var values: [String: JSON] = [:]
-        for (key, value) in pairs {
-            guard values.updateValue(value, forKey: key) == nil else { throw TallyError(.invalidRequest, "the field \(key) appears twice") }
+        guard pairs.count <= Fields.countMax else {
+            throw TallyError(.invalidRequest, "an object holds at most \(Fields.countMax) fields, got \(pairs.count)")
         }
-        self.values = values
+        // A handful of keys: comparing each with those before it beats hashing them.
+        for index in pairs.indices where pairs[..<index].contains(where: { $0.0 == pairs[index].0 }) {
+            throw TallyError(.invalidRequest, "the field \(pairs[index].0) appears twice")
+        }
+        self.pairs = pairs
     }
 
     static let empty = try! Fields(.object([]))
 
     /// Refuses fields nobody read.
     func end() throws(TallyError) {
-        let unknown = Set(values.keys).subtracting(read).sorted()
-        guard unknown.isEmpty else { throw TallyError(.invalidRequest, "unknown field \(unknown.joined(separator: ", "))") }
+        guard read.nonzeroBitCount < pairs.count else { return }
+        let unknown = pairs.indices.filter { read & (1 << $0) == 0 }.map { pairs[$0].0 }.sorted()
+        throw TallyError(.invalidRequest, "unknown field \(unknown.joined(separator: ", "))")
     }
 
     private mutating func value(_ key: String) -> JSON? {
-        read.insert(key)
-        if case .null = values[key] { return nil }
-        return values[key]
+        guard let index = pairs.firstIndex(where: { $0.0 == key }) else { return nil }
+        read |= 1 << index
+        if case .null = pairs[index].1 { return nil }
+        return pairs[index].1
     }
 
     mutating func optionalString(_ key: String, lengthMax: Int = 256) throws(TallyError) -> String? {

@@ -37,10 +37,14 @@ public final class ServerMetrics: Sendable {
 
     /// Counts decisions by outcome: the paying source, or the refusal's reason.
     func decided(_ outcomes: [UsageOutcome]) {
+        // Counted per reason first: a batch of a thousand takes the counters' lock once a reason.
+        var byReason: [String: Int64] = [:]
         for outcome in outcomes where !outcome.duplicate {
-            events.increment()
-            let reason = outcome.refused > 0 ? outcome.refusal?.rawValue ?? "refused" : outcome.source ?? "none"
-            counter(reason).increment()
+            byReason[outcome.refused > 0 ? outcome.refusal?.rawValue ?? "refused" : outcome.source ?? "none", default: 0] += 1
+        }
+        for (reason, count) in byReason {
+            events.increment(by: count)
+            counter(reason).increment(by: count)
         }
     }
 

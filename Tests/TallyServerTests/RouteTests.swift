@@ -212,6 +212,9 @@ struct RouteTests {
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.005"}"#, .badRequest, "invalid_amount"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":1.5}"#, .badRequest, "invalid_request"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00","bonus":"1.00"}"#, .badRequest, "invalid_request"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00","cash":"2.00"}"#, .badRequest, "invalid_request"),
+                (.post, "/v1/accounts/acme/top-ups", "{" + (0...Fields.countMax).map { #""f\#($0)":1"# }.joined(separator: ",") + "}",
+                 .badRequest, "invalid_request"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00""#, .badRequest, "invalid_request"),
                 (.post, "/v1/accounts/acme/top-ups", #"[]"#, .badRequest, "invalid_request"),
                 (.get, "/v1/accounts?limit=0", nil, .unprocessableContent, "page_size_out_of_range"),
@@ -236,6 +239,9 @@ struct RouteTests {
                                                 headers: [.authorization: "Bearer \(Harness.operatorKey)", .contentType: "application/x-www-form-urlencoded"],
                                                 body: ByteBuffer(string: "cash=1.00")) { $0.status }
             #expect(form == .unsupportedMediaType)
+            // The refusal of unknown fields names them, in order.
+            let unknown = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"zeta":1,"cash":"1.00","alpha":2}"#)
+            #expect(unknown.json["detail"] == .string("unknown field alpha, zeta"))
             #expect(harness.server.tally.read { $0.factCount } == before, "nothing changed")
         }
     }
