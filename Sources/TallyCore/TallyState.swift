@@ -31,6 +31,14 @@ public struct TallyState: Sendable {
     /// How many transactions have been applied, usage included.
     public private(set) var transactionCount = 0
     public private(set) var notices: [Notice] = []
+    /// What each account owns in the tables above, so that one account's list reads its own rows
+    /// rather than every account's (reads hold the engine's lock, and a gateway waits behind it).
+    public private(set) var billIDsByAccount: [String: [String]] = [:]
+    public private(set) var orderIDsByAccount: [String: [String]] = [:]
+    /// Positions in `notices`.
+    public private(set) var noticesByAccount: [String: [Int]] = [:]
+    /// The keys of `monthly` of each account, in the order they first had usage.
+    public private(set) var monthlyKeysByAccount: [String: [MonthlyKey]] = [:]
     /// Ids of notices sent, so that a notice owed once (pack expiring) is sent once.
     public private(set) var noticeIDs: Set<String> = []
     /// Catalog changes published, by effective instant, for the 30-day rule and its notices.
@@ -98,6 +106,19 @@ public struct TallyState: Sendable {
             .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
     }
 
+    /// One account's bills, orders and notices, by id.
+    public func bills(of account: String) -> [Bill] {
+        (billIDsByAccount[account] ?? []).compactMap { bills[$0] }.sorted { $0.id < $1.id }
+    }
+
+    public func orders(of account: String) -> [Order] {
+        (orderIDsByAccount[account] ?? []).compactMap { orders[$0] }.sorted { $0.id < $1.id }
+    }
+
+    public func notices(of account: String) -> [Notice] {
+        (noticesByAccount[account] ?? []).map { notices[$0] }.sorted { $0.id < $1.id }
+    }
+
     public func freePack(account: Account, api: String, month: Month) -> Pack? {
         account.freePacks[Account.FreeKey(api: api, month: month)].flatMap { packs[$0] }
     }
@@ -129,7 +150,7 @@ public struct TallyState: Sendable {
                 accounts[pack.account]?.freePacks[Account.FreeKey(api: pack.api, month: month)] = pack.id
             }
         case .orderPlaced(let order, let newPacks, let membership, _):
-            orders[order.id] = order
+            if orders.updateValue(order, forKey: order.id) == nil { orderIDsByAccount[order.account, default: []].append(order.id) }
             if let ref = order.ref { orderRefs[order.account, default: [:]][ref] = order.id }
             pay(order.account, order.payment)
             newPacks.forEach { add($0) }
@@ -139,7 +160,7 @@ public struct TallyState: Sendable {
         case .monthClosed(let month, _):
             if closedThrough.map({ month > $0 }) ?? true { closedThrough = month }
         case .billPosted(let bill, _):
-            bills[bill.id] = bill
+            if bills.updateValue(bill, forKey: bill.id) == nil { billIDsByAccount[bill.account, default: []].append(bill.id) }
             pay(bill.account, bill.paid)
         case .orderRefunded(let id, _, let transaction):
             guard let order = orders[id] else { return }
@@ -167,6 +188,7 @@ public struct TallyState: Sendable {
                 publications[effective] = at
             }
         case .notified(let notice):
+            if let account = notice.account { noticesByAccount[account, default: []].append(notices.count) }
             notices.append(notice)
             noticeIDs.insert(notice.id)
         case .keyIssued(let key):
@@ -250,10 +272,15 @@ public struct TallyState: Sendable {
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)
         // Changed in place: a copy taken out and written back would copy its daily tables too.
-        Self.add(record, zone: zone, to: &monthly[key, default: MonthlyUsage()])
+        if Self.add(record, zone: zone, to: &monthly[key, default: MonthlyUsage()]) {
+            monthlyKeysByAccount[record.account, default: []].append(key)
+        }
     }
 
-    private static func add(_ record: UsageRecord, zone: Zone, to totals: inout MonthlyUsage) {
+    /// Adds the record to the totals; true when they were new (every event counts calls accepted
+    /// or refused, so totals that have seen one are never all zero).
+    private static func add(_ record: UsageRecord, zone: Zone, to totals: inout MonthlyUsage) -> Bool {
+        let new = totals.calls == 0 && totals.refused == 0
         let settlement = record.settlement
         totals.calls += settlement.accepted
         totals.free += settlement.free
@@ -263,5 +290,6 @@ public struct TallyState: Sendable {
         if let edition = record.edition { totals.byEdition[edition, default: 0] += settlement.accepted }
         if settlement.accepted > 0 { totals.callsByDay[zone.date(of: record.at).day, default: 0] += settlement.accepted }
         if settlement.postpaid > 0 { totals.postpaidByDay[zone.date(of: record.at).day, default: 0] += settlement.postpaid }
+        return new
     }
 }

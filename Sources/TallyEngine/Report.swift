@@ -108,7 +108,8 @@ public enum Report {
     /// post-paid amount at the tier reached so far (the bill's own rule, so the estimate on the
     /// last day equals the bill). `daily` adds accepted calls per day, for the console's chart.
     public static func usage(account: String, month: Month, _ state: TallyState, daily: Bool = false) -> [(String, JSON)] {
-        state.monthly.keys.filter { $0.month == month && $0.account == account }.sorted().map { key in
+        // The account's own keys: the totals of other accounts are never scanned.
+        (state.monthlyKeysByAccount[account] ?? []).filter { $0.month == month }.sorted().map { key in
             let totals = state.monthly[key]!
             let estimate = BillingRule.estimate(api: key.api, month: month, totals: totals, catalog: state.catalog)
             var fields: [(String, JSON)] = [

@@ -100,7 +100,7 @@ enum AccountRoutes {
         },
         Endpoint(.get, "/v1/accounts/{account}/notifications", .holders) { call in
             .json(try call.tally.read { state throws(TallyError) in
-                let notices = state.notices.filter { $0.account == call.account }.sorted { $0.id < $1.id }
+                let notices = state.notices(of: call.account)
                 return try Pagination.json(notices, id: \.id, call: call, render: Report.notice(state.zone))
             })
         },

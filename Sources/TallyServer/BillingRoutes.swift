@@ -7,7 +7,7 @@ enum BillingRoutes {
     static let all: [Endpoint] = [
         Endpoint(.get, "/v1/accounts/{account}/bills", .holders) { call in
             .json(try call.tally.read { state in
-                let bills = state.bills.values.filter { $0.account == call.account }.sorted { $0.id < $1.id }
+                let bills = state.bills(of: call.account)
                 return try Pagination.json(bills, id: \.id, call: call, render: Report.bill)
             })
         },

@@ -162,9 +162,9 @@ enum Console {
             .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
             .map { ["item": $0.item, "api": $0.api, "left": $0.revoked ? 0 : $0.left, "size": $0.size,
                     "expires": $0.expires.rfc3339(in: zone), "state": $0.state(at: now)] }
-        let bills: [[String: Any]] = state.bills.values.filter { $0.account == holder.id }.sorted { $0.id > $1.id }
+        let bills: [[String: Any]] = state.bills(of: holder.id).reversed()
             .map { ["id": $0.id, "month": $0.month.description, "product": $0.product, "total": $0.total.description] }
-        let orders: [[String: Any]] = state.orders.values.filter { $0.account == holder.id }.sorted { $0.at > $1.at }.map { order in
+        let orders: [[String: Any]] = state.orders(of: holder.id).sorted { $0.at > $1.at }.map { order in
             var reason = ""
             do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = error.code.rawValue }
             let item: String = switch order.kind {

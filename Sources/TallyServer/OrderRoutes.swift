@@ -8,7 +8,7 @@ enum OrderRoutes {
         Endpoint(.get, "/v1/accounts/{account}/orders", .holders) { call in
             let now = call.now
             return .json(try call.tally.read { state in
-                let orders = state.orders.values.filter { $0.account == call.account }.sorted { $0.id < $1.id }
+                let orders = state.orders(of: call.account)
                 return try Pagination.json(orders, id: \.id, call: call) { Views.order($0, state, now: now) }
             })
         },

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TallyCore
 import TallyEngine
+import TallyStore
 
 /// The price lists' worked examples, each a scenario with its expected outcome, copied from the
 /// planning repository into `Scenarios/`.
@@ -24,6 +25,31 @@ import TallyEngine
         let actual = try await simulate(yaml)
         let found = mismatches(expected: expected, actual: actual)
         #expect(found.isEmpty, "\(name): \(found.joined(separator: "\n"))")
+    }
+
+    /// Each account's bills, orders, notices and monthly totals are read through per-account lists
+    /// kept beside the global tables; after every scenario, rebuilt from its facts, the lists hold
+    /// exactly what a scan of the tables finds.
+    @Test(arguments: names) func perAccountListsMatchAScan(name: String) async throws {
+        let scenario = try Scenario.parse(Repository.read(Repository.scenarios.appendingPathComponent("\(name).yaml")))
+        let store = InMemoryStore()
+        _ = try await Simulator(catalog: Repository.catalog, store: store).run(scenario)
+        let tally = try await Tally.start(catalog: Repository.catalog, store: store, clock: VirtualClock(start: scenario.start).clock,
+                                          ids: SequentialIDs())
+        let state = tally.read { $0 }
+        var listed = 0
+        for account in state.accounts.keys {
+            let bills = state.bills(of: account).map(\.id), orders = state.orders(of: account).map(\.id)
+            let notices = state.notices(of: account).map(\.id)
+            #expect(bills == state.bills.values.filter { $0.account == account }.map(\.id).sorted())
+            #expect(orders == state.orders.values.filter { $0.account == account }.map(\.id).sorted())
+            #expect(notices == state.notices.filter { $0.account == account }.map(\.id).sorted())
+            let keys = state.monthlyKeysByAccount[account] ?? []
+            #expect(Set(keys).count == keys.count)
+            #expect(Set(keys) == Set(state.monthly.keys.filter { $0.account == account }))
+            listed += bills.count + orders.count + notices.count + keys.count
+        }
+        #expect(listed > 0, "the scenario lists something")
     }
 
     @Test func matcherCatchesDifferences() throws {
