@@ -30,8 +30,8 @@ enum AccountRoutes {
             }
             let now = call.now
             return .json(try call.tally.read { state throws(TallyError) in
-                let accounts = state.accounts.values.filter { status == nil || $0.status == status }.sorted { $0.id < $1.id }
-                return try Pagination.json(accounts, id: \.id, call: call) { Views.account($0, state, now: now) }
+                let accounts = state.accounts.values.lazy.filter { status == nil || $0.status == status }
+                return try Pagination.json(unordered: accounts, id: \.id, call: call) { Views.account($0, state, now: now) }
             })
         },
         Endpoint(.get, "/v1/accounts/{account}", .holders) { call in try accountAnswer(call, call.account) },

@@ -93,6 +93,32 @@ enum Pagination {
         let (page, hasMore) = try page(items, id: id, call: call)
         return .object([("data", .array(page.map(render))), ("has_more", .bool(hasMore))])
     }
+
+    /// The page of `items` (in any order) after the cursor, found without sorting them all: the
+    /// `limit + 1` smallest ids are kept as the items pass. A table of a million accounts is read
+    /// once, under the engine's lock, instead of sorted for every page. Items come out of a
+    /// dictionary in no order, so a new item is rarely among the smallest so far and the kept
+    /// page is seldom touched.
+    static func json<T>(unordered items: some Sequence<T>, id: (T) -> String, call: Call, render: (T) -> JSON) throws(TallyError) -> JSON {
+        let limit = try call.limit()
+        let cursor = call.query("starting_after")
+        var kept: [T] = []
+        kept.reserveCapacity(limit + 1)
+        for item in items {
+            let key = id(item)
+            if let cursor, key <= cursor { continue }
+            if kept.count > limit, key >= id(kept[limit]) { continue }
+            var low = 0, high = kept.count
+            while low < high {
+                let middle = (low + high) / 2
+                if id(kept[middle]) < key { low = middle + 1 } else { high = middle }
+            }
+            kept.insert(item, at: low)
+            if kept.count > limit + 1 { kept.removeLast() }
+        }
+        let hasMore = kept.count > limit
+        return .object([("data", .array(kept.prefix(limit).map(render))), ("has_more", .bool(hasMore))])
+    }
 }
 
 /// What a route answers: a status, a content type and the bytes. Kept whole (not streamed) so

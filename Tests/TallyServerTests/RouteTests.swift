@@ -268,18 +268,25 @@ struct RouteTests {
     func pages() async throws {
         let harness = try await Harness.make()
         try await harness.app.test(.router) { client in
-            for index in 0..<5 { _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"a\#(index)","subject":"personal"}"#) }
-            var seen: [String] = []
-            var cursor: String?
-            while true {
-                let page = try await client.call(.get, "/v1/accounts?limit=2" + (cursor.map { "&starting_after=\($0)" } ?? ""))
-                guard case .array(let items)? = page["data"] else { Issue.record("no data"); return }
-                let ids = items.compactMap { if case .string(let id)? = $0["id"] { id } else { nil } }
-                seen += ids
-                cursor = ids.last
-                if page["has_more"] != .bool(true) { break }
+            // Opened out of order: the page is chosen from an unordered table, not a sorted list.
+            let ids = (0..<23).map { "a" + String($0 + 100) }
+            for id in ids.shuffled() { _ = try await client.call(.post, "/v1/accounts", json: #"{"id":"\#(id)","subject":"personal"}"#) }
+            for (limit, filter) in [(2, ""), (4, "&status=active"), (23, ""), (100, "")] {
+                var seen: [String] = []
+                var cursor: String?
+                for _ in 0..<30 {
+                    let page = try await client.call(.get, "/v1/accounts?limit=\(limit)\(filter)" + (cursor.map { "&starting_after=\($0)" } ?? ""))
+                    guard case .array(let items)? = page["data"] else { Issue.record("no data"); return }
+                    let pageIDs = items.compactMap { if case .string(let id)? = $0["id"] { id } else { nil } }
+                    #expect(pageIDs.count <= limit)
+                    seen += pageIDs
+                    cursor = pageIDs.last
+                    if page["has_more"] != .bool(true) { break }
+                }
+                #expect(seen == ids, "limit \(limit)")
             }
-            #expect(seen == ["a0", "a1", "a2", "a3", "a4"])
+            let suspendedOnly = try await client.call(.get, "/v1/accounts?status=suspended")
+            #expect(suspendedOnly["data"] == .array([]))
         }
     }
 
