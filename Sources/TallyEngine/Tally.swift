@@ -49,14 +49,34 @@ public final class SequentialIDs: IDSource {
     }
 }
 
-public struct RandomIDs: IDSource {
-    public init() {}
-    public func next(_ prefix: String) -> String {
+/// Ids that look random (`txn_3f9a…`, 16 hex digits): a counter from a random start, scrambled by
+/// a bijection (SplitMix64's finalizer), so no two ids of one source are ever equal, and sources
+/// in other processes start 2^64-wide apart at random. One random draw per source, not a system
+/// call per id: usage asks for an id with nearly every event. Not secrets: keys use `Keys.secret`.
+public final class RandomIDs: IDSource {
+    private let start: UInt64
+    private let counter = Atomic<UInt64>(0)
+
+    public init() {
         var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
-        return "\(prefix)_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+        start = generator.next()
     }
+
+    public func next(_ prefix: String) -> String {
+        var z = start &+ counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        var text = prefix
+        text.reserveCapacity(prefix.utf8.count + 17)
+        text.append("_")
+        for shift in stride(from: 60, through: 0, by: -4) {
+            text.unicodeScalars.append(RandomIDs.hex[Int((z >> UInt64(shift)) & 0xF)])
+        }
+        return text
+    }
+
+    private static let hex: [Unicode.Scalar] = Array("0123456789abcdef".unicodeScalars)
 }
 
 /// The state an operation works on: the facts-derived `TallyState`, the token buckets (kept in

@@ -289,3 +289,17 @@ import Synchronization
         #expect(started.withLock { $0 } < 100)
     }
 }
+
+@Suite struct RandomIDTests {
+    /// A counter scrambled by a bijection: never the same id twice from one source, always the
+    /// prefix and 16 hex digits, and another source (another process) starts elsewhere.
+    @Test func idsAreDistinctAndWellFormed() {
+        let ids = RandomIDs()
+        let made = (0..<200_000).map { _ in ids.next("txn") }
+        #expect(Set(made).count == made.count)
+        let hex = Set("0123456789abcdef")
+        #expect(made.allSatisfy { $0.hasPrefix("txn_") && $0.count == 20 && $0.dropFirst(4).allSatisfy(hex.contains) })
+        let other = RandomIDs()
+        #expect(Set((0..<1_000).map { _ in other.next("txn") }).isDisjoint(with: made))
+    }
+}
