@@ -101,9 +101,13 @@ public struct TallyState: Sendable {
     /// The account's packs of an API that can be drawn at `instant`, in drawing order: earliest
     /// expiry first, then the earliest created.
     public func drawablePacks(account: Account, api: String, at instant: Instant) -> [Pack] {
-        account.packs.compactMap { packs[$0] }
-            .filter { $0.api == api && !$0.isFree && $0.isUsable(at: instant) }
-            .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
+        var drawable: [Pack] = []
+        for id in account.packs {
+            guard let pack = packs[id], pack.api == api, !pack.isFree, pack.isUsable(at: instant) else { continue }
+            drawable.append(pack)
+        }
+        if drawable.count > 1 { drawable.sort { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) } }
+        return drawable
     }
 
     /// One account's bills, orders and notices, by id.

@@ -241,3 +241,40 @@ import Testing
         #expect(index.shardSizes.max()! < 120)
     }
 }
+
+/// The QPS limit of check-and-record: the highest QPS of the account's usable bought packs of that
+/// API; packs used up, expired, revoked, free or of another API do not count.
+@Suite struct QPSLimitTests {
+    @Test func theHighestQPSOfUsablePacksOfTheAPI() {
+        let now = at("2026-03-10T12:00:00+08:00")
+        var state = TallyState(catalog: Shipped.catalog)
+        var sequence: Int64 = 0
+        state.apply(.accountOpened(account: "acme", subject: .enterprise, verified: true, at: now.adding(seconds: -86_400)))
+        func grant(_ id: String, api: String = "taishan.smart-cover", qps: Int64?, left: Int64 = 10, expires: Int64 = 86_400,
+                   revoked: Bool = false, free: Bool = false) {
+            let pack = Pack(id: id, account: "acme", api: api, item: "\(api)/x", source: free ? .free(month: Shipped.catalog.zone.month(of: now)) : .bought(order: "o"),
+                            size: 10, left: left, qps: qps, delivered: now.adding(seconds: -60), expires: now.adding(seconds: expires),
+                            sequence: sequence, refundable: true, promotionAllowsRefund: false, revoked: revoked)
+            sequence += 1
+            state.apply(.packGranted(pack: pack, transaction: LedgerTransaction(id: "t-\(id)", at: now, kind: "test", entries: [
+                .calls(.pack(id), 10), .calls(.callsIssued, -10),
+            ])))
+        }
+        let account = { state.accounts["acme"]! }
+        #expect(SettlementRule.qpsLimit(account: account(), api: "taishan.smart-cover", state: state, at: now) == nil)
+        grant("none", qps: nil)
+        #expect(SettlementRule.qpsLimit(account: account(), api: "taishan.smart-cover", state: state, at: now) == nil)
+        grant("low", qps: 50)
+        grant("used-up", qps: 500, left: 0)
+        grant("expired", qps: 400, expires: -1)
+        grant("revoked", qps: 300, revoked: true)
+        grant("free", qps: 200, free: true)
+        grant("other-api", api: "image-tagging.general", qps: 250)
+        #expect(SettlementRule.qpsLimit(account: account(), api: "taishan.smart-cover", state: state, at: now) == 50)
+        grant("high", qps: 100)
+        #expect(SettlementRule.qpsLimit(account: account(), api: "taishan.smart-cover", state: state, at: now) == 100)
+        // The packs drawn, in order: earliest expiry first, only the usable ones of the API.
+        grant("sooner", qps: nil, expires: 3_600)
+        #expect(state.drawablePacks(account: account(), api: "taishan.smart-cover", at: now).map(\.id) == ["sooner", "none", "low", "high"])
+    }
+}
