@@ -179,6 +179,10 @@ public struct Account: Hashable, Sendable, Codable {
     public var activated: [String: Instant] = [:]
     /// Every pack the account ever held, in creation order.
     public var packs: [String] = []
+    /// The bought packs not yet used up or revoked, in creation order: what settlement and the QPS
+    /// limit look through on every event (free packs are found by month in `freePacks`). Expiry
+    /// does not remove a pack here: a report may be dated before it.
+    public var open: [String] = []
     /// The free pack of each API for each month.
     public var freePacks: [FreeKey: String] = [:]
     public var memberships: [String: Membership] = [:]

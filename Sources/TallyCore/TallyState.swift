@@ -102,7 +102,7 @@ public struct TallyState: Sendable {
     /// expiry first, then the earliest created.
     public func drawablePacks(account: Account, api: String, at instant: Instant) -> [Pack] {
         var drawable: [Pack] = []
-        for id in account.packs {
+        for id in account.open {
             guard let pack = packs[id], pack.api == api, !pack.isFree, pack.isUsable(at: instant) else { continue }
             drawable.append(pack)
         }
@@ -170,6 +170,7 @@ public struct TallyState: Sendable {
             guard let order = orders[id] else { return }
             orders[id]?.refunded = true
             order.packs.forEach { packs[$0]?.revoked = true }
+            accounts[order.account]?.open.removeAll { order.packs.contains($0) }
             credit(order.account, transaction)
         case .statusChanged(let id, let change, _):
             switch change {
@@ -213,6 +214,7 @@ public struct TallyState: Sendable {
         packSequence += 1
         packs[pack.id] = pack
         accounts[pack.account]?.packs.append(pack.id)
+        if !pack.isFree, !pack.revoked, pack.left > 0 { accounts[pack.account]?.open.append(pack.id) }
     }
 
     /// Posts the customer sub-account entries of a transaction to the account's balances.
@@ -272,7 +274,10 @@ public struct TallyState: Sendable {
                 recorded: record.recorded, free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused,
                 refusal: s.refusal.map { intern($0.rawValue) })
         }
-        for draw in record.settlement.draws { packs[draw.pack]?.left -= draw.calls }
+        for draw in record.settlement.draws {
+            packs[draw.pack]?.left -= draw.calls
+            if let pack = packs[draw.pack], pack.left == 0, !pack.isFree { accounts[pack.account]?.open.removeAll { $0 == pack.id } }
+        }
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)
         // Changed in place: a copy taken out and written back would copy its daily tables too.

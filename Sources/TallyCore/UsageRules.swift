@@ -50,7 +50,7 @@ public enum SettlementRule {
     public static func qpsLimit(account: Account, api: String, state: TallyState, at instant: Instant) -> Int64? {
         // Asked on every check: one pass over the account's packs, nothing listed or sorted.
         var limit: Int64?
-        for id in account.packs {
+        for id in account.open {
             guard let pack = state.packs[id], let qps = pack.qps, pack.api == api, !pack.isFree, pack.isUsable(at: instant) else { continue }
             limit = max(limit ?? qps, qps)
         }

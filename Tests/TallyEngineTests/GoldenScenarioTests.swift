@@ -27,9 +27,9 @@ import TallyStore
         #expect(found.isEmpty, "\(name): \(found.joined(separator: "\n"))")
     }
 
-    /// Each account's bills, orders, notices and monthly totals are read through per-account lists
-    /// kept beside the global tables; after every scenario, rebuilt from its facts, the lists hold
-    /// exactly what a scan of the tables finds.
+    /// Each account's bills, orders, notices, monthly totals and open packs are read through
+    /// per-account lists kept beside the global tables; after every scenario, rebuilt from its
+    /// facts, the lists hold exactly what a scan of the tables finds.
     @Test(arguments: names) func perAccountListsMatchAScan(name: String) async throws {
         let scenario = try Scenario.parse(Repository.read(Repository.scenarios.appendingPathComponent("\(name).yaml")))
         let store = InMemoryStore()
@@ -47,7 +47,11 @@ import TallyStore
             let keys = state.monthlyKeysByAccount[account] ?? []
             #expect(Set(keys).count == keys.count)
             #expect(Set(keys) == Set(state.monthly.keys.filter { $0.account == account }))
-            listed += bills.count + orders.count + notices.count + keys.count
+            let open = state.accounts[account]!.packs.filter { id in
+                state.packs[id].map { !$0.isFree && !$0.revoked && $0.left > 0 } ?? false
+            }
+            #expect(state.accounts[account]!.open == open)
+            listed += bills.count + orders.count + notices.count + keys.count + open.count
         }
         #expect(listed > 0, "the scenario lists something")
     }
