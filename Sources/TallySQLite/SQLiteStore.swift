@@ -194,6 +194,14 @@ public final class SQLiteStore: TallyStore {
                 CREATE UNIQUE INDEX usage_events_key ON usage_events(id, account);
                 """)
         }
+        migrator.registerMigration("006_accounts_append_only") { db in
+            // As on PostgreSQL: an account, once opened, is never deleted or renamed, so every
+            // row that names it stays valid (its status lives in the facts, not in this row).
+            try db.execute(sql: """
+                CREATE TRIGGER accounts_no_update BEFORE UPDATE ON accounts BEGIN SELECT RAISE(ABORT, 'accounts are append-only'); END;
+                CREATE TRIGGER accounts_no_delete BEFORE DELETE ON accounts BEGIN SELECT RAISE(ABORT, 'accounts are append-only'); END;
+                """)
+        }
         return migrator
     }()
 

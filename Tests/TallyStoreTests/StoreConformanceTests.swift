@@ -193,6 +193,9 @@ import TallyStore
         "DELETE FROM usage_events",
         // A second bill for the same account, product and month.
         "INSERT INTO bills SELECT id || '-again', account, product, month, total FROM bills",
+        // Accounts stay, so every row that names one stays valid.
+        "DELETE FROM accounts",
+        "UPDATE accounts SET id = id || '-renamed'",
     ])
     func refusesWhatBreaksAnInvariant(sql: String) async throws {
         let store = try await seeded()
@@ -342,5 +345,17 @@ import Foundation
         let store = try await SQLiteGuardTests().seeded()
         try await store.execute("INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('acme', 'fine', 999999, 'a', NULL, 10, 0, 0, 10, 0, 0, 0, NULL, '', NULL)")
         #expect(try await store.count("usage_events") > 0)
+    }
+
+    /// Accounts are append-only by trigger, not only through the foreign keys of the rows that
+    /// name them: an account nothing refers to cannot be deleted or renamed either.
+    @Test func anAccountNothingNamesIsKeptToo() async throws {
+        let (store, _) = try await StoreKind.sqlite.make()
+        let sqlite = try #require(store as? SQLiteStore)
+        try await sqlite.append([StoreConformanceTests.fact(1)])
+        for sql in ["DELETE FROM accounts WHERE id = 'a1'", "UPDATE accounts SET id = 'a1-renamed' WHERE id = 'a1'"] {
+            await #expect(throws: (any Error).self, "\(sql)") { try await sqlite.execute(sql) }
+        }
+        #expect(try await sqlite.count("accounts") == 1)
     }
 }
