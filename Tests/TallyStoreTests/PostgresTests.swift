@@ -103,18 +103,6 @@ struct PostgresTests {
         #expect(try await postgres.count("usage_events") == 1)
     }
 
-    /// An account nothing refers to cannot be deleted or renamed either (the trigger, not a
-    /// foreign key of some row, refuses it).
-    @Test func anAccountNothingNamesIsKeptToo() async throws {
-        let (store, _) = try await StoreKind.postgres.make()
-        let postgres = try #require(store as? PostgresStore)
-        try await postgres.append([StoreConformanceTests.fact(1)])
-        for sql in ["DELETE FROM accounts WHERE id = 'a1'", "UPDATE accounts SET id = 'a1-renamed' WHERE id = 'a1'"] {
-            await #expect(throws: (any Error).self, "\(sql)") { try await postgres.execute(sql) }
-        }
-        #expect(try await postgres.count("accounts") == 1)
-    }
-
     /// An unbalanced transaction is refused at commit by the deferred constraint trigger.
     @Test func unbalancedTransactionsAreRefusedAtCommit() async throws {
         let (store, _) = try await StoreKind.postgres.make()
