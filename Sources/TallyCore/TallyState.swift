@@ -101,13 +101,15 @@ public struct TallyState: Sendable {
     /// The account's packs of an API that can be drawn at `instant`, in drawing order: earliest
     /// expiry first, then the earliest created.
     public func drawablePacks(account: Account, api: String, at instant: Instant) -> [Pack] {
-        var drawable: [Pack] = []
-        for id in account.open {
-            guard let pack = packs[id], pack.api == api, !pack.isFree, pack.isUsable(at: instant) else { continue }
-            drawable.append(pack)
-        }
+        var drawable = Array(usablePacks(account: account, api: api, at: instant))
         if drawable.count > 1 { drawable.sort { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) } }
         return drawable
+    }
+
+    /// The account's open bought packs of an API usable at `instant`, in creation order, read as
+    /// they are walked (nothing listed): what settlement draws on and the QPS limit reads.
+    public func usablePacks(account: Account, api: String, at instant: Instant) -> some Sequence<Pack> {
+        account.open.lazy.compactMap { packs[$0] }.filter { $0.api == api && $0.isUsable(at: instant) }
     }
 
     /// One account's bills, orders and notices, by id.
@@ -275,8 +277,9 @@ public struct TallyState: Sendable {
                 refusal: s.refusal.map { intern($0.rawValue) })
         }
         for draw in record.settlement.draws {
-            packs[draw.pack]?.left -= draw.calls
-            if let pack = packs[draw.pack], pack.left == 0, !pack.isFree { accounts[pack.account]?.open.removeAll { $0 == pack.id } }
+            guard let index = packs.index(forKey: draw.pack) else { continue }
+            packs.values[index].left -= draw.calls
+            if packs.values[index].left == 0, !packs.values[index].isFree { accounts[record.account]?.open.removeAll { $0 == draw.pack } }
         }
         let month = zone.month(of: record.at)
         let key = MonthlyKey(account: record.account, api: record.api, month: month)

@@ -48,13 +48,8 @@ public enum SettlementRule {
     /// The account's QPS limit on an API: the highest QPS of its packs that are unexpired and not
     /// used up; nil (no limit) when none of them carries one.
     public static func qpsLimit(account: Account, api: String, state: TallyState, at instant: Instant) -> Int64? {
-        // Asked on every check: one pass over the account's packs, nothing listed or sorted.
-        var limit: Int64?
-        for id in account.open {
-            guard let pack = state.packs[id], let qps = pack.qps, pack.api == api, !pack.isFree, pack.isUsable(at: instant) else { continue }
-            limit = max(limit ?? qps, qps)
-        }
-        return limit
+        // Asked on every check: one pass over the account's open packs, nothing listed or sorted.
+        state.usablePacks(account: account, api: api, at: instant).compactMap(\.qps).max()
     }
 }
 
