@@ -110,6 +110,9 @@ public final class CatalogVersion: Sendable {
     public let apisByID: [String: APIOffer]
     public let packsByItem: [String: PackOffer]
     public let editionsByItem: [String: Edition]
+    /// The products whose APIs an account must activate before calling them (usage asks on every
+    /// event; a set spares it a copy of the whole product).
+    public let activationRequired: Set<String>
 
     public init(effective: Instant, note: String, products: [Product]) {
         self.effective = effective
@@ -120,6 +123,7 @@ public final class CatalogVersion: Sendable {
         apisByID = Dictionary(apis.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         packsByItem = Dictionary(apis.flatMap(\.packs).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
         editionsByItem = Dictionary(products.flatMap(\.editions).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
+        activationRequired = Set(products.filter(\.requiresActivation).map(\.id))
     }
 }
 

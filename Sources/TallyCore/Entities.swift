@@ -266,7 +266,7 @@ public struct Settlement: Hashable, Sendable, Codable {
 
     public init() {}
 
-    public var pack: Int64 { draws.filter { !$0.isFree }.reduce(0) { $0 + $1.calls } }
+    public var pack: Int64 { draws.reduce(0) { $1.isFree ? $0 : $0 + $1.calls } }
     public var accepted: Int64 { free + pack + postpaid }
 }
 

@@ -83,7 +83,19 @@ public struct LedgerTransaction: Hashable, Sendable, Codable {
 
 /// Balances recomputed from transactions alone: what `tally audit` compares the state against.
 public struct LedgerBalances: Sendable {
-    public private(set) var balances: [LedgerAccount: [LedgerUnit: Int64]] = [:]
+    /// One account's sums, a field per unit: posting an entry is one lookup of the account, not a
+    /// second one of the unit in a table of its own.
+    struct Sums: Sendable {
+        var microyuan: Int64 = 0
+        var calls: Int64 = 0
+
+        subscript(unit: LedgerUnit) -> Int64 {
+            get { unit == .microyuan ? microyuan : calls }
+            set { if unit == .microyuan { microyuan = newValue } else { calls = newValue } }
+        }
+    }
+
+    private var sums: [LedgerAccount: Sums] = [:]
     public private(set) var unbalanced: [String] = []
 
     public init() {}
@@ -94,9 +106,9 @@ public struct LedgerBalances: Sendable {
 
     public mutating func post(_ transaction: LedgerTransaction) {
         if !transaction.isBalanced { unbalanced.append(transaction.id) }
-        for entry in transaction.entries { balances[entry.account, default: [:]][entry.unit, default: 0] += entry.amount }
+        for entry in transaction.entries { sums[entry.account, default: Sums()][entry.unit] += entry.amount }
     }
 
-    public func money(_ account: LedgerAccount) -> Money { Money(microyuan: balances[account]?[.microyuan] ?? 0) }
-    public func calls(_ account: LedgerAccount) -> Int64 { balances[account]?[.calls] ?? 0 }
+    public func money(_ account: LedgerAccount) -> Money { Money(microyuan: sums[account]?.microyuan ?? 0) }
+    public func calls(_ account: LedgerAccount) -> Int64 { sums[account]?.calls ?? 0 }
 }

@@ -85,6 +85,14 @@ public struct TallyState: Sendable {
         public static func == (a: UsageKey, b: UsageKey) -> Bool { a.digest == b.digest && a.id == b.id && a.account == b.account }
 
         public func hash(into hasher: inout Hasher) { hasher.combine(digest) }
+
+        /// What a dictionary asks for: the kept digest mixed with the dictionary's own seed by
+        /// SplitMix64's finalizer, instead of a fresh SipHash of the digest (a tenth of the
+        /// index's cost). The digest is already a seeded hash of the texts, so crafted ids still
+        /// spread; the seed still gives each dictionary its own order.
+        public func _rawHashValue(seed: Int) -> Int {
+            Int(truncatingIfNeeded: Mix64.finalize(UInt64(truncatingIfNeeded: digest) ^ UInt64(truncatingIfNeeded: seed)))
+        }
     }
 
     public func account(_ id: String) throws(TallyError) -> Account {
@@ -109,7 +117,9 @@ public struct TallyState: Sendable {
     /// The account's open bought packs of an API usable at `instant`, in creation order, read as
     /// they are walked (nothing listed): what settlement draws on and the QPS limit reads.
     public func usablePacks(account: Account, api: String, at instant: Instant) -> some Sequence<Pack> {
-        account.open.lazy.compactMap { packs[$0] }.filter { $0.api == api && $0.isUsable(at: instant) }
+        // The closure holds the pack table, not `self`: capturing the state copied all of it.
+        let packs = self.packs
+        return account.open.lazy.compactMap { packs[$0] }.filter { $0.api == api && $0.isUsable(at: instant) }
     }
 
     /// One account's bills, orders and notices, by id.
@@ -131,7 +141,9 @@ public struct TallyState: Sendable {
 
     // MARK: - Applying facts
 
-    public mutating func apply(_ fact: Fact) {
+    /// Applies a fact. `usageKey`, for a usage fact, is its index key when the caller has made it
+    /// already (the engine does, to look for a duplicate): the texts are then hashed once an event.
+    public mutating func apply(_ fact: Fact, usageKey: UsageKey? = nil) {
         factCount += 1
         if let transaction = fact.transaction {
             ledgerBalances.post(transaction)
@@ -162,7 +174,7 @@ public struct TallyState: Sendable {
             newPacks.forEach { add($0) }
             if let membership { accounts[order.account]?.memberships[membership.product] = membership }
         case .usageRecorded(let usageRecord, _):
-            recordUsage(usageRecord)
+            recordUsage(usageRecord, key: usageKey ?? TallyState.usageKey(account: usageRecord.account, id: usageRecord.id))
         case .monthClosed(let month, _):
             if closedThrough.map({ month > $0 }) ?? true { closedThrough = month }
         case .billPosted(let bill, _):
@@ -267,11 +279,12 @@ public struct TallyState: Sendable {
         return text
     }
 
-    private mutating func recordUsage(_ record: UsageRecord) {
+    private mutating func recordUsage(_ record: UsageRecord, key: UsageKey) {
+        assert(key.account == record.account && key.id == record.id, "a usage fact applied under another event's key")
         let s = record.settlement
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
-            usage[TallyState.usageKey(account: record.account, id: record.id)] = UsageEntry(
+            usage[key] = UsageEntry(
                 api: intern(record.api), edition: record.edition.map { intern($0) }, calls: record.calls, at: record.at,
                 recorded: record.recorded, free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused,
                 refusal: s.refusal.map { intern($0.rawValue) })

@@ -137,8 +137,15 @@ public final class Journal: Sendable {
                 let entry = state.pending[taken]
                 let room = Journal.batchSizeMax - facts.count
                 if entry.facts.count <= room {
-                    facts.append(contentsOf: entry.facts)
-                    bodies.append(contentsOf: ready)
+                    if facts.isEmpty {
+                        // A whole batch's facts are taken as they are: a slice over all of an
+                        // array's elements becomes that array without copying one fact.
+                        facts = Array(entry.facts)
+                        bodies = Array(ready)
+                    } else {
+                        facts.append(contentsOf: entry.facts)
+                        bodies.append(contentsOf: ready)
+                    }
                     taken += 1
                 } else {
                     facts.append(contentsOf: entry.facts.prefix(room))

@@ -63,10 +63,7 @@ public final class RandomIDs: IDSource {
     }
 
     public func next(_ prefix: String) -> String {
-        var z = start &+ counter.wrappingAdd(1, ordering: .relaxed).oldValue
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
+        let z = Mix64.finalize(start &+ counter.wrappingAdd(1, ordering: .relaxed).oldValue)
         var text = prefix
         text.reserveCapacity(prefix.utf8.count + 17)
         text.append("_")
@@ -102,8 +99,8 @@ public struct EngineState: Sendable {
 
     /// Applies a fact and keeps it for the journal. Operations check everything first and emit
     /// after, so that a refusal changes nothing.
-    mutating func emit(_ fact: Fact) {
-        tally.apply(fact)
+    mutating func emit(_ fact: Fact, usageKey: TallyState.UsageKey? = nil) {
+        tally.apply(fact, usageKey: usageKey)
         emitted.append(fact)
     }
 

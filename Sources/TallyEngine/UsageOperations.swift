@@ -78,40 +78,52 @@ public struct RecordUsage: Operation {
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> UsageOutcome {
         try Limits.identifier(id, "an event id", lengthMax: Limits.eventIDLengthMax)
         try Limits.count(calls, "an event's calls", max: Limits.eventCallsMax)
-        let holder = try state.tally.account(account)
-        if let previous = state.tally.usage[TallyState.usageKey(account: account, id: id)] {
+        // Read once and handed on: the account, the index key, the catalog version and the API
+        // offer are each looked up once an event (every lookup hashes a text and copies a value).
+        var holder = try state.tally.account(account)
+        let key = TallyState.usageKey(account: account, id: id)
+        if let previous = state.tally.usage[key] {
             guard previous.sameBody(api: api, edition: edition, calls: calls) else {
                 throw TallyError(.idReused, "the event id \(id) was used before for a different event")
             }
             return UsageOutcome(id: id, duplicate: previous)
         }
         let instant = at ?? env.now
-        let zone = state.tally.zone
-        if let refusal = refusal(holder: holder, at: instant, state.tally, env) {
+        let version = state.tally.catalog.version(at: instant)
+        guard let offer = version.apisByID[api] else { return UsageOutcome(id: id, refused: calls, because: .unknownApi) }
+        if let refusal = refusal(offer: offer, version: version, holder: holder, at: instant, state.tally, env) {
             return UsageOutcome(id: id, refused: calls, because: refusal)
         }
-        let offer = state.tally.catalog.version(at: instant).apisByID[api]!
-        state.grantFreeQuotaIfDue(account: account, month: zone.month(of: instant), now: env.now, ids: env.ids)
-        let current = state.tally.accounts[account]!
-        if mode == .check, let qps = SettlementRule.qpsLimit(account: current, api: api, state: state.tally, at: instant) {
-            let key = "\(account)|\(api)"
-            var bucket = state.buckets[key] ?? TokenBucket(qps: qps, at: instant)
+        if state.grantFreeQuotaIfDue(account: holder, month: state.tally.zone.month(of: instant), now: env.now, ids: env.ids) {
+            holder = state.tally.accounts[account]!
+        }
+        if mode == .check, let qps = SettlementRule.qpsLimit(account: holder, api: api, state: state.tally, at: instant) {
+            let bucketKey = "\(account)|\(api)"
+            var bucket = state.buckets[bucketKey] ?? TokenBucket(qps: qps, at: instant)
             let allowed = bucket.take(calls, at: instant, qps: qps)
-            state.buckets[key] = bucket
+            state.buckets[bucketKey] = bucket
             guard allowed else { return UsageOutcome(id: id, refused: calls, because: .rateLimited) }
         }
-        let settlement = SettlementRule.settle(calls: calls, api: offer, account: current, state: state.tally, at: instant,
+        let settlement = SettlementRule.settle(calls: calls, api: offer, account: holder, state: state.tally, at: instant,
                                                allOrNothing: mode == .check)
         if mode == .check, settlement.accepted == 0 {
             return UsageOutcome(id: id, duplicate: false, settlement: settlement)
         }
         let record = UsageRecord(account: account, id: id, api: api, edition: edition, calls: calls, at: instant,
                                  recorded: env.now, settlement: settlement)
-        var entries: [LedgerEntry] = settlement.draws.map { .calls(.pack($0.pack), -$0.calls) }
-        entries.append(.calls(.callsConsumed(api), settlement.draws.reduce(0) { $0 + $1.calls }))
-        let transaction = settlement.draws.isEmpty ? nil
-            : LedgerTransaction(id: env.ids.next("txn"), at: env.now, kind: "usage", entries: entries)
-        state.emit(.usageRecorded(record: record, transaction: transaction))
+        var transaction: LedgerTransaction?
+        if !settlement.draws.isEmpty {
+            var entries: [LedgerEntry] = []
+            entries.reserveCapacity(settlement.draws.count + 1)
+            var drawn: Int64 = 0
+            for draw in settlement.draws {
+                entries.append(.calls(.pack(draw.pack), -draw.calls))
+                drawn += draw.calls
+            }
+            entries.append(.calls(.callsConsumed(api), drawn))
+            transaction = LedgerTransaction(id: env.ids.next("txn"), at: env.now, kind: "usage", entries: entries)
+        }
+        state.emit(.usageRecorded(record: record, transaction: transaction), usageKey: key)
         for draw in settlement.draws where state.tally.packs[draw.pack]?.left == 0 {
             state.notify(kind: draw.isFree ? "free_quota_used_up" : "pack_exhausted", account: account, at: env.now, ids: env.ids,
                          once: "\(draw.isFree ? "free_quota_used_up" : "pack_exhausted"):\(draw.pack)", ["pack": draw.pack, "api": api])
@@ -119,15 +131,15 @@ public struct RecordUsage: Operation {
         return UsageOutcome(id: id, duplicate: false, settlement: settlement)
     }
 
-    /// The reason to refuse the whole event before settling it, if any.
-    private func refusal(holder: Account, at instant: Instant, _ tally: TallyState, _ env: Environment) -> TallyError.Code? {
-        guard let offer = tally.catalog.version(at: instant).apisByID[api] else { return .unknownApi }
+    /// The reason to refuse the whole event before settling it, if any (an unknown API is refused
+    /// before this is asked).
+    private func refusal(offer: APIOffer, version: CatalogVersion, holder: Account, at instant: Instant, _ tally: TallyState,
+                         _ env: Environment) -> TallyError.Code? {
         if offer.editions.isEmpty ? edition != nil : !offer.editions.contains(edition ?? "") { return .unknownEdition }
         if instant > env.now.adding(seconds: Limits.futureToleranceSeconds) { return .timestampInFuture }
         if let closed = tally.closedThrough, tally.zone.month(of: instant) <= closed { return .periodClosed }
         if holder.suspended { return .accountSuspended }
-        let product = tally.catalog.version(at: instant).productsByID[offer.product]!
-        if product.requiresActivation, holder.activated[offer.product] == nil { return .notActivated }
+        if version.activationRequired.contains(offer.product), holder.activated[offer.product] == nil { return .notActivated }
         return nil
     }
 }
@@ -157,11 +169,14 @@ extension EngineState {
     /// `grantFreeQuota` for usage, which asks on every event: once the account's packs for the
     /// month are granted, nothing can make the grant give more until the month or the activated
     /// products change (products are only ever added, free packs never removed).
-    mutating func grantFreeQuotaIfDue(account id: String, month: Month, now: Instant, ids: any IDSource) {
-        let check = FreeQuotaCheck(month: month, products: tally.accounts[id]?.activated.count ?? 0)
-        if freeQuotaChecked[id] == check { return }
-        grantFreeQuota(account: id, month: month, now: now, ids: ids)
-        freeQuotaChecked[id] = check
+    /// True when it granted a pack (the caller's copy of the account is then out of date).
+    mutating func grantFreeQuotaIfDue(account holder: Account, month: Month, now: Instant, ids: any IDSource) -> Bool {
+        let check = FreeQuotaCheck(month: month, products: holder.activated.count)
+        if freeQuotaChecked[holder.id] == check { return false }
+        let before = emitted.count
+        grantFreeQuota(account: holder.id, month: month, now: now, ids: ids)
+        freeQuotaChecked[holder.id] = check
+        return emitted.count != before
     }
 
     /// Grants `account` its free packs for `month`, for every activated product, once. The grant
