@@ -19,7 +19,7 @@ public struct LedgerAccount: Hashable, Sendable, Codable, Comparable, CustomStri
     public static func income(_ account: String) -> LedgerAccount { LedgerAccount("customer:\(account):income") }
     public static func gift(_ account: String) -> LedgerAccount { LedgerAccount("customer:\(account):gift") }
     public static func voucher(_ id: String) -> LedgerAccount { LedgerAccount("voucher:\(id)") }
-    public static func pack(_ id: String) -> LedgerAccount { LedgerAccount("pack:\(id)") }
+    public static func pack(_ id: String) -> LedgerAccount { LedgerAccount("pack:" + id) }
     /// Money paid in from outside (bank transfers, card payments) for top-ups.
     public static let paymentsReceived = LedgerAccount("operator:payments-received")
     /// Gifts and vouchers the operator grants: a promotional expense.
@@ -27,7 +27,8 @@ public struct LedgerAccount: Hashable, Sendable, Codable, Comparable, CustomStri
     public static func revenue(_ product: String) -> LedgerAccount { LedgerAccount("operator:revenue:\(product)") }
     /// Calls the operator issues into packs (bought or free), and calls consumed from them.
     public static let callsIssued = LedgerAccount("operator:calls-issued")
-    public static func callsConsumed(_ api: String) -> LedgerAccount { LedgerAccount("operator:calls-consumed:\(api)") }
+    /// Built by concatenation, not interpolation: usage names one (and a pack) with every draw.
+    public static func callsConsumed(_ api: String) -> LedgerAccount { LedgerAccount("operator:calls-consumed:" + api) }
 }
 
 /// One line of a transaction. A positive amount credits the account (raises what the operator
@@ -64,7 +65,8 @@ public struct LedgerTransaction: Hashable, Sendable, Codable {
         self.id = id
         self.at = at
         self.kind = kind
-        self.entries = entries.filter { $0.amount != 0 }
+        // Copied only when there is a zero line to leave out (a usage draw never has one).
+        self.entries = entries.contains { $0.amount == 0 } ? entries.filter { $0.amount != 0 } : entries
         precondition(isBalanced, "an unbalanced transaction is a programmer error: \(kind) \(entries)")
     }
 

@@ -64,16 +64,21 @@ public final class RandomIDs: IDSource {
 
     public func next(_ prefix: String) -> String {
         let z = Mix64.finalize(start &+ counter.wrappingAdd(1, ordering: .relaxed).oldValue)
-        var text = prefix
-        text.reserveCapacity(prefix.utf8.count + 17)
-        text.append("_")
-        for shift in stride(from: 60, through: 0, by: -4) {
-            text.unicodeScalars.append(RandomIDs.hex[Int((z >> UInt64(shift)) & 0xF)])
+        let prefixBytes = prefix.utf8
+        // Written as bytes: appending a scalar at a time was about 4% of the server's CPU in a report.
+        return String(unsafeUninitializedCapacity: prefixBytes.count + 17) { buffer in
+            var at = buffer.initialize(fromContentsOf: prefixBytes)
+            buffer[at] = UInt8(ascii: "_")
+            at += 1
+            for shift in stride(from: 60, through: 0, by: -4) {
+                buffer[at] = RandomIDs.hex[Int((z >> UInt64(shift)) & 0xF)]
+                at += 1
+            }
+            return at
         }
-        return text
     }
 
-    private static let hex: [Unicode.Scalar] = Array("0123456789abcdef".unicodeScalars)
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
 /// The state an operation works on: the facts-derived `TallyState`, the token buckets (kept in

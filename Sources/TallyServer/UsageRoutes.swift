@@ -58,6 +58,7 @@ enum UsageRoutes {
         let outcomes = try await call.tally.perform(RecordUsageBatch(events: events))
         call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
         var results: [JSON] = []
+        results.reserveCapacity(parsed.count)
         var next = outcomes.makeIterator()
         var accepted: Int64 = 0, refused: Int64 = 0, duplicates: Int64 = 0
         for (index, item) in parsed.enumerated() {
