@@ -70,7 +70,7 @@ struct Bench: AsyncParsableCommand {
 
     /// A fresh engine on a throw-away SQLite file, with `count` activated accounts.
     func engine(_ catalog: Catalog, accounts count: Int) async throws -> (Tally, VirtualClock, String) {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-bench-\(UUID().uuidString).sqlite").path
+        let path = Stores.temporarySQLitePath("bench")
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
         let backing: any TallyStore
         switch store {
@@ -96,10 +96,6 @@ struct Bench: AsyncParsableCommand {
         stride(from: 0, to: events, by: batch).map { $0..<min($0 + batch, events) }
     }
 
-    static func remove(_ path: String) {
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-    }
-
     static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
@@ -112,7 +108,7 @@ struct Bench: AsyncParsableCommand {
     /// written one transaction per event on the same store.
     func ingest(_ catalog: Catalog) async throws -> JSON {
         let (tally, _, path) = try await engine(catalog, accounts: accounts)
-        defer { Bench.remove(path) }
+        defer { Stores.removeSQLite(path) }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
             try await forEach(Bench.batches(events: events, batch: batch), atMost: Bench.batchesInFlight) { range in
@@ -120,7 +116,7 @@ struct Bench: AsyncParsableCommand {
             }
         }
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)
-        defer { Bench.remove(baselinePath) }
+        defer { Stores.removeSQLite(baselinePath) }
         let baselineElapsed = try await clock.measure {
             for n in 0..<baselineEvents {
                 try await baseline.perform(Bench.usage(n, accounts: accounts, prefix: "b", mode: .report))
@@ -143,7 +139,7 @@ struct Bench: AsyncParsableCommand {
     /// commit done) before the caller hears it.
     func check(_ catalog: Catalog) async throws -> JSON {
         let (tally, _, path) = try await engine(catalog, accounts: accounts)
-        defer { Bench.remove(path) }
+        defer { Stores.removeSQLite(path) }
         let perCaller = max(1, events / callers / checkBatch) * checkBatch
         let batch = checkBatch
         let clock = ContinuousClock()
@@ -178,7 +174,7 @@ struct Bench: AsyncParsableCommand {
     /// The bill run for `accounts` accounts with post-paid usage, in the command line's chunks.
     func billRun(_ catalog: Catalog) async throws -> JSON {
         let (tally, clock, path) = try await engine(catalog, accounts: accounts)
-        defer { Bench.remove(path) }
+        defer { Stores.removeSQLite(path) }
         var n = 0
         while n < accounts {
             let chunk = (n..<min(n + RecordUsageBatch.eventsMax, accounts)).map {

@@ -27,6 +27,16 @@ enum Stores {
         }
         return path.isEmpty ? nil : path
     }
+
+    /// A fresh SQLite file in the temporary directory, for a run that leaves nothing behind.
+    static func temporarySQLitePath(_ purpose: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("tally-\(purpose)-\(UUID().uuidString).sqlite").path
+    }
+
+    /// Removes an SQLite file with its WAL and shared-memory files.
+    static func removeSQLite(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
 }
 
 /// The real clock, for commands that act now.

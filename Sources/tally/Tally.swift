@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TallyCore
 import TallyEngine
+import TallySQLite
 import TallyStore
 import Logging
 
@@ -13,12 +14,7 @@ struct TallyCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let level = environment["TALLY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let json = environment["TALLY_LOG_FORMAT"] == "json"
-        LoggingSystem.bootstrap { label in
-            if json { return JSONLogHandler(label: label, logLevel: level) }
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: json ? .json : .text, logLevel: level) }
     }()
 
     init() { TallyCommand.logging }
@@ -54,7 +50,7 @@ struct Simulate: AsyncParsableCommand {
 
     @OptionGroup var options: CatalogOptions
 
-    @Option(help: "Run on this store (sqlite:PATH or a path) and leave it there, instead of a throw-away one.")
+    @Option(help: "Run on this store (sqlite:PATH, a path or postgres://...) and leave it there, instead of a throw-away SQLite file.")
     var db: String?
 
     /// The largest scenario file read.
@@ -68,8 +64,12 @@ struct Simulate: AsyncParsableCommand {
             }
             guard data.count <= Simulate.fileBytesMax else { throw TallyError(.invalidScenario, "\(file) is larger than \(Simulate.fileBytesMax) bytes") }
             let scenario = try Scenario.parse(String(decoding: data, as: UTF8.self))
-            var store: any TallyStore = InMemoryStore()
-            if let db { store = try await Stores.open(db) }
+            // Without --db, a throw-away SQLite file (SPEC 8): the scenario runs on the same
+            // durable store as the server, and the file is removed afterwards.
+            let path = db == nil ? Stores.temporarySQLitePath("simulate") : nil
+            defer { if let path { Stores.removeSQLite(path) } }
+            let store: any TallyStore
+            if let path { store = try SQLiteStore(path: path) } else { store = try await Stores.open(db!) }
             let outcome = try await Simulator(catalog: catalog, store: store).run(scenario)
             print(outcome.serialized(pretty: true))
         } catch {

@@ -12,8 +12,10 @@ import TallyStore
         .accountOpened(account: "a\(n)", subject: .personal, verified: n % 2 == 0, at: Instant(seconds: Int64(n)))
     }
 
+    /// The repository's root.
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
     static let catalog: Catalog = {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let text = String(decoding: FileManager.default.contents(atPath: root.appendingPathComponent("catalogs/tally.yaml").path)!, as: UTF8.self)
         return try! CatalogFile.parse(text)
     }()
@@ -56,6 +58,24 @@ import TallyStore
                              .monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 9))]
         let data = try JSONEncoder().encode(facts)
         #expect(try JSONDecoder().decode([Fact].self, from: data) == facts)
+    }
+
+    /// The price lists' worked examples give the same outcome, to the byte, on every durable
+    /// store as on the in-memory one that the golden tests use: `tally simulate` runs them on a
+    /// throw-away SQLite file.
+    @Test(arguments: StoreKind.available.filter { $0 != .memory })
+    func everyScenarioRunsAlikeOnTheStore(kind: StoreKind) async throws {
+        let folder = Self.root.appendingPathComponent("Tests/TallyEngineTests/Scenarios")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(names.count >= 6)
+        for name in names {
+            let text = String(decoding: FileManager.default.contents(atPath: folder.appendingPathComponent(name).path)!, as: UTF8.self)
+            let scenario = try Scenario.parse(text)
+            let (store, _) = try await kind.make()
+            let durable = try await Simulator(catalog: Self.catalog, store: store).run(scenario)
+            let memory = try await Simulator(catalog: Self.catalog, store: InMemoryStore()).run(scenario)
+            #expect(durable.serialized(pretty: true) == memory.serialized(pretty: true), "\(name)")
+        }
     }
 
     /// A whole scenario on the store, then a second engine on the same store rebuilds the same
