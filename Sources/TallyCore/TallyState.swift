@@ -15,8 +15,6 @@ public struct TallyState: Sendable {
     public private(set) var usageIndexedFrom: Instant?
     /// Every usage event applied, indexed or not.
     public private(set) var usageEvents: Int64 = 0
-    /// One shared copy of each text that usage entries repeat (API ids, editions, refusal codes).
-    private var interned: Set<String> = []
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
     public private(set) var bills: [String: Bill] = [:]
     /// Months whose bill run has started: usage for them (and earlier ones) is refused.
@@ -264,7 +262,7 @@ public struct TallyState: Sendable {
     public mutating func forgetUsage(recordedBefore cutoff: Instant) {
         if let from = usageIndexedFrom, from >= cutoff { return }
         usageIndexedFrom = cutoff
-        if !usage.isEmpty { usage.keep { $0.recorded >= cutoff } }
+        if !usage.isEmpty { usage.keep(recordedFrom: cutoff) }
     }
 
     /// Puts events the store still holds back into the index, whatever their age: what the engine
@@ -273,21 +271,14 @@ public struct TallyState: Sendable {
         usage.merge(entries)
     }
 
-    private mutating func intern(_ text: String) -> String {
-        if let shared = interned.firstIndex(of: text) { return interned[shared] }
-        interned.insert(text)
-        return text
-    }
-
     private mutating func recordUsage(_ record: UsageRecord, key: UsageKey) {
         assert(key.account == record.account && key.id == record.id, "a usage fact applied under another event's key")
         let s = record.settlement
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
             usage[key] = UsageEntry(
-                api: intern(record.api), edition: record.edition.map { intern($0) }, calls: record.calls, at: record.at,
-                recorded: record.recorded, free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused,
-                refusal: s.refusal.map { intern($0.rawValue) })
+                api: record.api, edition: record.edition, calls: record.calls, at: record.at, recorded: record.recorded,
+                free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused, refusal: s.refusal?.rawValue)
         }
         for draw in record.settlement.draws {
             guard let index = packs.index(forKey: draw.pack) else { continue }

@@ -196,9 +196,14 @@ import Testing
     @Test func behavesAsOneDictionary() {
         var index = UsageIndex()
         var plain: [TallyState.UsageKey: UsageEntry] = [:]
+        // The index numbers the texts it keeps (APIs, editions, refusal codes): every mix of
+        // them, absent ones included, must come back as it went in.
         func entry(_ calls: Int64, recorded: Int64) -> UsageEntry {
-            UsageEntry(api: "a", edition: nil, calls: calls, at: Instant(microseconds: 0), recorded: Instant(microseconds: recorded),
-                       free: calls, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+            let refused = recorded % 3 == 0
+            return UsageEntry(api: recorded % 2 == 0 ? "a" : "image-tagging.legacy", edition: recorded % 5 == 0 ? nil : "edition\(recorded % 4)",
+                              calls: calls, at: Instant(microseconds: recorded * 7), recorded: Instant(microseconds: recorded),
+                              free: refused ? 0 : calls, pack: 0, postpaid: 0, refused: refused ? calls : 0,
+                              refusal: refused ? (recorded % 2 == 0 ? "quota_exhausted" : "account_in_arrears") : nil)
         }
         for n in 0..<5_000 {
             let key = TallyState.usageKey(account: "acct\(n % 37)", id: "e\(n)")
@@ -217,7 +222,7 @@ import Testing
         #expect(index[TallyState.usageKey(account: "acct0", id: "e0")]?.calls == 99)
         #expect(index[TallyState.usageKey(account: "acct1", id: "e0")] == nil)
 
-        index.keep { $0.recorded.microseconds >= 2_500 }
+        index.keep(recordedFrom: Instant(microseconds: 2_500))
         #expect(index.count == 2_500 && index.values.allSatisfy { $0.recorded.microseconds >= 2_500 })
         // Merging adds what is missing (the first key was dropped above) and keeps what is there.
         let kept = TallyState.usageKey(account: "acct\(2_600 % 37)", id: "e2600")
