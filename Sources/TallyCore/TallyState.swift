@@ -273,12 +273,9 @@ public struct TallyState: Sendable {
 
     private mutating func recordUsage(_ record: UsageRecord, key: UsageKey) {
         assert(key.account == record.account && key.id == record.id, "a usage fact applied under another event's key")
-        let s = record.settlement
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
-            usage[key] = UsageEntry(
-                api: record.api, edition: record.edition, calls: record.calls, at: record.at, recorded: record.recorded,
-                free: s.free, pack: s.pack, postpaid: s.postpaid, refused: s.refused, refusal: s.refusal?.rawValue)
+            usage[key] = UsageEntry(record)
         }
         for draw in record.settlement.draws {
             guard let index = packs.index(forKey: draw.pack) else { continue }
@@ -286,10 +283,10 @@ public struct TallyState: Sendable {
             if packs.values[index].left == 0, !packs.values[index].isFree { accounts[record.account]?.open.removeAll { $0 == draw.pack } }
         }
         let month = zone.month(of: record.at)
-        let key = MonthlyKey(account: record.account, api: record.api, month: month)
+        let totalsKey = MonthlyKey(account: record.account, api: record.api, month: month)
         // Changed in place: a copy taken out and written back would copy its daily tables too.
-        if Self.add(record, zone: zone, to: &monthly[key, default: MonthlyUsage()]) {
-            monthlyKeysByAccount[record.account, default: []].append(key)
+        if Self.add(record, zone: zone, to: &monthly[totalsKey, default: MonthlyUsage()]) {
+            monthlyKeysByAccount[record.account, default: []].append(totalsKey)
         }
     }
 

@@ -103,10 +103,9 @@ public enum JSON: Hashable, Sendable {
             case UInt8(ascii: "\r"): out.append(contentsOf: #"\r"#.utf8)
             case UInt8(ascii: "\t"): out.append(contentsOf: #"\t"#.utf8)
             case ..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
                 out.append(contentsOf: #"\u00"#.utf8)
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0xF)])
+                out.append(Hex.digit(byte >> 4))
+                out.append(Hex.digit(byte))
             default: out.append(byte)   // UTF-8 passes through: JSON text is UTF-8
             }
         }

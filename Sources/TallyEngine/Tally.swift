@@ -71,14 +71,12 @@ public final class RandomIDs: IDSource {
             buffer[at] = UInt8(ascii: "_")
             at += 1
             for shift in stride(from: 60, through: 0, by: -4) {
-                buffer[at] = RandomIDs.hex[Int((z >> UInt64(shift)) & 0xF)]
+                buffer[at] = Hex.digit(z >> UInt64(shift))
                 at += 1
             }
             return at
         }
     }
-
-    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
 /// The state an operation works on: the facts-derived `TallyState`, the token buckets (kept in
@@ -212,7 +210,6 @@ public final class Tally: Sendable {
     private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
         let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
-            state.emitted.removeAll()
             let output: Op.Output
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)

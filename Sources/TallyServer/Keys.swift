@@ -34,15 +34,13 @@ public enum Keys {
         hex(SHA256.hash(data: Array(secret.utf8)))
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
     /// Lowercase hex: runs on every request (the key's digest), so it writes bytes, not strings.
     static func hex(_ bytes: some Sequence<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(64)
         for byte in bytes {
-            out.append(hexDigits[Int(byte >> 4)])
-            out.append(hexDigits[Int(byte & 0x0F)])
+            out.append(Hex.digit(byte >> 4))
+            out.append(Hex.digit(byte))
         }
         return String(decoding: out, as: UTF8.self)
     }
