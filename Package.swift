@@ -31,10 +31,12 @@ let package = Package(
     targets: [
         .target(name: "TallyCore", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "TallyStore", dependencies: ["TallyCore"]),
+        // A C shim for the one SQLite setting Swift cannot reach (`sqlite3_config` is variadic).
+        .target(name: "CSQLiteSettings", linkerSettings: [.linkedLibrary("sqlite3")]),
         .target(
             name: "TallySQLite",
             dependencies: [
-                "TallyStore", .product(name: "GRDB", package: "GRDB.swift"),
+                "TallyStore", "CSQLiteSettings", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),

@@ -55,6 +55,12 @@ public enum Fact: Hashable, Sendable, Codable {
         }
     }
 
+    /// Whether this is a usage event: stores keep those as rows of their own, not as JSON.
+    public var isUsage: Bool {
+        if case .usageRecorded = self { return true }
+        return false
+    }
+
     /// The ledger transaction a fact posts, if any.
     public var transaction: LedgerTransaction? {
         switch self {

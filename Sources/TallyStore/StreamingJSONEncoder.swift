@@ -239,10 +239,7 @@ public enum StreamingJSONEncoder {
 
 extension StreamingJSONEncoder {
     /// Whether a fact is stored as JSON: every fact but usage, which is stored as a row.
-    public static func needsBody(_ fact: Fact) -> Bool {
-        if case .usageRecorded = fact { return false }
-        return true
-    }
+    public static func needsBody(_ fact: Fact) -> Bool { !fact.isUsage }
 
     /// The JSON bodies of a batch's facts, nil for usage facts (stored as rows, not JSON). A large
     /// batch (a bill run's chunk) is encoded on every core.

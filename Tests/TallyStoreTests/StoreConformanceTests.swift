@@ -31,6 +31,37 @@ import TallyStore
         #expect(try await reopened.loadFacts() == (0..<10).map(Self.fact))
     }
 
+    static func usage(_ account: String, _ n: Int) -> Fact {
+        var settlement = Settlement()
+        settlement.postpaid = Int64(n % 5 + 1)
+        return .usageRecorded(record: UsageRecord(account: account, id: "u\(n)", api: "image-tagging.general", edition: nil,
+                                                  calls: Int64(n % 5 + 1), at: Instant(seconds: Int64(n)),
+                                                  recorded: Instant(seconds: Int64(n)), settlement: settlement),
+                              transaction: nil)
+    }
+
+    /// Usage rows go in several to a statement: runs of every length around that number, each
+    /// after the account it names was opened in the same batch, come back in order; a batch with
+    /// an event counted before, in the middle of a run, is refused whole.
+    @Test(arguments: StoreKind.available)
+    func usageRunsOfEveryLengthKeepTheirOrder(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        var batch: [Fact] = []
+        var n = 0
+        for (run, length) in [1, 15, 16, 17, 33, 2].enumerated() {
+            batch.append(.accountOpened(account: "a\(run)", subject: .personal, verified: true, at: Instant(seconds: Int64(n))))
+            for _ in 0..<length {
+                batch.append(Self.usage("a\(run)", n))
+                n += 1
+            }
+        }
+        try await store.append(batch)
+        #expect(try await store.loadFacts() == batch)
+        let again = [Self.fact(1000)] + (n..<n + 20).map { Self.usage("a4", $0) } + [Self.usage("a4", 60)] + [Self.usage("a4", n + 20)]
+        await #expect(throws: (any Error).self) { try await store.append(again) }
+        #expect(try await reopen().loadFacts() == batch)
+    }
+
     /// Idempotency answers: kept byte for byte across a reopen, the first answer wins, pruned by age.
     @Test(arguments: StoreKind.available)
     func keepsIdempotencyAnswers(kind: StoreKind) async throws {
