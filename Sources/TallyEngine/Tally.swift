@@ -131,6 +131,8 @@ public final class Tally: Sendable {
     public let store: any TallyStore
     public let logger: Logger
     private let state: Mutex<EngineState>
+    /// What operations and `reading` wait at, suspended, before they take `state`'s lock.
+    private let gate = Gate()
     private let reloading = Mutex<Int?>(nil)
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
@@ -207,9 +209,12 @@ public final class Tally: Sendable {
         case lostRace(generation: Int)
     }
 
-    private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
+    /// Applies an operation under the lock (after the operations queued at the gate before it)
+    /// and queues its facts; returns its output, the ticket to wait on, the journal that holds
+    /// it, and the state's generation.
+    private func apply<Op: Operation>(_ operation: Op) async throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
         let environment = Environment(now: clock.now(), ids: ids)
-        let (output, ticket, journal, generation) = try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
+        return try await gate.pass { () throws(TallyError) in try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
             let output: Op.Output
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)
@@ -226,7 +231,11 @@ public final class Tally: Sendable {
             // once a report of 10,000 events had passed).
             state.emitted = []
             return (output, ticket, state.journal, state.generation)
-        }
+        } }
+    }
+
+    private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
+        let (output, ticket, journal, generation) = try await apply(operation)
         if let ticket {
             do {
                 try await journal.waitDurable(ticket)
@@ -296,5 +305,11 @@ public final class Tally: Sendable {
     /// Reads the state.
     public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {
         try state.withLock { try body($0.tally) }
+    }
+
+    /// Reads the state after the operations before it, suspended rather than blocked while one
+    /// runs: what a server's request path uses, so that a long report holds no thread but its own.
+    public func reading<T: Sendable, E: Error>(_ body: (TallyState) throws(E) -> T) async throws(E) -> T {
+        try await gate.pass { () throws(E) in try state.withLock { (state: inout EngineState) throws(E) -> T in try body(state.tally) } }
     }
 }

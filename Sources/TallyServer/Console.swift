@@ -75,7 +75,7 @@ enum Console {
             var request = request
             let form = try await Console.form(&request)
             let now = server.tally.clock.now()
-            guard let secret = form["key"], let principal = try? Keys.authenticate("Bearer \(secret)", tally: server.tally), principal.role != .gateway else {
+            guard let secret = form["key"], let principal = try? await Keys.authenticate("Bearer \(secret)", tally: server.tally), principal.role != .gateway else {
                 return page("sign-in", ["title": "登录 Sign in", "flash": ["kind": "err", "message": "密钥无效 The key is unknown, revoked or a gateway key."]],
                             request, status: .unauthorized)
             }

@@ -161,7 +161,7 @@ extension Endpoint {
         let endpoint = self
         let names = parameterNames
         return { request, context in
-            let principal = try Keys.authenticate(request.headers[.authorization], tally: server.tally)
+            let principal = try await Keys.authenticate(request.headers[.authorization], tally: server.tally)
             try server.admit(principal)
             guard endpoint.roles.contains(principal.role) else {
                 throw Problem(.forbidden, TallyError(.forbidden, "a \(principal.role.rawValue) key may not call \(endpoint.method) \(endpoint.path)"))
@@ -170,7 +170,7 @@ extension Endpoint {
             for name in names { parameters[name] = context.parameters.get(name) ?? "" }
             if let account = parameters["account"] {
                 // Another customer's account answers exactly as an unknown one does.
-                guard principal.mayTouch(account), server.tally.read({ $0.accounts[account] != nil }) else {
+                guard principal.mayTouch(account), await server.tally.reading({ $0.accounts[account] != nil }) else {
                     throw Problem(TallyError(.accountNotFound, "there is no account \(account)"))
                 }
             }

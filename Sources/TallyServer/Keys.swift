@@ -49,7 +49,7 @@ public enum Keys {
     static let secretLengthMax = 128
 
     /// Finds the principal for an `Authorization: Bearer <key>` header value.
-    static func authenticate(_ header: String?, tally: Tally) throws(Problem) -> Principal {
+    static func authenticate(_ header: String?, tally: Tally) async throws(Problem) -> Principal {
         guard let header, header.hasPrefix("Bearer ") else {
             throw Problem(.unauthorized, TallyError(.unauthenticated, "send an API key as Authorization: Bearer <key>"))
         }
@@ -57,7 +57,7 @@ public enum Keys {
         let unknown = Problem(.unauthorized, TallyError(.unauthenticated, "the API key is unknown or revoked"))
         guard !secret.isEmpty, secret.utf8.count <= secretLengthMax else { throw unknown }
         let digest = digest(secret)
-        let key = tally.read { state in state.keyIDsByDigest[digest].flatMap { state.keys[$0] } }
+        let key = await tally.reading { state in state.keyIDsByDigest[digest].flatMap { state.keys[$0] } }
         guard let key, key.revoked == nil else { throw unknown }
         return Principal(keyID: key.id, role: key.role, account: key.account)
     }
