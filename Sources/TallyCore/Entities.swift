@@ -300,9 +300,9 @@ public struct UsageRecord: Hashable, Sendable, Codable {
 }
 
 /// What the state keeps of a recorded usage event, under its key (account, id): enough to answer
-/// a duplicate, refuse a reused id, and recompute the month's totals, in about a hundred bytes.
-/// The full record (its pack draws) stays in the store. Repeated texts (the API, the refusal code)
-/// share one copy through `TallyState`'s intern table.
+/// a duplicate, refuse a reused id, and recompute the month's totals. The full record (its pack
+/// draws) stays in the store. The usage index keeps it as plain numbers, its repeated texts (the
+/// API, the edition, the refusal code) numbered in a table of the index's own (`UsageIndex`).
 public struct UsageEntry: Hashable, Sendable {
     public let api: String
     public let edition: String?
