@@ -9,30 +9,28 @@ final class Gate: Sendable {
         var busy = false
         var waiting: [CheckedContinuation<Void, Never>] = []
         var head = 0
+
+        /// Takes the gate if it is open.
+        mutating func admit() -> Bool {
+            if busy { return false }
+            busy = true
+            return true
+        }
     }
 
     private let queue = Mutex(Queue())
 
     /// Returns once the caller holds the gate; `leave()` hands it on.
     func enter() async {
-        let admitted = queue.withLock { queue in
-            guard queue.busy else {
-                queue.busy = true
-                return true
-            }
-            return false
-        }
-        if admitted { return }
+        // Asked first without a continuation: most of the time the gate is open.
+        if queue.withLock({ $0.admit() }) { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let admittedNow = queue.withLock { queue in
-                guard queue.busy else {
-                    queue.busy = true
-                    return true
-                }
+            let admitted = queue.withLock { queue in
+                if queue.admit() { return true }
                 queue.waiting.append(continuation)
                 return false
             }
-            if admittedNow { continuation.resume() }
+            if admitted { continuation.resume() }
         }
     }
 
