@@ -13,6 +13,9 @@ public struct TallyState: Sendable {
     /// Events recorded before this instant are not in `usage` (nil: every event is). Memory then
     /// grows with the events of the retention window, not with all events ever recorded.
     public private(set) var usageIndexedFrom: Instant?
+    /// Where the keys of events that are not (or no longer) in `usage` go, when the engine keeps
+    /// track of them: it then finds an old id sent again before the store refuses it.
+    public var retiredKeys: RetiredUsageKeys?
     /// Every usage event applied, indexed or not.
     public private(set) var usageEvents: Int64 = 0
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
@@ -262,7 +265,10 @@ public struct TallyState: Sendable {
     public mutating func forgetUsage(recordedBefore cutoff: Instant) {
         if let from = usageIndexedFrom, from >= cutoff { return }
         usageIndexedFrom = cutoff
-        if !usage.isEmpty { usage.keep(recordedFrom: cutoff) }
+        if !usage.isEmpty {
+            let dropped = usage.keep(recordedFrom: cutoff)
+            retiredKeys?.insert(contentsOf: dropped)
+        }
     }
 
     /// Puts events the store still holds back into the index, whatever their age: what the engine
@@ -276,6 +282,8 @@ public struct TallyState: Sendable {
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
             usage[key] = UsageEntry(record)
+        } else {
+            retiredKeys?.insert(key)
         }
         for draw in record.settlement.draws {
             guard let index = packs.index(forKey: draw.pack) else { continue }

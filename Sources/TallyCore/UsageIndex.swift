@@ -73,13 +73,18 @@ public struct UsageIndex: Sendable, Sequence {
 
     public var values: some Sequence<UsageEntry> { lazy.map(\.value) }
 
-    /// Keeps the entries recorded at or after `cutoff` (what `TallyState.forgetUsage` trims by).
-    public mutating func keep(recordedFrom cutoff: Instant) {
+    /// Keeps the entries recorded at or after `cutoff` (what `TallyState.forgetUsage` trims by);
+    /// returns the keys of the others.
+    @discardableResult
+    public mutating func keep(recordedFrom cutoff: Instant) -> [Key] {
         count = 0
+        var dropped: [Key] = []
         for shard in shards.indices {
+            for (key, entry) in shards[shard] where entry.recorded < cutoff { dropped.append(key) }
             shards[shard] = shards[shard].filter { $0.value.recorded >= cutoff }
             count += shards[shard].count
         }
+        return dropped
     }
 
     /// Adds the entries whose keys are not in the index; those that are keep their entry.

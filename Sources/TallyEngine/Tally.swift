@@ -108,6 +108,9 @@ public struct EngineState: Sendable {
     }
 
     mutating func forgetUsage(recordedBefore cutoff: Instant) { tally.forgetUsage(recordedBefore: cutoff) }
+
+    /// Puts stored events back into the idempotency index (no fact: the store has them).
+    mutating func remember(_ stored: [TallyState.UsageKey: UsageEntry]) { tally.remember(stored) }
 }
 
 /// What every operation is handed besides the state: the instant it happens at and the id source.
@@ -121,6 +124,26 @@ public struct Environment: Sendable {
 public protocol Operation: Sendable {
     associatedtype Output: Sendable
     func execute(_ state: inout EngineState, _ environment: Environment) throws(TallyError) -> Output
+    /// The keys of the usage events the operation would record that `retired` may hold: ids that
+    /// may be older than the index, which the engine looks up in the store before the operation
+    /// runs. None for operations that record no usage.
+    func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey]
+}
+
+extension Operation {
+    public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] { [] }
+}
+
+/// An operation run after putting stored events back into the index: the ids its events may
+/// repeat from before the index's window, as the store holds them.
+struct Remembering<Base: Operation>: Operation {
+    let base: Base
+    let stored: [TallyState.UsageKey: UsageEntry]
+
+    func execute(_ state: inout EngineState, _ environment: Environment) throws(TallyError) -> Base.Output {
+        state.remember(stored)
+        return try base.execute(&state, environment)
+    }
 }
 
 /// The engine: the state in memory, rebuilt from the store at start; operations applied one at a
@@ -134,12 +157,16 @@ public final class Tally: Sendable {
     /// What operations and `reading` wait at, suspended, before they take `state`'s lock.
     private let gate = Gate()
     private let reloading = Mutex<Int?>(nil)
+    /// The keys of events recorded before the index's window (nil when the index keeps every
+    /// event); replaced with the state on a reload.
+    private let retired: Mutex<RetiredUsageKeys?>
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
 
     /// How long a usage event's id stays in memory after it was recorded (SPEC 4: an id is
     /// counted once for at least 35 days). Older ids are left to the store, whose unique index
-    /// still refuses them: one sent again costs a reload (docs/decisions.md).
+    /// still refuses them; their keys go into a filter (`RetiredUsageKeys`), so that one sent
+    /// again is looked up in the store before it is applied (docs/decisions.md).
     public static let usageIndexDays: Int64 = 35
     /// How many days of usage ids the index keeps; nil keeps every one (`tally audit` on stores
     /// that cannot stream a recount).
@@ -151,16 +178,23 @@ public final class Tally: Sendable {
         usageIndexDays: Int64? = Tally.usageIndexDays, logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
         let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays))
+        if let retired = tally.retiredKeys {
+            logger.info("ids older than the index", metadata: ["keys": "\(retired.count)", "bytes": "\(retired.bytes)"])
+        }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(tally.factCount)", "accounts": "\(tally.accounts.count)",
                                                  "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
         return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids,
                      usageIndexDays: usageIndexDays, logger: logger)
     }
 
-    /// The state a rebuild starts from: the catalog, and the instant before which usage ids stay out of memory.
+    /// The state a rebuild starts from: the catalog, the instant before which usage ids stay out
+    /// of memory, and a new filter for the keys of those ids.
     static func emptyState(_ catalog: Catalog, now: Instant, usageIndexDays: Int64?) -> TallyState {
         var tally = TallyState(catalog: catalog)
-        if let days = usageIndexDays { tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
+        if let days = usageIndexDays {
+            tally.retiredKeys = RetiredUsageKeys()
+            tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400))
+        }
         return tally
     }
 
@@ -171,6 +205,7 @@ public final class Tally: Sendable {
         self.clock = clock
         self.ids = ids
         self.usageIndexDays = usageIndexDays
+        retired = Mutex(state.tally.retiredKeys)
     }
 
     /// Drops from memory the ids of usage events recorded more than `usageIndexDays` ago: the
@@ -188,6 +223,25 @@ public final class Tally: Sendable {
     /// Runs an operation now and returns once its facts are durable.
     @discardableResult
     public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        let stored = try await storedUsage(repeatedBy: operation)
+        return stored.isEmpty ? try await run(operation) : try await run(Remembering(base: operation, stored: stored))
+    }
+
+    /// The stored events whose ids the operation may repeat from before the index's window. Read
+    /// outside the lock, so that an old id sent again is answered from the index as a duplicate,
+    /// rather than failing at the store's unique index and costing every caller a reload.
+    private func storedUsage<Op: Operation>(repeatedBy operation: Op) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
+        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return [:] }
+        let suspects = operation.suspects(in: retired)
+        guard !suspects.isEmpty else { return [:] }
+        do {
+            return try await store.storedUsage(suspects)
+        } catch {
+            throw TallyError(.storeUnavailable, "could not read earlier usage events from the store: \(error)")
+        }
+    }
+
+    private func run<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
         for retry in 0...Tally.conflictRetriesMax {
             switch try await attemptOnce(operation) {
             case .done(let output):
@@ -277,6 +331,7 @@ public final class Tally: Sendable {
         // that the retry answers them as duplicates.
         tally.remember(known)
         let store = self.store
+        retired.withLock { $0 = tally.retiredKeys }
         state.withLock { state in
             var fresh = EngineState(tally: tally, journal: Journal(store: store))
             fresh.buckets = state.buckets
@@ -301,6 +356,10 @@ public final class Tally: Sendable {
         let recount = try await store.recountUsage(zone: read { $0.zone })
         return read { Audit.run($0, recount: recount) }
     }
+
+    /// How many times the state was rebuilt from the store after a write lost a race (another
+    /// process's facts, or an id the store held and the memory did not).
+    public var reloads: Int { state.withLock { $0.generation } }
 
     /// Reads the state.
     public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {

@@ -131,6 +131,11 @@ public struct RecordUsage: Operation {
         return UsageOutcome(id: id, duplicate: false, settlement: settlement)
     }
 
+    public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
+        let key = TallyState.usageKey(account: account, id: id)
+        return retired.mightContain(key) ? [key] : []
+    }
+
     /// The reason to refuse the whole event before settling it, if any (an unknown API is refused
     /// before this is asked).
     private func refusal(offer: APIOffer, version: CatalogVersion, holder: Account, at instant: Instant, _ tally: TallyState,
@@ -243,6 +248,10 @@ public struct RecordUsageBatch: Operation {
     public let events: [RecordUsage]
 
     public init(events: [RecordUsage]) { self.events = events }
+
+    public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
+        retired.suspects(among: events.lazy.map { TallyState.usageKey(account: $0.account, id: $0.id) })
+    }
 
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> [Result<UsageOutcome, TallyError>] {
         guard events.count <= RecordUsageBatch.eventsMax else {

@@ -260,7 +260,8 @@ public final class PostgresStore: TallyStore {
     }
 
     /// The stored events among `keys`: what a batch that the unique index refused had sent again.
-    private func storedEntries(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
+    public func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
+        guard !keys.isEmpty else { return [:] }
         let accounts = keys.map(\.account), ids = keys.map(\.id)
         let rows = try await client.query("""
             SELECT \(unescaped: UsageRow.columns)
@@ -322,7 +323,7 @@ public final class PostgresStore: TallyStore {
                     guard case .usageRecorded(let record, _) = fact else { return nil }
                     return TallyState.usageKey(account: record.account, id: record.id)
                 }
-                let known = state == "23505" && !keys.isEmpty ? try await storedEntries(keys) : [:]
+                let known = state == "23505" && !keys.isEmpty ? try await storedUsage(keys) : [:]
                 throw StoreConflict(reason: server.serverInfo?[.message] ?? "constraint violated", known: known)
             }
             throw TallyError(.storeUnavailable, "PostgreSQL refused the batch: \(server.serverInfo?[.message] ?? String(describing: server))")

@@ -275,6 +275,11 @@ public final class SQLiteStore: TallyStore {
                      free: row[8], postpaid: row[10], refused: row[11], refusal: row[12], draws: row[13], transaction: row[14])
     }
 
+    public func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
+        guard !keys.isEmpty else { return [:] }
+        return try await pool.read { db in try SQLiteStore.storedEntries(keys, db) }
+    }
+
     // MARK: Writing
 
     public func append(_ batch: EncodedBatch) async throws {
@@ -295,7 +300,7 @@ public final class SQLiteStore: TallyStore {
                 guard case .usageRecorded(let record, _) = fact else { return nil }
                 return TallyState.usageKey(account: record.account, id: record.id)
             }
-            let known = try await pool.read { db in try SQLiteStore.storedEntries(keys, db) }
+            let known = try await storedUsage(keys)
             guard !known.isEmpty else { throw error }
             throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known)
         }

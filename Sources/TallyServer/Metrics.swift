@@ -70,6 +70,7 @@ struct ObservedStore: TallyStore {
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
     func rebuild(_ state: TallyState) async throws -> TallyState { try await base.rebuild(state) }
+    func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }

@@ -13,6 +13,9 @@ public protocol TallyStore: Sendable {
     /// Every stored usage event recounted into monthly totals as it streams past: what the audit
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
+    /// The stored events among `keys`, as stored: what the engine puts back into its index when
+    /// an id older than the index may have come back.
+    func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry]
     /// Appends a batch atomically: all of it is kept, or none (and the call throws).
     func append(_ batch: EncodedBatch) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
@@ -96,6 +99,14 @@ public final class InMemoryStore: TallyStore {
             guard known.isEmpty else { throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known) }
             facts.all.append(contentsOf: batch.facts)
             facts.usage.merge(added) { first, _ in first }
+        }
+    }
+
+    public func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
+        facts.withLock { facts in
+            var found: [TallyState.UsageKey: UsageEntry] = [:]
+            for key in keys { found[key] = facts.usage[key] }
+            return found
         }
     }
 

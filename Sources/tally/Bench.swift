@@ -25,6 +25,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Events (ingest, check) to run, at most 10,000,000.")
     var events: Int = 1_000_000
 
+    @Option(help: "For ingest: events recorded first, 36 days before the run, so that their ids have left the index (a store with a history), at most 10,000,000.")
+    var aged: Int = 0
+
     @Option(help: "Events for the one-transaction-per-event baseline, at most 100,000.")
     var baselineEvents: Int = 3_000
 
@@ -48,7 +51,7 @@ struct Bench: AsyncParsableCommand {
                 throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
             }
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
-            guard (1...10_000_000).contains(events), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
+            guard (1...10_000_000).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
@@ -107,8 +110,15 @@ struct Bench: AsyncParsableCommand {
     /// The report path: batches through the journal's group commit, against the same events
     /// written one transaction per event on the same store.
     func ingest(_ catalog: Catalog) async throws -> JSON {
-        let (tally, _, path) = try await engine(catalog, accounts: accounts)
+        let (tally, virtualClock, path) = try await engine(catalog, accounts: accounts)
         defer { Stores.removeSQLite(path) }
+        if aged > 0 {
+            try await forEach(Bench.batches(events: aged, batch: batch), atMost: Bench.batchesInFlight) { range in
+                _ = try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "old", mode: .report) }))
+            }
+            try virtualClock.advance(to: virtualClock.now.adding(seconds: 36 * 86_400))
+            tally.forgetOldUsage()
+        }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
             try await forEach(Bench.batches(events: events, batch: batch), atMost: Bench.batchesInFlight) { range in
@@ -125,7 +135,7 @@ struct Bench: AsyncParsableCommand {
         let rate = Double(events) / Bench.seconds(elapsed)
         let baselineRate = Double(baselineEvents) / Bench.seconds(baselineElapsed)
         return .object([
-            ("scenario", .string("ingest")), ("store", .string(store)), ("events", .int(Int64(events))),
+            ("scenario", .string("ingest")), ("store", .string(store)), ("events", .int(Int64(events))), ("aged", .int(Int64(aged))),
             ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
             ("events_per_second", .int(Int64(rate))),
             ("baseline_events", .int(Int64(baselineEvents))),

@@ -222,8 +222,10 @@ import Testing
         #expect(index[TallyState.usageKey(account: "acct0", id: "e0")]?.calls == 99)
         #expect(index[TallyState.usageKey(account: "acct1", id: "e0")] == nil)
 
-        index.keep(recordedFrom: Instant(microseconds: 2_500))
+        let dropped = index.keep(recordedFrom: Instant(microseconds: 2_500))
         #expect(index.count == 2_500 && index.values.allSatisfy { $0.recorded.microseconds >= 2_500 })
+        // What was dropped is handed back, key for key (e1 had been removed before).
+        #expect(Set(dropped) == Set(plain.keys.filter { plain[$0]!.recorded.microseconds < 2_500 }) && dropped.count == 2_499)
         // Merging adds what is missing (the first key was dropped above) and keeps what is there.
         let kept = TallyState.usageKey(account: "acct\(2_600 % 37)", id: "e2600")
         index.merge([first: entry(1, recorded: 0), kept: entry(50, recorded: 0)])
@@ -249,6 +251,31 @@ import Testing
 
 /// The QPS limit of check-and-record: the highest QPS of the account's usable bought packs of that
 /// API; packs used up, expired, revoked, free or of another API do not count.
+/// The filter of ids older than the index: never a false "no", few false "maybe"s.
+@Suite struct RetiredUsageKeysTests {
+    @Test func holdsEveryKeyInsertedAcrossSegments() {
+        let retired = RetiredUsageKeys(firstCapacity: 10_000)
+        #expect(retired.isEmpty && !retired.mightContain(TallyState.usageKey(account: "a", id: "0")))
+        let keys = (0..<60_000).map { TallyState.usageKey(account: "acct\($0 % 97)", id: "e\($0)") }
+        retired.insert(contentsOf: keys[..<30_000])
+        for key in keys[30_000...] { retired.insert(key) }
+        // 10,000 in the first segment, 40,000 in the second, the rest in a third.
+        #expect(retired.segmentCount == 3 && retired.count == 60_000)
+        #expect(keys.allSatisfy(retired.mightContain))
+        #expect(retired.suspects(among: keys).count == 60_000)
+    }
+
+    @Test func answersFewAbsentKeysMaybe() {
+        let retired = RetiredUsageKeys(firstCapacity: 100_000)
+        retired.insert(contentsOf: (0..<100_000).map { TallyState.usageKey(account: "acct\($0 % 13)", id: "old\($0)") })
+        let absent = (0..<200_000).map { TallyState.usageKey(account: "acct\($0 % 13)", id: "new\($0)") }
+        let maybes = retired.suspects(among: absent).count
+        // 16 bits a key, eight bits set in one 256-bit block: about 0.1-0.3% expected.
+        #expect(maybes < 1_000, "\(maybes) of 200,000 absent keys answered maybe")
+        #expect(retired.bytes == 100_000 * 16 / 8)
+    }
+}
+
 @Suite struct QPSLimitTests {
     @Test func theHighestQPSOfUsablePacksOfTheAPI() {
         let now = at("2026-03-10T12:00:00+08:00")

@@ -186,14 +186,29 @@ import TallyStore
             let resent = try await engine.perform(RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 7, mode: .report))
             #expect(resent.duplicate)
             #expect(resent.accepted == 7)
+            // Found in the store before the write, not refused by it: nobody waited for a reload.
+            #expect(engine.reloads == 0)
         }
         // The same id with another body is still refused as reused, and nothing was counted twice.
         await #expect(throws: TallyError.self) {
             try await again.perform(RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 8, mode: .report))
         }
+        // An id the filter answers "maybe" for but the store never held (a false positive, made
+        // here on purpose) is counted as new, in a batch beside an old one.
+        let retired = try #require(again.read { $0.retiredKeys })
+        retired.insert(TallyState.usageKey(account: "acme", id: "e-new"))
+        let batch = try await again.perform(RecordUsageBatch(events: [
+            RecordUsage(account: "acme", id: "e-new", api: "image-tagging.general", calls: 2, mode: .report),
+            RecordUsage(account: "acme", id: "e-1", api: "image-tagging.general", calls: 7, mode: .report),
+        ]))
+        #expect(try batch[0].get().duplicate == false)
+        #expect(try batch[0].get().accepted == 2)
+        #expect(try batch[1].get().duplicate)
+        #expect(again.reloads == 0)
         let month = Month(year: 2026, month: 1)
         let fresh = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
         #expect(fresh.read { $0.monthly[MonthlyKey(account: "acme", api: "image-tagging.general", month: month)]?.calls } == 10)
+        #expect(fresh.read { $0.monthly[MonthlyKey(account: "acme", api: "image-tagging.general", month: Month(year: 2026, month: 2))]?.calls } == 2)
         #expect(try await fresh.audit().isClean)
     }
 
@@ -282,6 +297,7 @@ final class ProbeStore: TallyStore {
     let failing = Mutex(false)
 
     func loadFacts() async throws -> [Fact] { [] }
+    func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { [:] }
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
