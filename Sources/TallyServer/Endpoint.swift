@@ -161,18 +161,18 @@ extension Endpoint {
         let endpoint = self
         let names = parameterNames
         return { request, context in
-            let principal = try await Keys.authenticate(request.headers[.authorization], tally: server.tally)
+            var parameters: [String: String] = [:]
+            for name in names { parameters[name] = context.parameters.get(name) ?? "" }
+            let account = parameters["account"]
+            let (principal, accountExists) = try await Keys.authenticate(request.headers[.authorization], tally: server.tally,
+                                                                        account: account)
             try server.admit(principal)
             guard endpoint.roles.contains(principal.role) else {
                 throw Problem(.forbidden, TallyError(.forbidden, "a \(principal.role.rawValue) key may not call \(endpoint.method) \(endpoint.path)"))
             }
-            var parameters: [String: String] = [:]
-            for name in names { parameters[name] = context.parameters.get(name) ?? "" }
-            if let account = parameters["account"] {
-                // Another customer's account answers exactly as an unknown one does.
-                guard principal.mayTouch(account), await server.tally.reading({ $0.accounts[account] != nil }) else {
-                    throw Problem(TallyError(.accountNotFound, "there is no account \(account)"))
-                }
+            // Another customer's account answers exactly as an unknown one does.
+            if let account, !(principal.mayTouch(account) && accountExists) {
+                throw Problem(TallyError(.accountNotFound, "there is no account \(account)"))
             }
             var request = request
             let body = try await Endpoint.collect(&request, limit: server.configuration.bodyBytesMax)

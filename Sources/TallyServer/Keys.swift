@@ -50,6 +50,15 @@ public enum Keys {
 
     /// Finds the principal for an `Authorization: Bearer <key>` header value.
     static func authenticate(_ header: String?, tally: Tally) async throws(Problem) -> Principal {
+        try await authenticate(header, tally: tally, account: nil).principal
+    }
+
+    /// Finds the principal, and whether `account` exists, in one read of the state: a request
+    /// waits at the engine's gate once, not twice, behind whatever is queued there. The caller
+    /// decides what the account's absence means (after the role check, so refusals keep their
+    /// order: 401, then 403, then 404).
+    static func authenticate(_ header: String?, tally: Tally, account: String?) async throws(Problem)
+        -> (principal: Principal, accountExists: Bool) {
         guard let header, header.hasPrefix("Bearer ") else {
             throw Problem(.unauthorized, TallyError(.unauthenticated, "send an API key as Authorization: Bearer <key>"))
         }
@@ -57,9 +66,11 @@ public enum Keys {
         let unknown = Problem(.unauthorized, TallyError(.unauthenticated, "the API key is unknown or revoked"))
         guard !secret.isEmpty, secret.utf8.count <= secretLengthMax else { throw unknown }
         let digest = digest(secret)
-        let key = await tally.reading { state in state.keyIDsByDigest[digest].flatMap { state.keys[$0] } }
+        let (key, accountExists) = await tally.reading { state in
+            (state.keyIDsByDigest[digest].flatMap { state.keys[$0] }, account.map { state.accounts[$0] != nil } ?? false)
+        }
         guard let key, key.revoked == nil else { throw unknown }
-        return Principal(keyID: key.id, role: key.role, account: key.account)
+        return (Principal(keyID: key.id, role: key.role, account: key.account), accountExists)
     }
 
     /// Makes sure an operator key exists: registers `secret` if given (and new), or, when the store
