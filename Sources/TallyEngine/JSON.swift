@@ -56,7 +56,7 @@ public enum JSON: Hashable, Sendable {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
         case .int(let value): JSON.digits(value, into: &out)
-        case .string(let value): JSON.quote(value, into: &out)
+        case .string(let value): JSONString.append(value, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
             for (index, item) in items.enumerated() {
@@ -71,7 +71,7 @@ public enum JSON: Hashable, Sendable {
             for (index, (key, value)) in pairs.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
                 newline(indent + 1)
-                JSON.quote(key, into: &out)
+                JSONString.append(key, to: &out)
                 out.append(UInt8(ascii: ":"))
                 if pretty { out.append(UInt8(ascii: " ")) }
                 value.write(into: &out, pretty: pretty, indent: indent + 1)
@@ -91,25 +91,6 @@ public enum JSON: Hashable, Sendable {
             magnitude /= 10
         } while magnitude > 0
         out[start...].reverse()
-    }
-
-    static func quote(_ text: String, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: #"\""#.utf8)
-            case UInt8(ascii: "\\"): out.append(contentsOf: #"\\"#.utf8)
-            case UInt8(ascii: "\n"): out.append(contentsOf: #"\n"#.utf8)
-            case UInt8(ascii: "\r"): out.append(contentsOf: #"\r"#.utf8)
-            case UInt8(ascii: "\t"): out.append(contentsOf: #"\t"#.utf8)
-            case ..<0x20:
-                out.append(contentsOf: #"\u00"#.utf8)
-                out.append(Hex.digit(byte >> 4))
-                out.append(Hex.digit(byte))
-            default: out.append(byte)   // UTF-8 passes through: JSON text is UTF-8
-            }
-        }
-        out.append(UInt8(ascii: "\""))
     }
 
     // MARK: Reading

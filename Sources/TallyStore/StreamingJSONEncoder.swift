@@ -54,33 +54,7 @@ public enum StreamingJSONEncoder {
             bytes.append(UInt8(ascii: ":"))
         }
 
-        func string(_ text: String) {
-            var text = text
-            // Most texts (ids, codes, amounts) need no escaping: copied in one go.
-            let plain = text.withUTF8 { utf8 in
-                utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
-            }
-            if plain {
-                text.withUTF8 { utf8 in
-                    bytes.append(UInt8(ascii: "\""))
-                    bytes.append(contentsOf: utf8)
-                    bytes.append(UInt8(ascii: "\""))
-                }
-                return
-            }
-            bytes.append(UInt8(ascii: "\""))
-            for byte in text.utf8 {
-                switch byte {
-                case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-                case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-                case 0..<0x20:
-                    bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                              Hex.digit(byte >> 4), Hex.digit(byte)])
-                default: bytes.append(byte)
-                }
-            }
-            bytes.append(UInt8(ascii: "\""))
-        }
+        func string(_ text: String) { JSONString.append(text, to: &bytes) }
 
         func literal(_ text: String) { bytes.append(contentsOf: text.utf8) }
         func write(_ flag: Bool) { literal(flag ? "true" : "false") }

@@ -24,7 +24,7 @@ import TallyStore
         var revoked = APIKey(id: "key_2", role: .gateway, account: nil, digest: "ab12", created: at)
         revoked.revoked = at
         facts += [
-            .keyIssued(key: APIKey(id: "key_1", role: .customer, account: "acme \"quoted\" \\ \u{1}", digest: "00ff", created: at)),
+            .keyIssued(key: APIKey(id: "key_1", role: .customer, account: "acme \"quoted\" \\ \u{1}\n\t\r 账", digest: "00ff", created: at)),
             .keyIssued(key: revoked),
             .keyRevoked(id: "key_2", at: at),
             .webhookEndpointAdded(endpoint: WebhookEndpoint(id: "we_1", url: "https://example.com/hook?a=1&b=/", secret: "s", account: nil,
