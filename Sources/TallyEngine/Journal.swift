@@ -6,14 +6,16 @@ import TallyStore
 /// batches. A caller is answered only after its facts' batch has committed, so nothing acknowledged
 /// is lost; many callers share one write, so nothing costs a transaction per event.
 ///
-/// Why no background task: the first waiter that finds no write under way becomes the writer and
-/// drains the queue, then steps down; callers that queue meanwhile wait for the next batch
-/// (TigerBeetle and PostgreSQL's group commit work the same way).
+/// The writer is a task of its own, started by the first waiter that finds none under way; it
+/// drains the queue and ends. Callers that queue meanwhile wait for the next batch (TigerBeetle and
+/// PostgreSQL's group commit work the same way). No caller writes for the others: under a steady
+/// load the queue never empties, and a caller that drained it was answered only when the load
+/// stopped (reports over HTTP answered in seconds at the 99th percentile).
 ///
 /// Each caller encodes its own facts' JSON bodies between queueing them (under the engine's lock)
 /// and waiting, so that encoding runs beside the write under way instead of inside the single
 /// writer. The writer takes only facts whose bodies are ready; finding the oldest caller still
-/// encoding, it steps down, and that caller, which waits next, writes. So every ticket must be
+/// encoding, it ends, and that caller, which waits next, starts it again. So every ticket must be
 /// waited on: `waitDurable` is what hands its bodies over.
 public final class Journal: Sendable {
     /// The most facts one store write takes.
@@ -42,16 +44,39 @@ public final class Journal: Sendable {
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
-        var waiters: [(through: UInt64, continuation: CheckedContinuation<TallyError?, Never>)] = []
+        var waiters: [(through: UInt64, continuation: CheckedContinuation<Signal, Never>)] = []
 
         /// Fails the journal: every waiter hears `failure`, and so does every later caller.
-        mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<TallyError?, Never>] {
+        mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<Signal, Never>] {
             self.failure = failure
             self.known = known
             writing = false
             defer { waiters.removeAll() }
             return waiters.map(\.continuation)
         }
+
+        /// Whether the caller waiting for `through` is answered now (nil: it waits).
+        func answer(for through: UInt64) -> Signal? {
+            // Durability first: a caller whose batch committed is answered even if a later batch failed.
+            if durableThrough >= through { return .durable }
+            if let failure { return .failed(failure) }
+            return nil
+        }
+
+        /// Takes the writer's role when nobody holds it and the oldest entry is ready; when its
+        /// caller is still encoding it, that caller starts the writer once it waits.
+        mutating func startWriter() -> Bool {
+            if writing || failure != nil { return false }
+            guard let oldest = pending.first, oldest.bodies != nil else { return false }
+            writing = true
+            return true
+        }
+    }
+
+    /// What a waiting caller is told: its facts are durable, or the journal failed.
+    enum Signal {
+        case durable
+        case failed(TallyError)
     }
 
     private let store: any TallyStore
@@ -77,31 +102,29 @@ public final class Journal: Sendable {
     /// Encodes the ticket's facts, then returns once every fact up to it is in the store.
     public func waitDurable(_ ticket: Ticket) async throws(TallyError) {
         if !ticket.toEncode.isEmpty { attach(ticket) }
-        enum Role { case done, failed(TallyError), write, wait }
-        let role: Role = state.withLock { state in
-            // Durability first: a caller whose batch committed is answered even if a later batch failed.
-            if state.durableThrough >= ticket.through { return .done }
-            if let failure = state.failure { return .failed(failure) }
-            if state.writing { return .wait }
-            state.writing = true
-            return .write
-        }
-        switch role {
-        case .done: return
-        case .failed(let error): throw error
-        case .write: await write()
-        case .wait: break
-        }
-        let failure: TallyError? = await withCheckedContinuation { continuation in
-            let immediate: TallyError?? = state.withLock { state in
-                if state.durableThrough >= ticket.through { return .some(nil) }
-                if let failure = state.failure { return .some(failure) }
+        if let now = state.withLock({ $0.answer(for: ticket.through) }) { return try Journal.outcome(now) }
+        let signal = await withCheckedContinuation { continuation in
+            let (now, start): (Signal?, Bool) = state.withLock { state in
+                if let now = state.answer(for: ticket.through) { return (now, false) }
                 state.waiters.append((ticket.through, continuation))
-                return nil
+                return (nil, state.startWriter())
             }
-            if let immediate { continuation.resume(returning: immediate) }
+            if let now { continuation.resume(returning: now) }
+            // Nobody cancels the writer: a caller that is cancelled (a client hung up) must not
+            // fail every other waiter's batch. Every waiter waits on it, so after each write it
+            // goes ahead of the requests queued for the pool's threads.
+            if start { Task(priority: .high) { await self.drain() } }
         }
-        if let failure { throw failure }
+        try Journal.outcome(signal)
+    }
+
+    private static func outcome(_ signal: Signal) throws(TallyError) {
+        if case .failed(let error) = signal { throw error }
+    }
+
+    /// Fails the journal and tells every waiter.
+    private func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) {
+        for continuation in state.withLock({ $0.fail(failure, known: known) }) { continuation.resume(returning: .failed(failure)) }
     }
 
     /// Encodes a ticket's facts and hands the bodies to its queued entry.
@@ -111,7 +134,7 @@ public final class Journal: Sendable {
             bodies = try StreamingJSONEncoder.bodies(of: ticket.toEncode)
         } catch {
             let failure = TallyError(.internalError, "a fact could not be encoded: \(error)")
-            for continuation in state.withLock({ $0.fail(failure) }) { continuation.resume(returning: failure) }
+            fail(failure)
             return
         }
         state.withLock { state in
@@ -163,32 +186,26 @@ public final class Journal: Sendable {
         }
     }
 
-    private func write() async {
+    /// Writes batches while there are ready facts, answering each batch's waiters; the role ends
+    /// with the queue (`take` gives it up).
+    private func drain() async {
         while let batch = take() {
-            var failure: TallyError?
-            var known: [TallyState.UsageKey: UsageEntry] = [:]
             do {
-                // The write runs in a task of its own: the caller that happens to be the writer may
-                // be cancelled (a client hung up), and a cancelled write would fail every waiter's
-                // batch and stop the engine. Nobody cancels this task; the caller still waits for it.
-                let store = self.store
-                try await Task { try await store.append(batch) }.value
+                try await store.append(batch)
             } catch let conflict as StoreConflict {
-                known = conflict.known
-                failure = TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)")
+                return fail(TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)"),
+                            known: conflict.known)
             } catch {
-                failure = TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)")
+                return fail(TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)"))
             }
-            let ready: [CheckedContinuation<TallyError?, Never>] = state.withLock { state in
-                if let failure { return state.fail(failure, known: known) }
+            let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
                 state.durableThrough += UInt64(batch.count)
                 let durable = state.durableThrough
                 let ready = state.waiters.filter { $0.through <= durable }.map(\.continuation)
                 state.waiters.removeAll { $0.through <= durable }
                 return ready
             }
-            for continuation in ready { continuation.resume(returning: failure) }
-            if failure != nil { return }
+            for continuation in ready { continuation.resume(returning: .durable) }
         }
     }
 }

@@ -311,6 +311,32 @@ final class ProbeStore: TallyStore {
 }
 
 @Suite struct JournalTests {
+    /// Under a steady load the queue never empties. The caller that writes hands the role on once
+    /// its own facts are durable, instead of writing everyone else's for as long as the load
+    /// lasts: no caller's wait spans more than a few of the store's writes.
+    @Test func theWriterIsAnsweredOnceItsOwnFactsAreDurable() async throws {
+        let store = ProbeStore()
+        let journal = Journal(store: store)
+        // Facts arrive on their own schedule, one about every millisecond while writes take two,
+        // as requests do from many connections; each is waited for by a task of its own.
+        let spans = try await withThrowingTaskGroup(of: Int.self) { group in
+            for n in 0..<300 {
+                let before = store.writes.withLock { $0.count }
+                let ticket = journal.enqueue([StoreConformanceTests.fact(n)])
+                group.addTask {
+                    try await journal.waitDurable(ticket)
+                    return store.writes.withLock { $0.count } - before
+                }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(store.writes.withLock { $0.reduce(0, +) } == 300)
+        // A wait spans the write under way, the one that takes its facts and any a slow resume
+        // lets pass; a writer that drained the queue spanned most of the run's writes.
+        #expect(spans.max()! <= 10, "a caller waited through \(spans.max()!) writes (\(store.writes.withLock { $0.count }) in all)")
+    }
+
     /// Many concurrent callers share writes: fewer store writes than facts, every fact written once.
     @Test func groupCommitSharesWrites() async throws {
         let store = ProbeStore()
