@@ -36,8 +36,31 @@ public struct UsageIndex: Sendable, Sequence {
 
     public var isEmpty: Bool { count == 0 }
 
-    /// The shard: the top bits of the key's seeded hash (the shard's dictionary hashes it again).
-    static func shard(_ key: Key) -> Int { Int(UInt(bitPattern: key.digest) >> (UInt.bitWidth - shardBits)) }
+    /// The shard: looked up by the top 16 bits of the key's seeded hash (the shard's dictionary
+    /// hashes it again). Shards are not equal: shard i takes a share of the keys proportional to
+    /// 256 + i, so their sizes spread over one doubling. Equal shards all reached their
+    /// dictionaries' doubling points at the same moment, and the 256 resizes, each under the
+    /// engine's lock, came together as one pause (a few hundred milliseconds at 4M events);
+    /// spread over a doubling, the resizes are spread over the time the index takes to double.
+    static func shard(_ key: Key) -> Int { Int(shardOfPrefix[Int(UInt64(UInt(bitPattern: key.digest)) >> 48)]) }
+
+    /// The shard of each 16-bit prefix: shard i owns a run of prefixes as long as its weight.
+    /// A bare pointer, made once and never freed or written again: read on every lookup from
+    /// every thread, an array's reference count would be counted each time.
+    nonisolated(unsafe) static let shardOfPrefix: UnsafePointer<UInt8> = {
+        let total = (0..<shardCount).reduce(0) { $0 + shardCount + $1 }
+        let table = UnsafeMutablePointer<UInt8>.allocate(capacity: 1 << 16)
+        var shard = 0, upTo = shardCount   // the cumulative weight through `shard`
+        for prefix in 0..<(1 << 16) {
+            // The prefix's place on the cumulative scale, in whole units of weight.
+            while prefix * total >= upTo << 16, shard < shardCount - 1 {
+                shard += 1
+                upTo += shardCount + shard
+            }
+            table[prefix] = UInt8(shard)
+        }
+        return UnsafePointer(table)
+    }()
 
     public subscript(key: Key) -> UsageEntry? {
         get { shards[UsageIndex.shard(key)][key].map(entry) }

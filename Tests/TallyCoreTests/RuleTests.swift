@@ -247,10 +247,30 @@ import Testing
         #expect(index.shardSizes.count(where: { $0 > 0 }) > 200)
         #expect(index.shardSizes.max()! < 120)
     }
+
+    /// Shard i takes a share proportional to 256 + i: the last shards hold about twice what the
+    /// first hold, so they do not all grow their tables at the same moment.
+    @Test func shardSizesSpreadOverOneDoubling() {
+        let table = UnsafeBufferPointer(start: UsageIndex.shardOfPrefix, count: 1 << 16)
+        let runs = (0..<UsageIndex.shardCount).map { shard in table.count(where: { Int($0) == shard }) }
+        #expect(runs.allSatisfy { $0 > 0 } && runs.reduce(0, +) == 1 << 16)
+        // Each run is its weight's share of the 65,536 prefixes, to within one prefix.
+        for (shard, run) in runs.enumerated() {
+            let exact = Double(65_536 * (256 + shard)) / Double(98_176)
+            #expect(abs(Double(run) - exact) <= 1, "shard \(shard): \(run) prefixes, \(exact) expected")
+        }
+        var index = UsageIndex()
+        for n in 0..<100_000 {
+            index[TallyState.usageKey(account: "a\(n % 7)", id: "\(n)")] = UsageEntry(
+                api: "a", edition: nil, calls: 1, at: Instant(microseconds: 0), recorded: Instant(microseconds: 0),
+                free: 1, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+        }
+        let sizes = index.shardSizes
+        let first = sizes.prefix(32).reduce(0, +), last = sizes.suffix(32).reduce(0, +)
+        #expect(Double(last) / Double(first) > 1.6 && Double(last) / Double(first) < 2.2, "\(first) in the first 32 shards, \(last) in the last")
+    }
 }
 
-/// The QPS limit of check-and-record: the highest QPS of the account's usable bought packs of that
-/// API; packs used up, expired, revoked, free or of another API do not count.
 /// The filter of ids older than the index: never a false "no", few false "maybe"s.
 @Suite struct RetiredUsageKeysTests {
     @Test func holdsEveryKeyInsertedAcrossSegments() {
@@ -276,6 +296,8 @@ import Testing
     }
 }
 
+/// The QPS limit of check-and-record: the highest QPS of the account's usable bought packs of that
+/// API; packs used up, expired, revoked, free or of another API do not count.
 @Suite struct QPSLimitTests {
     @Test func theHighestQPSOfUsablePacksOfTheAPI() {
         let now = at("2026-03-10T12:00:00+08:00")
