@@ -32,26 +32,30 @@ public final class RetiredUsageKeys: Sendable {
                 if segments.last.map({ $0.count >= $0.capacity }) ?? true {
                     segments.append(SplitBlockBloomFilter(capacity: segments.last.map { $0.capacity * 4 } ?? firstCapacity))
                 }
-                segments[segments.count - 1].insert(UInt64(UInt(bitPattern: key.digest)))
+                segments[segments.count - 1].insert(RetiredUsageKeys.hash(key))
             }
         }
     }
 
     /// False when the key was never inserted; true when it was, or by chance.
     public func mightContain(_ key: TallyState.UsageKey) -> Bool {
-        let hash = UInt64(UInt(bitPattern: key.digest))
-        return segments.withLock { segments in segments.contains { $0.mightContain(hash) } }
+        segments.withLock { RetiredUsageKeys.mayHold(key, $0) }
     }
 
     /// The keys in `keys` the filter may hold, in one pass under its lock.
     public func suspects<Keys: Sequence>(among keys: Keys) -> [TallyState.UsageKey] where Keys.Element == TallyState.UsageKey {
         segments.withLock { segments in
             guard !segments.isEmpty else { return [] }
-            return keys.filter { key in
-                let hash = UInt64(UInt(bitPattern: key.digest))
-                return segments.contains { $0.mightContain(hash) }
-            }
+            return keys.filter { RetiredUsageKeys.mayHold($0, segments) }
         }
+    }
+
+    /// The filter's hash of a key: the digest the key already carries.
+    private static func hash(_ key: TallyState.UsageKey) -> UInt64 { UInt64(UInt(bitPattern: key.digest)) }
+
+    private static func mayHold(_ key: TallyState.UsageKey, _ segments: [SplitBlockBloomFilter]) -> Bool {
+        let hash = hash(key)
+        return segments.contains { $0.mightContain(hash) }
     }
 
     public var isEmpty: Bool { segments.withLock { $0.isEmpty } }

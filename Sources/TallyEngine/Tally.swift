@@ -158,7 +158,8 @@ public final class Tally: Sendable {
     private let gate = Gate()
     private let reloading = Mutex<Int?>(nil)
     /// The keys of events recorded before the index's window (nil when the index keeps every
-    /// event); replaced with the state on a reload.
+    /// event): the state's own filter, kept here too so that asking it does not wait for the
+    /// engine's lock, which a long operation holds; replaced with the state on a reload.
     private let retired: Mutex<RetiredUsageKeys?>
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32

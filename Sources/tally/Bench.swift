@@ -107,24 +107,25 @@ struct Bench: AsyncParsableCommand {
         RecordUsage(account: "acct\(n % accounts)", id: "\(prefix)\(n)", api: "image-tagging.general", calls: 1 + Int64(n % 5), mode: mode)
     }
 
+    /// Reports `count` events in batches, `batchesInFlight` at a time, ids starting with `prefix`.
+    func report(_ count: Int, prefix: String, to tally: Tally) async throws {
+        try await forEach(Bench.batches(events: count, batch: batch), atMost: Bench.batchesInFlight) { range in
+            _ = try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: prefix, mode: .report) }))
+        }
+    }
+
     /// The report path: batches through the journal's group commit, against the same events
     /// written one transaction per event on the same store.
     func ingest(_ catalog: Catalog) async throws -> JSON {
         let (tally, virtualClock, path) = try await engine(catalog, accounts: accounts)
         defer { Stores.removeSQLite(path) }
         if aged > 0 {
-            try await forEach(Bench.batches(events: aged, batch: batch), atMost: Bench.batchesInFlight) { range in
-                _ = try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "old", mode: .report) }))
-            }
-            try virtualClock.advance(to: virtualClock.now.adding(seconds: 36 * 86_400))
+            try await report(aged, prefix: "old", to: tally)
+            try virtualClock.advance(to: virtualClock.now.adding(seconds: (Tally.usageIndexDays + 1) * 86_400))
             tally.forgetOldUsage()
         }
         let clock = ContinuousClock()
-        let elapsed = try await clock.measure {
-            try await forEach(Bench.batches(events: events, batch: batch), atMost: Bench.batchesInFlight) { range in
-                _ = try await tally.perform(RecordUsageBatch(events: range.map { Bench.usage($0, accounts: accounts, prefix: "e", mode: .report) }))
-            }
-        }
+        let elapsed = try await clock.measure { try await report(events, prefix: "e", to: tally) }
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)
         defer { Stores.removeSQLite(baselinePath) }
         let baselineElapsed = try await clock.measure {
