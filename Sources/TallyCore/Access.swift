@@ -11,14 +11,16 @@ public enum Role: String, Hashable, Sendable, Codable, CaseIterable {
 public struct APIKey: Hashable, Sendable, Codable {
     public let id: String
     public let role: Role
-    /// The one account a customer key is scoped to; nil for operator and gateway keys.
+    /// The one account a customer key is scoped to, or a gateway key that meters one account
+    /// only; nil for operator keys and for gateway keys that meter every account.
     public let account: String?
     public let digest: String
     public let created: Instant
     public var revoked: Instant?
 
     public init(id: String, role: Role, account: String?, digest: String, created: Instant) {
-        precondition((role == .customer) == (account != nil), "a customer key, and only a customer key, names its account")
+        precondition(role == .customer ? account != nil : role == .gateway || account == nil,
+                     "a customer key names its account, a gateway key may, an operator key does not")
         self.id = id
         self.role = role
         self.account = account

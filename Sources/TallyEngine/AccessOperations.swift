@@ -15,8 +15,8 @@ public struct IssueKey: Operation {
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> APIKey {
         switch (role, account) {
         case (.customer, nil): throw TallyError(.invalidRequest, "a customer key names the account it is for")
-        case (.customer, let account?): _ = try state.tally.account(account)
-        case (_, .some): throw TallyError(.invalidRequest, "only a customer key is scoped to an account")
+        case (.customer, let account?), (.gateway, let account?): _ = try state.tally.account(account)
+        case (.operator, .some): throw TallyError(.invalidRequest, "an operator key is not scoped to an account")
         case (_, nil): break
         }
         guard digest.utf8.count == 64, digest.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {

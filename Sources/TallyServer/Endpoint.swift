@@ -13,12 +13,18 @@ struct Endpoint: Sendable {
     /// The path as the OpenAPI document writes it: `/v1/accounts/{account}`.
     let path: String
     let roles: Set<Role>
+    /// Whether the route reads a JSON body (and honours `Idempotency-Key`), or leaves any body
+    /// unread: a gateway's authorization subrequest carries the client's method and headers, and
+    /// whatever body it has is the client's, not Tally's.
+    let readsBody: Bool
     let handle: @Sendable (inout Call) async throws -> Answer
 
-    init(_ method: HTTPRequest.Method, _ path: String, _ roles: Set<Role>, _ handle: @escaping @Sendable (inout Call) async throws -> Answer) {
+    init(_ method: HTTPRequest.Method, _ path: String, _ roles: Set<Role>, readsBody: Bool = true,
+         _ handle: @escaping @Sendable (inout Call) async throws -> Answer) {
         self.method = method
         self.path = path
         self.roles = roles
+        self.readsBody = readsBody
         self.handle = handle
     }
 
@@ -173,6 +179,10 @@ extension Endpoint {
             // Another customer's account answers exactly as an unknown one does.
             if let account, !(principal.mayTouch(account) && accountExists) {
                 throw Problem(TallyError(.accountNotFound, "there is no account \(account)"))
+            }
+            guard endpoint.readsBody else {
+                var call = Call(request: request, principal: principal, parameters: parameters, fields: .empty, server: server)
+                return try await endpoint.handle(&call).response
             }
             var request = request
             let body = try await Endpoint.collect(&request, limit: server.configuration.bodyBytesMax)

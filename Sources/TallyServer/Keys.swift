@@ -9,9 +9,10 @@ public struct Principal: Sendable, Hashable {
     public let account: String?
 
     /// Whether this caller may see or act on `account`. Operators may touch every account; a
-    /// customer only its own; a gateway any account's usage (the routes it may call say which).
+    /// customer only its own; a gateway any account's usage (the routes it may call say which), or
+    /// only its account's when the key is scoped to one (a gateway in front of one tenant).
     func mayTouch(_ account: String) -> Bool {
-        role != .customer || self.account == account
+        self.account.map { $0 == account } ?? (role != .customer)
     }
 }
 

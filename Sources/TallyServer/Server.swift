@@ -12,6 +12,8 @@ import TallyStore
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
+    /// The port of Envoy's rate limit service (gRPC, plaintext HTTP/2) on `host`; nil runs none.
+    public var grpcPort: Int?
     /// The largest request body: a report batch of 10,000 events is about 1.5 MB.
     public var bodyBytesMax = 4 * 1024 * 1024
     /// How often the scheduler looks at the clock.
@@ -94,7 +96,8 @@ public enum TallyServer {
     }
 
     /// Every route of the API, from the tables the OpenAPI test reads.
-    static let endpoints: [Endpoint] = AccountRoutes.all + OrderRoutes.all + UsageRoutes.all + BillingRoutes.all + AdminRoutes.all
+    static let endpoints: [Endpoint] = AccountRoutes.all + OrderRoutes.all + UsageRoutes.all + GatewayRoutes.all + BillingRoutes.all
+        + AdminRoutes.all
 
     /// The OpenAPI document, as shipped in the module's resources.
     public static let openAPIDocument: String = {
@@ -115,6 +118,15 @@ public enum TallyServer {
         router.add(middleware: MetricsMiddleware())
         for endpoint in endpoints {
             router.on(RouterPath(endpoint.path), method: endpoint.method, use: endpoint.responder(server))
+        }
+        // The gateway's subrequest comes with the client's method, and from ext_authz with the
+        // client's path after the prefix: the same decision for all of them.
+        let authorize = GatewayRoutes.all[0].responder(server)
+        for method in GatewayRoutes.all.map(\.method) + GatewayRoutes.otherMethods {
+            if !GatewayRoutes.all.contains(where: { $0.method == method }) {
+                router.on(RouterPath(GatewayRoutes.path), method: method, use: authorize)
+            }
+            router.on(RouterPath(GatewayRoutes.path + "/**"), method: method, use: authorize)
         }
         router.get("/health") { _, _ in
             Answer.json(.object([("status", .string("ok"))])).response
@@ -140,6 +152,9 @@ public enum TallyServer {
         )
         if server.configuration.backgroundServices {
             app.addServices(Scheduler(server: server, logger: logger), WebhookDelivery(server: server, logger: logger))
+        }
+        if server.configuration.grpcPort != nil {
+            app.addServices(RateLimitServer(server: server, logger: logger))
         }
         return app
     }

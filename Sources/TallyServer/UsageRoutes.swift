@@ -9,7 +9,7 @@ enum UsageRoutes {
 
     static let all: [Endpoint] = [
         Endpoint(.post, "/v1/usage/check", .meters) { call in
-            let event = try event(&call.fields, mode: .check)
+            let event = try event(&call.fields, mode: .check, principal: call.principal)
             try call.fields.end()
             let outcome = try await call.tally.perform(event)
             call.server.metrics.decided([outcome])
@@ -23,9 +23,11 @@ enum UsageRoutes {
         },
     ]
 
-    /// One event's fields: `account`, `id`, `api`, `edition`, `calls` (1 when absent), `time`.
-    static func event(_ fields: inout Fields, mode: RecordUsage.Mode) throws(TallyError) -> RecordUsage {
+    /// One event's fields: `account`, `id`, `api`, `edition`, `calls` (1 when absent), `time`. A
+    /// gateway key scoped to one account meters that account only: another answers as unknown.
+    static func event(_ fields: inout Fields, mode: RecordUsage.Mode, principal: Principal) throws(TallyError) -> RecordUsage {
         let account = try fields.string("account", lengthMax: Limits.identifierLengthMax)
+        guard principal.mayTouch(account) else { throw TallyError(.accountNotFound, "there is no account \(account)") }
         let id = try fields.string("id", lengthMax: Limits.eventIDLengthMax)
         let api = try fields.string("api", lengthMax: 128)
         let edition = try fields.optionalString("edition", lengthMax: 64)
@@ -47,7 +49,7 @@ enum UsageRoutes {
         for (index, item) in items.enumerated() {
             do throws(TallyError) {
                 var fields = try Fields(item)
-                let event = try event(&fields, mode: mode)
+                let event = try event(&fields, mode: mode, principal: call.principal)
                 try fields.end()
                 parsed.append(.success(event))
             } catch {

@@ -25,6 +25,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The port to listen on.")
     var port = 8080
 
+    @Option(help: "The port of Envoy's rate limit service (gRPC) on the same address; none by default.")
+    var grpcPort: Int?
+
     @OptionGroup var catalogOptions: CatalogOptions
 
     func run() async throws {
@@ -36,6 +39,7 @@ struct Serve: AsyncParsableCommand {
             var configuration = ServerConfiguration()
             configuration.host = host
             configuration.port = port
+            configuration.grpcPort = grpcPort
             let store = try await Stores.open(url)
             server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
@@ -52,6 +56,9 @@ struct Serve: AsyncParsableCommand {
             throw fail(error)
         }
         FileHandle.standardError.write(Data("tally: listening on http://\(host):\(port) (store \(url))\n".utf8))
+        if let grpcPort {
+            FileHandle.standardError.write(Data("tally: Envoy's rate limit service (gRPC) on \(host):\(grpcPort)\n".utf8))
+        }
         try await TallyServer.application(server, logger: logger).runService()
     }
 }

@@ -102,7 +102,7 @@ struct AccessTests {
             #expect(!listed.text.contains(secret))
             #expect(try await client.call(.get, "/v1/accounts/acme", key: secret).status == .ok)
             #expect(try await client.call(.post, "/v1/keys", json: #"{"role":"customer"}"#).code == "invalid_request")
-            #expect(try await client.call(.post, "/v1/keys", json: #"{"role":"gateway","account":"acme"}"#).code == "invalid_request")
+            #expect(try await client.call(.post, "/v1/keys", json: #"{"role":"operator","account":"acme"}"#).code == "invalid_request")
         }
     }
 

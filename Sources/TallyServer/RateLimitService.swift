@@ -1,0 +1,161 @@
+import EnvoyRateLimitAPI
+import GRPCCore
+import GRPCNIOTransportCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+import TallyCore
+import TallyEngine
+
+typealias RateLimitRequest = Envoy_Service_Ratelimit_V3_RateLimitRequest
+typealias RateLimitResponse = Envoy_Service_Ratelimit_V3_RateLimitResponse
+
+/// Envoy's global rate limit service (`envoy.service.ratelimit.v3.RateLimitService`), answered by
+/// check-and-record: Envoy's rate limit filter asks before every call, and Tally decides it exactly
+/// as `/v1/usage/check` does.
+///
+/// The request carries one descriptor, whose entries name the call (README, "Gateways"):
+/// `account` (or the gateway key's own account), `api`, `edition` (optional) and `request_id`
+/// (Envoy's `x-request-id`, the event id, so that a retry of the same request is counted once).
+/// The call count is the descriptor's `hits_addend`, else the request's, else 1. The gateway key
+/// comes as the `authorization: Bearer <key>` metadata (the grpc_service's `initial_metadata`).
+///
+/// Every refusal answers OVER_LIMIT (Envoy answers its client 429) with `x-tally-refusal: <code>`
+/// in `response_headers_to_add`; an allowed call answers OK with `x-tally-payer` (free, pack or
+/// postpaid) in `request_headers_to_add`, for the upstream. Where prepaid calls bound the account,
+/// the descriptor's `limit_remaining` and `x-tally-remaining` say how many are left. A malformed
+/// request is INVALID_ARGUMENT and a bad key UNAUTHENTICATED: errors, which Envoy's
+/// `failure_mode_deny: true` turns into a refusal (fail closed).
+struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProtocol {
+    let server: ServerEnvironment
+
+    /// The descriptor entries Tally reads; any other entry is refused as unknown.
+    enum Entry {
+        static let account = "account"
+        static let api = "api"
+        static let edition = "edition"
+        static let requestID = "request_id"
+        static let all: Set<String> = [account, api, edition, requestID]
+    }
+
+    func shouldRateLimit(request: ServerRequest<RateLimitRequest>, context: ServerContext) async throws -> ServerResponse<RateLimitResponse> {
+        let principal: Principal
+        do {
+            principal = try await Keys.authenticate(request.metadata[stringValues: "authorization"].first { _ in true }, tally: server.tally)
+            try server.admit(principal)
+        } catch {
+            throw RPCError(code: error.status == .unauthorized ? .unauthenticated : .resourceExhausted, message: error.error.message)
+        }
+        guard Set<Role>.meters.contains(principal.role) else {
+            throw RPCError(code: .permissionDenied, message: "a \(principal.role.rawValue) key may not ask the rate limit service")
+        }
+        let event: RecordUsage
+        do {
+            event = try RateLimitService.event(request.message, principal: principal)
+        } catch let refusal as TallyError {
+            return ServerResponse(message: RateLimitService.response(.failure(refusal)))
+        }
+        switch await GatewayRoutes.decide(event, server.tally) {
+        case .success(let decision):
+            server.metrics.decided([decision.outcome])
+            return ServerResponse(message: RateLimitService.response(.success(decision)))
+        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
+            return ServerResponse(message: RateLimitService.response(.failure(error)))
+        case .failure(let error) where error.code == .invalidRequest || error.code == .countOutOfRange:
+            throw RPCError(code: .invalidArgument, message: error.message)
+        case .failure(let error):
+            throw RPCError(code: .unavailable, message: error.message)
+        }
+    }
+
+    /// Reads the event from a request: every fault is an INVALID_ARGUMENT `RPCError`, and an
+    /// account the key may not meter a `TallyError` (refused as unknown); nothing is recorded.
+    static func event(_ request: RateLimitRequest, principal: Principal) throws -> RecordUsage {
+        guard request.descriptors.count == 1 else {
+            throw RPCError(code: .invalidArgument, message: "a request carries one descriptor, got \(request.descriptors.count)")
+        }
+        let descriptor = request.descriptors[0]
+        var entries: [String: String] = [:]
+        for entry in descriptor.entries {
+            guard Entry.all.contains(entry.key) else {
+                throw RPCError(code: .invalidArgument, message: "unknown descriptor entry \(entry.key); Tally reads account, api, edition and request_id")
+            }
+            guard entries.updateValue(entry.value, forKey: entry.key) == nil else {
+                throw RPCError(code: .invalidArgument, message: "the descriptor names \(entry.key) twice")
+            }
+        }
+        let account: String
+        do throws(TallyError) {
+            account = try GatewayRoutes.account(entries[Entry.account], principal: principal)
+        } catch where error.code == .accountNotFound {
+            throw error
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "the descriptor names no account, and the key is for every account")
+        }
+        guard let api = entries[Entry.api], !api.isEmpty, api.utf8.count <= 128 else {
+            throw RPCError(code: .invalidArgument, message: "the descriptor names no api (1 to 128 bytes)")
+        }
+        guard let id = entries[Entry.requestID], !id.isEmpty else {
+            throw RPCError(code: .invalidArgument, message: "the descriptor names no request_id: add a request_headers action for x-request-id")
+        }
+        let calls: UInt64 = descriptor.hasHitsAddend ? descriptor.hitsAddend.value : request.hitsAddend == 0 ? 1 : UInt64(request.hitsAddend)
+        guard calls >= 1, calls <= UInt64(Limits.eventCallsMax) else {
+            throw RPCError(code: .invalidArgument, message: "hits_addend must be from 1 to \(Limits.eventCallsMax), got \(calls)")
+        }
+        return RecordUsage(account: account, id: id, api: api, edition: entries[Entry.edition], calls: Int64(calls), mode: .check)
+    }
+
+    /// The response to one decision (or to a refusal before settling: an unknown account, a
+    /// reused id).
+    static func response(_ decision: Result<GatewayDecision, TallyError>) -> RateLimitResponse {
+        var response = RateLimitResponse()
+        var status = RateLimitResponse.DescriptorStatus()
+        let remaining = (try? decision.get())?.remaining
+        if let remaining { status.limitRemaining = UInt32(clamping: remaining) }
+        switch decision {
+        case .success(let decided) where decided.allowed:
+            status.code = .ok
+            response.overallCode = .ok
+            response.requestHeadersToAdd.append(header("x-tally-payer", decided.outcome.source ?? "free"))
+            if let remaining { response.requestHeadersToAdd.append(header("x-tally-remaining", String(remaining))) }
+        case .success(let decided):
+            status.code = .overLimit
+            response.overallCode = .overLimit
+            response.responseHeadersToAdd.append(header("x-tally-refusal", (decided.outcome.refusal ?? .quotaExhausted).rawValue))
+            if let remaining { response.responseHeadersToAdd.append(header("x-tally-remaining", String(remaining))) }
+        case .failure(let error):
+            status.code = .overLimit
+            response.overallCode = .overLimit
+            response.responseHeadersToAdd.append(header("x-tally-refusal", error.code.rawValue))
+        }
+        response.statuses = [status]
+        return response
+    }
+
+    static func header(_ key: String, _ value: String) -> Envoy_Service_Ratelimit_V3_HeaderValue {
+        var header = Envoy_Service_Ratelimit_V3_HeaderValue()
+        header.key = key
+        header.value = value
+        return header
+    }
+}
+
+/// The gRPC server for `RateLimitService`, run as a service of the application's group: SIGTERM
+/// stops it taking new streams and lets the decisions in flight finish.
+struct RateLimitServer: Service {
+    let server: ServerEnvironment
+    let logger: Logger
+
+    func run() async throws {
+        guard let port = server.configuration.grpcPort else { return }
+        let host = server.configuration.host
+        let address: GRPCNIOTransportCore.SocketAddress = host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
+        let grpc = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
+                              services: [RateLimitService(server: server)])
+        try await withGracefulShutdownHandler {
+            try await grpc.serve()
+        } onGracefulShutdown: {
+            grpc.beginGracefulShutdown()
+        }
+    }
+}
