@@ -268,3 +268,21 @@ struct GatewayTests {
         }
     }
 }
+
+@Suite("The README's gateway configurations")
+struct GatewayDocumentationTests {
+    @Test("Every configuration block in the README's Gateways section is copied from the files scripts/gateway-test runs")
+    func readmeBlocksAreTheTestedOnes() throws {
+        func text(_ path: String) throws -> String {
+            try String(contentsOf: Repository.root.appendingPathComponent(path), encoding: .utf8)
+        }
+        let readme = try text("README.md")
+        let tested = try text("scripts/gateway/envoy.yaml.in") + "\n" + text("scripts/gateway/nginx.conf.in")
+        let section = try #require(readme.components(separatedBy: "\n## Gateways\n").dropFirst().first?.components(separatedBy: "\n## ").first)
+        let blocks = section.components(separatedBy: "```").enumerated().filter { $0.offset % 2 == 1 }.map { block in
+            block.element.drop { $0 != "\n" }.dropFirst()
+        }
+        #expect(blocks.count >= 6)
+        for block in blocks { #expect(tested.contains(block), "not in the tested files:\n\(block)") }
+    }
+}
