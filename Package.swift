@@ -89,8 +89,11 @@ let package = Package(
         .executableTarget(
             name: "tally",
             dependencies: [
-                "TallyEngine", "TallyServer", "TallySQLite", "TallyPostgres",
+                "TallyEngine", "TallyServer", "TallySQLite", "TallyPostgres", "EnvoyRateLimitAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
         ),
         .testTarget(

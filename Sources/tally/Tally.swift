@@ -22,7 +22,7 @@ struct TallyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally",
         abstract: "Tally: metering, quota and billing for cloud API products and memberships.",
-        subcommands: [Serve.self, Simulate.self, Quote.self, CheckCatalog.self, Ingest.self, Audit.self, Report.self, BillRun.self, Bench.self]
+        subcommands: [Serve.self, Simulate.self, Quote.self, CheckCatalog.self, Ingest.self, Audit.self, Report.self, BillRun.self, Bench.self, GatewayLoad.self]
     )
 }
 
