@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import TallyCore
 import TallyEngine
 import TallyPostgres
@@ -9,12 +10,25 @@ import TallyStore
 /// `tally bench`: throughput figures, one JSON line per run. Every run is bounded in events and
 /// works on throw-away files. Timing uses the monotonic clock; seconds are time, not money.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks: ingest (report path), check (check-and-record), bill-run.")
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: ingest (report path), check (check-and-record), bill-run, mixed (checks beside other accounts' reports), restart (time to ready).")
 
-    enum Scenario: String, ExpressibleByArgument, CaseIterable { case ingest, check, billRun = "bill-run" }
+    enum Scenario: String, ExpressibleByArgument, CaseIterable { case ingest, check, billRun = "bill-run", mixed, restart }
 
-    @Option(help: "ingest, check or bill-run (default: all three).")
+    /// The scenarios run when none is named: the throughput figures (mixed and restart are asked for by name).
+    static let defaultScenarios: [Scenario] = [.ingest, .check, .billRun]
+
+    @Option(help: "ingest, check, bill-run, mixed or restart (default: ingest, check and bill-run).")
     var scenario: Scenario?
+
+    @Option(help: "For mixed: single checks per checking caller, at most 100,000 (the run also stops after 120 s).")
+    var checks: Int = 500
+
+    @Option(help: "For mixed: callers checking one call at a time.")
+    var checkers: Int = 8
+
+    @Option(help: "For mixed: callers reporting batches of 10,000 events for other accounts.")
+    var reporters: Int = 4
 
     @Option(help: "sqlite, postgres (needs --db), or memory to measure the engine alone.")
     var store: String = "sqlite"
@@ -53,16 +67,19 @@ struct Bench: AsyncParsableCommand {
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
             guard (1...10_000_000).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
-                  (1...RecordUsageBatch.eventsMax).contains(checkBatch) else {
+                  (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
+                  (0...64).contains(reporters) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
             }
             let catalog = try CatalogLocator.load(self.catalog.catalog)
-            for scenario in scenario.map({ [$0] }) ?? Scenario.allCases {
+            for scenario in scenario.map({ [$0] }) ?? Bench.defaultScenarios {
                 let line: JSON
                 switch scenario {
                 case .ingest: line = try await ingest(catalog)
                 case .check: line = try await check(catalog)
                 case .billRun: line = try await billRun(catalog)
+                case .mixed: line = try await mixed(catalog)
+                case .restart: line = try await restart(catalog)
                 }
                 print(line.serialized())
             }
@@ -74,13 +91,26 @@ struct Bench: AsyncParsableCommand {
     /// A fresh engine on a throw-away SQLite file, with `count` activated accounts.
     func engine(_ catalog: Catalog, accounts count: Int) async throws -> (Tally, VirtualClock, String) {
         let path = Stores.temporarySQLitePath("bench")
-        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
-        let backing: any TallyStore
+        let (tally, clock) = try await engine(catalog, accounts: count, on: try await backing(sqlitePath: path, postgresURL: nil))
+        return (tally, clock, path)
+    }
+
+    /// The store of a run: a new one at `sqlitePath` (or in a new PostgreSQL database, or the one
+    /// `postgresURL` names), or in memory.
+    func backing(sqlitePath: String, postgresURL: String?) async throws -> any TallyStore {
         switch store {
-        case "memory": backing = InMemoryStore()
-        case "postgres": backing = try await PostgresStore(url: PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())"))
-        default: backing = try SQLiteStore(path: path)
+        case "memory": return InMemoryStore()
+        case "postgres":
+            let url = if let postgresURL { postgresURL } else {
+                try await PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())")
+            }
+            return try await PostgresStore(url: url)
+        default: return try SQLiteStore(path: sqlitePath)
         }
+    }
+
+    func engine(_ catalog: Catalog, accounts count: Int, on backing: any TallyStore) async throws -> (Tally, VirtualClock) {
+        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
         let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs())
         var index = 0
         while index < count {
@@ -88,7 +118,7 @@ struct Bench: AsyncParsableCommand {
             try await tally.perform(Setup(accounts: chunk))
             index += chunk.count
         }
-        return (tally, clock, path)
+        return (tally, clock)
     }
 
     /// Batches kept in flight at once, so that settling the next batch overlaps writing the last.
@@ -209,6 +239,129 @@ struct Bench: AsyncParsableCommand {
             ("events_per_second", .int(Int64(Double(accounts) / Bench.seconds(elapsed)))),
         ])
     }
+}
+
+extension Bench {
+    /// The longest a mixed run's phase lasts, whatever is left of its checks.
+    static let mixedSecondsMax = 120.0
+
+    /// Latency figures of one phase: how many calls, over how long, and their percentiles.
+    static func latencies(_ name: String, _ nanoseconds: [Int64], seconds: Double) -> (String, JSON) {
+        let sorted = nanoseconds.sorted()
+        func percentile(_ p: Double) -> JSON {
+            guard !sorted.isEmpty else { return .null }
+            let index = max(0, min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1))
+            return .string(String(format: "%.3f", Double(sorted[index]) / 1_000_000))
+        }
+        return (name, .object([
+            ("checks", .int(Int64(sorted.count))), ("checks_per_second", .int(Int64(Double(sorted.count) / seconds))),
+            ("p50_ms", percentile(0.5)), ("p99_ms", percentile(0.99)), ("max_ms", percentile(1.0)),
+        ]))
+    }
+
+    /// `checkers` callers each make `checks` single checks (accounts of the first half), alone
+    /// and then beside `reporters` callers reporting batches of 10,000 events for the accounts of
+    /// the second half until the checks are done: what a gateway's check waits for behind another
+    /// account's bulk report, in process.
+    func mixed(_ catalog: Catalog) async throws -> JSON {
+        let (tally, _, path) = try await engine(catalog, accounts: max(2, accounts))
+        defer { Stores.removeSQLite(path) }
+        let half = max(1, accounts / 2), checks = self.checks, checkers = self.checkers
+        let deadlineSeconds = Bench.mixedSecondsMax
+        func checkPhase(_ prefix: String) async throws -> ([Int64], Double) {
+            let clock = ContinuousClock()
+            let start = clock.now
+            let deadline = start + .seconds(deadlineSeconds)
+            let all = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for caller in 0..<checkers {
+                    group.addTask {
+                        var latencies: [Int64] = []
+                        latencies.reserveCapacity(checks)
+                        for k in 0..<checks where clock.now < deadline {
+                            let n = caller * checks + k
+                            let began = clock.now
+                            _ = try await tally.perform(RecordUsage(account: "acct\(n % half)", id: "\(prefix)\(n)", api: "image-tagging.general",
+                                                                    calls: 1, mode: .check))
+                            let took = clock.now - began
+                            latencies.append(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
+                        }
+                        return latencies
+                    }
+                }
+                var all: [Int64] = []
+                for try await latencies in group { all += latencies }
+                return all
+            }
+            return (all, Bench.seconds(clock.now - start))
+        }
+        let (alone, aloneSeconds) = try await checkPhase("alone")
+        let progress = ReportProgress()
+        let reporters = self.reporters, accounts = max(2, self.accounts)
+        let (beside, besideSeconds) = try await withThrowingTaskGroup(of: Void.self) { group in
+            for reporter in 0..<reporters {
+                group.addTask {
+                    var round = 0
+                    while !progress.done.load(ordering: .relaxed) {
+                        let events = (0..<RecordUsageBatch.eventsMax).map { i in
+                            RecordUsage(account: "acct\(half + (i % (accounts - half)))", id: "r\(reporter)-\(round)-\(i)", api: "image-tagging.general",
+                                        calls: 1, mode: .report)
+                        }
+                        _ = try await tally.perform(RecordUsageBatch(events: events))
+                        progress.reported.add(events.count, ordering: .relaxed)
+                        round += 1
+                    }
+                }
+            }
+            // The reports get going before the checks start.
+            try await Task.sleep(for: .milliseconds(reporters > 0 ? 500 : 0))
+            let result = try await checkPhase("beside")
+            progress.done.store(true, ordering: .relaxed)
+            try await group.waitForAll()
+            return result
+        }
+        let aloneFigures = Bench.latencies("checks_alone", alone, seconds: aloneSeconds)
+        let besideFigures = Bench.latencies("checks_beside_reports", beside, seconds: besideSeconds)
+        let aloneRate = Double(alone.count) / aloneSeconds, besideRate = Double(beside.count) / besideSeconds
+        return .object([
+            ("scenario", .string("mixed")), ("store", .string(store)), ("checkers", .int(Int64(checkers))),
+            ("reporters", .int(Int64(reporters))), ("report_batch", .int(Int64(RecordUsageBatch.eventsMax))),
+            aloneFigures, besideFigures,
+            ("reported_events_per_second", .int(Int64(Double(progress.reported.load(ordering: .relaxed)) / besideSeconds))),
+            ("checks_per_second_ratio", .string(String(format: "%.3f", besideRate / aloneRate))),
+        ])
+    }
+
+    /// Time from opening a store that holds `events` usage events of this month (over
+    /// `accounts` accounts) to an engine ready to answer: what `tally serve` spends before
+    /// `/health` answers, less the HTTP listener.
+    func restart(_ catalog: Catalog) async throws -> JSON {
+        guard store != "memory" else { throw TallyError(.invalidRequest, "restart needs a durable store: --store sqlite or postgres") }
+        let path = Stores.temporarySQLitePath("bench")
+        defer { Stores.removeSQLite(path) }
+        let url = store == "postgres" ? try await PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())") : nil
+        do {
+            let (tally, _) = try await engine(catalog, accounts: accounts, on: try await backing(sqlitePath: path, postgresURL: url))
+            try await report(events, prefix: "h", to: tally)
+        }
+        let clock = ContinuousClock()
+        var facts: Int64 = 0
+        let elapsed = try await clock.measure {
+            let reopened = try await backing(sqlitePath: path, postgresURL: url)
+            let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
+                                              ids: SequentialIDs())
+            facts = tally.read { $0.factCount }
+        }
+        return .object([
+            ("scenario", .string("restart")), ("store", .string(store)), ("events", .int(Int64(events))), ("accounts", .int(Int64(accounts))),
+            ("facts", .int(facts)), ("seconds_to_ready", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
+        ])
+    }
+}
+
+/// What the reporters of a mixed run share: when to stop, and how many events they reported.
+final class ReportProgress: Sendable {
+    let done = Atomic<Bool>(false)
+    let reported = Atomic<Int>(0)
 }
 
 /// Opens and activates benchmark accounts in one operation.

@@ -8,8 +8,8 @@ import NIOCore
 
 /// A bounded load on a running `tally serve`, one protocol after the other with the same clients'
 /// shape: `concurrency` callers, each asking one decision at a time, every event new. gRPC runs
-/// over one HTTP/2 connection (as Envoy's rate limit filter talks to its service); HTTP over a
-/// pool of `concurrency` HTTP/1.1 connections. Prints one JSON line a protocol and one with the
+/// over `grpcConnections` HTTP/2 connections (Envoy's rate limit filter keeps one a worker
+/// thread, and runs a worker a core); HTTP over a pool of `concurrency` HTTP/1.1 connections. Prints one JSON line a protocol and one with the
 /// ratio. A measurement, not a test: `scripts/load-test` runs it.
 struct GatewayLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,9 +44,13 @@ struct GatewayLoad: AsyncParsableCommand {
     @Option(help: "Callers, each with one decision in flight (at most 1,024).")
     var concurrency = 64
 
+    @Option(help: "HTTP/2 connections the gRPC callers share (at most 64).")
+    var grpcConnections = 2
+
     func validate() throws {
         guard seconds > 0, seconds <= GatewayLoad.secondsMax else { throw ValidationError("--seconds is from 0 to 300") }
         guard (1...GatewayLoad.concurrencyMax).contains(concurrency) else { throw ValidationError("--concurrency is from 1 to 1,024") }
+        guard (1...64).contains(grpcConnections) else { throw ValidationError("--grpc-connections is from 1 to 64") }
         guard accounts >= 1 else { throw ValidationError("--accounts is at least 1") }
         guard grpcAddress != nil else { throw ValidationError("--grpc is HOST:PORT") }
     }
@@ -91,7 +95,7 @@ struct GatewayLoad: AsyncParsableCommand {
     }
 
     /// Runs `concurrency` callers of `decide` until the time is up.
-    func callers(_ decide: @escaping @Sendable (_ account: String, _ id: String) async -> Bool?) async -> Figures {
+    func callers(_ decide: @escaping @Sendable (_ caller: Int, _ account: String, _ id: String) async -> Bool?) async -> Figures {
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1_000))
         let accounts = self.accounts, prefix = accountPrefix, callers = concurrency
         return await withTaskGroup(of: Figures.self) { group in
@@ -102,7 +106,7 @@ struct GatewayLoad: AsyncParsableCommand {
                     while ContinuousClock.now < deadline {
                         n += 1
                         let started = ContinuousClock.now
-                        let allowed = await decide("\(prefix)\((caller + n * callers) % accounts)", "c\(caller)-\(n)")
+                        let allowed = await decide(caller, "\(prefix)\((caller + n * callers) % accounts)", "c\(caller)-\(n)")
                         let elapsed = ContinuousClock.now - started
                         switch allowed {
                         case true?: figures.latenciesNanoseconds.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
@@ -123,9 +127,13 @@ struct GatewayLoad: AsyncParsableCommand {
         let (host, port) = grpcAddress!
         let metadata: Metadata = ["authorization": "Bearer \(key)"]
         let api = self.api
-        return try await withGRPCClient(transport: try .http2NIOPosix(target: .ipv4(address: host, port: port), transportSecurity: .plaintext)) { client in
-            let service = Envoy_Service_Ratelimit_V3_RateLimitService.Client(wrapping: client)
-            return await callers { account, id in
+        let clients = try (0..<grpcConnections).map { _ in
+            GRPCClient(transport: try .http2NIOPosix(target: .ipv4(address: host, port: port), transportSecurity: .plaintext))
+        }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in clients { group.addTask { try await client.runConnections() } }
+            let services = clients.map { Envoy_Service_Ratelimit_V3_RateLimitService.Client(wrapping: $0) }
+            let figures = await callers { caller, account, id in
                 var request = Envoy_Service_Ratelimit_V3_RateLimitRequest()
                 request.domain = "tally"
                 var descriptor = Envoy_Service_Ratelimit_V3_RateLimitDescriptor()
@@ -136,9 +144,12 @@ struct GatewayLoad: AsyncParsableCommand {
                     descriptor.entries.append(entry)
                 }
                 request.descriptors = [descriptor]
-                guard let response = try? await service.shouldRateLimit(request, metadata: metadata) else { return nil }
+                guard let response = try? await services[caller % services.count].shouldRateLimit(request, metadata: metadata) else { return nil }
                 return response.overallCode == .ok
             }
+            for client in clients { client.beginGracefulShutdown() }
+            try await group.waitForAll()
+            return figures
         }
     }
 
@@ -147,7 +158,7 @@ struct GatewayLoad: AsyncParsableCommand {
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let url = http + "/v1/usage/check", key = self.key, api = self.api
-        let figures = await callers { account, id in
+        let figures = await callers { _, account, id in
             var request = HTTPClientRequest(url: url)
             request.method = .POST
             request.headers.add(name: "Authorization", value: "Bearer \(key)")
