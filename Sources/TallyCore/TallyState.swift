@@ -16,6 +16,12 @@ public struct TallyState: Sendable {
     /// Where the keys of events that are not (or no longer) in `usage` go, when the engine keeps
     /// track of them: it then finds an old id sent again before the store refuses it.
     public var retiredKeys: RetiredUsageKeys?
+    /// With `retiredKeys`: the most events a generation of the index holds. When the current one
+    /// fills, the previous generation's keys go to `retiredKeys`, so that the index keeps between
+    /// one and two generations of the latest events (a gateway's retries are answered from
+    /// memory) and every older id costs 2 bytes in the filter and one store read if it comes back.
+    /// Nil: the index keeps every event of its window.
+    public var usageCacheGeneration: Int?
     /// Every usage event applied, indexed or not.
     public private(set) var usageEvents: Int64 = 0
     public private(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
@@ -282,6 +288,9 @@ public struct TallyState: Sendable {
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
             usage[key] = UsageEntry(record)
+            if let generation = usageCacheGeneration, let retiredKeys, usage.currentCount >= generation {
+                retiredKeys.insert(contentsOf: usage.rotate())
+            }
         } else {
             retiredKeys?.insert(key)
         }

@@ -6,6 +6,12 @@
 /// Entries are kept compact: the few texts they repeat (API ids, editions, refusal codes) are
 /// numbered once in a table of the index's own, so a stored entry is plain numbers: no reference
 /// to count when it is written or moved, and 72 bytes where a `UsageEntry` takes 112.
+///
+/// Two generations: new entries go into the current one; `rotate()` hands back the previous
+/// generation's keys and makes the current one previous. A state that bounds its index rotates
+/// when the current generation is full and sends the keys it hands back to the filter of retired
+/// keys (`TallyState.usageCacheGeneration`), so memory holds between one and two generations of
+/// the latest events, whatever the window.
 public struct UsageIndex: Sendable, Sequence {
     public typealias Key = TallyState.UsageKey
     public typealias Element = (key: Key, value: UsageEntry)
@@ -27,6 +33,10 @@ public struct UsageIndex: Sendable, Sequence {
     static let shardBits = 8
     static let shardCount = 1 << shardBits
     private var shards: [[Key: Stored]] = Array(repeating: [:], count: UsageIndex.shardCount)
+    /// The generation before `shards`, empty until the first `rotate()`.
+    private var previous: [[Key: Stored]] = []
+    /// How many entries the current generation holds.
+    public private(set) var currentCount = 0
     /// The texts entries name, by number; number 0 is no text.
     private var texts: [String] = [""]
     private var numbers: [String: UInt32] = [:]
@@ -63,15 +73,37 @@ public struct UsageIndex: Sendable, Sequence {
     }()
 
     public subscript(key: Key) -> UsageEntry? {
-        get { shards[UsageIndex.shard(key)][key].map(entry) }
+        get {
+            let shard = UsageIndex.shard(key)
+            if let found = shards[shard][key] { return entry(found) }
+            return previous.isEmpty ? nil : previous[shard][key].map(entry)
+        }
         set {
             let shard = UsageIndex.shard(key)
+            if !previous.isEmpty, previous[shard].removeValue(forKey: key) != nil { count -= 1 }
             if let newValue {
-                if shards[shard].updateValue(stored(newValue), forKey: key) == nil { count += 1 }
+                if shards[shard].updateValue(stored(newValue), forKey: key) == nil {
+                    count += 1
+                    currentCount += 1
+                }
             } else if shards[shard].removeValue(forKey: key) != nil {
                 count -= 1
+                currentCount -= 1
             }
         }
+    }
+
+    /// Drops the previous generation and returns its keys; the current generation becomes the
+    /// previous one and a new, empty one starts.
+    public mutating func rotate() -> [Key] {
+        var dropped: [Key] = []
+        dropped.reserveCapacity(count - currentCount)
+        for shard in previous { dropped.append(contentsOf: shard.keys) }
+        previous = shards
+        shards = Array(repeating: [:], count: UsageIndex.shardCount)
+        count = currentCount
+        currentCount = 0
+        return dropped
     }
 
     private mutating func number(_ text: String?) -> UInt32 {
@@ -100,13 +132,18 @@ public struct UsageIndex: Sendable, Sequence {
     /// returns the keys of the others.
     @discardableResult
     public mutating func keep(recordedFrom cutoff: Instant) -> [Key] {
-        count = 0
         var dropped: [Key] = []
-        for shard in shards.indices {
-            for (key, entry) in shards[shard] where entry.recorded < cutoff { dropped.append(key) }
-            shards[shard] = shards[shard].filter { $0.value.recorded >= cutoff }
-            count += shards[shard].count
+        func trim(_ generation: inout [[Key: Stored]]) -> Int {
+            var kept = 0
+            for shard in generation.indices {
+                for (key, entry) in generation[shard] where entry.recorded < cutoff { dropped.append(key) }
+                generation[shard] = generation[shard].filter { $0.value.recorded >= cutoff }
+                kept += generation[shard].count
+            }
+            return kept
         }
+        currentCount = trim(&shards)
+        count = currentCount + trim(&previous)
         return dropped
     }
 
@@ -115,10 +152,10 @@ public struct UsageIndex: Sendable, Sequence {
         for (key, entry) in entries where self[key] == nil { self[key] = entry }
     }
 
-    /// How many entries each shard holds (for tests of the spread).
+    /// How many entries each shard of the current generation holds (for tests of the spread).
     public var shardSizes: [Int] { shards.map(\.count) }
 
-    public func makeIterator() -> Iterator { Iterator(index: self, shards: shards.joined().makeIterator()) }
+    public func makeIterator() -> Iterator { Iterator(index: self, shards: (shards + previous).joined().makeIterator()) }
 
     public struct Iterator: IteratorProtocol {
         let index: UsageIndex

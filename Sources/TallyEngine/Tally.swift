@@ -172,34 +172,46 @@ public final class Tally: Sendable {
     /// How many days of usage ids the index keeps; nil keeps every one (`tally audit` on stores
     /// that cannot stream a recount).
     public let usageIndexDays: Int64?
+    /// The events a generation of the index holds by default (`TallyState.usageCacheGeneration`):
+    /// between 131,072 and 262,144 of the latest events stay in memory, about 60 MB at most;
+    /// older ids of the window are in the filter of retired keys (docs/decisions.md).
+    public static let usageCacheGeneration = 1 << 17
+    /// The events a generation of the index holds; nil keeps every event of the window in memory.
+    public let usageCacheGeneration: Int?
 
     /// Starts an engine on `store`: streams every fact from it and folds them over the catalog.
     public static func start(
         catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
-        usageIndexDays: Int64? = Tally.usageIndexDays, logger: Logger = Logger(label: "tally.engine")
+        usageIndexDays: Int64? = Tally.usageIndexDays, usageCacheGeneration: Int? = Tally.usageCacheGeneration,
+        logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
-        let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays))
+        let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
+                                                             usageCacheGeneration: usageCacheGeneration))
         if let retired = tally.retiredKeys {
             logger.info("ids older than the index", metadata: ["keys": "\(retired.count)", "bytes": "\(retired.bytes)"])
         }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(tally.factCount)", "accounts": "\(tally.accounts.count)",
                                                  "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
         return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids,
-                     usageIndexDays: usageIndexDays, logger: logger)
+                     usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration, logger: logger)
     }
 
     /// The state a rebuild starts from: the catalog, the instant before which usage ids stay out
-    /// of memory, and a new filter for the keys of those ids.
-    static func emptyState(_ catalog: Catalog, now: Instant, usageIndexDays: Int64?) -> TallyState {
+    /// of memory, the bound on the index's generations, and a new filter for the keys of the ids
+    /// memory does not keep.
+    static func emptyState(_ catalog: Catalog, now: Instant, usageIndexDays: Int64?, usageCacheGeneration: Int?) -> TallyState {
         var tally = TallyState(catalog: catalog)
         if let days = usageIndexDays {
             tally.retiredKeys = RetiredUsageKeys()
+            tally.usageCacheGeneration = usageCacheGeneration
             tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400))
         }
         return tally
     }
 
-    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?, logger: Logger) {
+    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
+                 usageCacheGeneration: Int?, logger: Logger) {
+        self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
         self.state = Mutex(state)
         self.store = store
@@ -324,7 +336,8 @@ public final class Tally: Sendable {
         if generationNow != generation { return }
         var tally: TallyState
         do {
-            tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays))
+            tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
+                                                             usageCacheGeneration: usageCacheGeneration))
         } catch {
             throw TallyError(.storeUnavailable, "reloading after a conflict failed: \(error)")
         }

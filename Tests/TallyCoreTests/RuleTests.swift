@@ -271,6 +271,38 @@ import Testing
     }
 }
 
+/// An index bounded by generations: memory holds the latest events, and every key it lets go is in
+/// the filter, so no recorded id is ever answered as unknown.
+@Suite struct BoundedUsageIndexTests {
+    @Test func keepsOneToTwoGenerationsAndRetiresTheRest() {
+        let retired = RetiredUsageKeys(firstCapacity: 1_000)
+        var index = UsageIndex()
+        var kept: [TallyState.UsageKey] = []
+        for n in 0..<1_050 {
+            let key = TallyState.usageKey(account: "a", id: "e\(n)")
+            index[key] = UsageEntry(api: "x", edition: nil, calls: 1, at: Instant(microseconds: Int64(n)), recorded: Instant(microseconds: Int64(n)),
+                                    free: 1, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+            kept.append(key)
+            if index.currentCount >= 100 { retired.insert(contentsOf: index.rotate()) }
+        }
+        // 1,050 events: ten rotations; the previous generation holds 100, the current one 50.
+        #expect(index.count == 150 && index.currentCount == 50)
+        #expect(retired.count == 900)
+        for (n, key) in kept.enumerated() {
+            if n >= 900 {
+                #expect(index[key]?.at.microseconds == Int64(n), "e\(n) answered from memory")
+            } else {
+                #expect(index[key] == nil && retired.mightContain(key), "e\(n) left to the filter")
+            }
+        }
+        // A key put back (found in the store) moves into the current generation, counted once.
+        index[kept[10]] = index[kept[950]]
+        #expect(index.count == 151 && index.currentCount == 51)
+        index[kept[950]] = index[kept[950]]
+        #expect(index.count == 151 && index.currentCount == 52, "moved from the previous generation to the current one")
+    }
+}
+
 /// The filter of ids older than the index: never a false "no", few false "maybe"s.
 @Suite struct RetiredUsageKeysTests {
     @Test func holdsEveryKeyInsertedAcrossSegments() {

@@ -212,6 +212,49 @@ import TallyStore
         #expect(try await fresh.audit().isClean)
     }
 
+    /// A bounded index (generations of 64 events here): an id the index let go, sent again, is
+    /// answered from the store as a duplicate with its first outcome, or refused as reused, with
+    /// no reload, on a running engine and a restarted one; memory holds at most two generations.
+    @Test(arguments: StoreKind.available)
+    func anIDTheBoundedIndexLetGoIsStillCountedOnce(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let clock = VirtualClock(start: try #require(Instant(rfc3339: "2026-01-05T09:00:00+08:00")))
+        let first = try await Tally.start(catalog: Self.catalog, store: store, clock: clock.clock, ids: RandomIDs(), usageCacheGeneration: 64)
+        try await first.perform(OpenAccount(account: "acme", subject: .enterprise, verified: true))
+        try await first.perform(Activate(account: "acme", product: "image-tagging"))
+        let original = try await first.perform(RecordUsage(account: "acme", id: "e-0", api: "image-tagging.general", calls: 1_200, mode: .report))
+        for chunk in stride(from: 1, to: 1_000, by: 100) {
+            _ = try await first.perform(RecordUsageBatch(events: (chunk..<chunk + 100).map {
+                RecordUsage(account: "acme", id: "e-\($0)", api: "image-tagging.general", calls: 1, mode: .report)
+            }))
+        }
+        #expect(first.read { $0.usage.count } <= 128)
+        #expect(first.read { $0.usage[TallyState.usageKey(account: "acme", id: "e-0")] } == nil, "let go by the index")
+        // The running engine first, then one restarted on the same store (one writer at a time).
+        func resend(_ engine: Tally, new id: String) async throws {
+            let resent = try await engine.perform(RecordUsage(account: "acme", id: "e-0", api: "image-tagging.general", calls: 1_200, mode: .check))
+            #expect(resent.duplicate && resent.free == original.free && resent.postpaid == original.postpaid)
+            let batch = try await engine.perform(RecordUsageBatch(events: [
+                RecordUsage(account: "acme", id: "e-5", api: "image-tagging.general", calls: 1, mode: .report),
+                RecordUsage(account: "acme", id: id, api: "image-tagging.general", calls: 1, mode: .report),
+            ]))
+            #expect(try batch[0].get().duplicate && !batch[1].get().duplicate)
+            await #expect(throws: TallyError.self) {
+                try await engine.perform(RecordUsage(account: "acme", id: "e-7", api: "image-tagging.general", calls: 2, mode: .report))
+            }
+            #expect(engine.reloads == 0)
+        }
+        try await resend(first, new: "e-new-1")
+        let again = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs(),
+                                          usageCacheGeneration: 64)
+        #expect(again.read { $0.usage.count } <= 128)
+        try await resend(again, new: "e-new-2")
+        let fresh = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
+        let calls: Int64? = fresh.read { $0.monthly[MonthlyKey(account: "acme", api: "image-tagging.general", month: Month(year: 2026, month: 1))]?.calls }
+        #expect(calls == 2_202, "e-0's 1,200 calls, e-1 ... e-1000 once each, and the two new ids")
+        #expect(try await fresh.audit().isClean)
+    }
+
     static let tour = """
     start: 2026-01-01T00:00:00+08:00
     steps:
