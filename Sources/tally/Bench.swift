@@ -57,6 +57,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Decisions per call for check: 1 asks one at a time; more is the batch mode (check-and-record for a batch).")
     var checkBatch: Int = 1
 
+    @Option(help: "Events a generation of the usage index holds (0: every event of the 35-day window, as before the index was bounded).")
+    var usageCacheGeneration: Int = Tally.usageCacheGeneration
+
     @OptionGroup var catalog: CatalogOptions
 
     func run() async throws {
@@ -68,7 +71,7 @@ struct Bench: AsyncParsableCommand {
             guard (1...10_000_000).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
-                  (0...64).contains(reporters) else {
+                  (0...64).contains(reporters), usageCacheGeneration >= 0 else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
             }
             let catalog = try CatalogLocator.load(self.catalog.catalog)
@@ -111,7 +114,8 @@ struct Bench: AsyncParsableCommand {
 
     func engine(_ catalog: Catalog, accounts count: Int, on backing: any TallyStore) async throws -> (Tally, VirtualClock) {
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
-        let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs())
+        let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs(),
+                                          usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
         var index = 0
         while index < count {
             let chunk = (index..<min(index + 5_000, count)).map { "acct\($0)" }
@@ -172,6 +176,9 @@ struct Bench: AsyncParsableCommand {
             ("baseline_events", .int(Int64(baselineEvents))),
             ("baseline_events_per_second", .int(Int64(baselineRate))),
             ("ratio", .string(String(format: "%.1f", rate / baselineRate))),
+            ("indexed", .int(Int64(tally.read { $0.usage.count }))),
+            ("retired_filter_bytes", .int(Int64(tally.read { $0.retiredKeys?.bytes ?? 0 }))),
+            ("max_resident_bytes", .int(Bench.maxResidentBytes())),
         ])
     }
 
@@ -242,6 +249,13 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
+    /// The process's peak resident memory so far (getrusage's ru_maxrss, kilobytes on Linux).
+    static func maxResidentBytes() -> Int64 {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int64(usage.ru_maxrss) * 1_024
+    }
+
     /// The longest a mixed run's phase lasts, whatever is left of its checks.
     static let mixedSecondsMax = 120.0
 

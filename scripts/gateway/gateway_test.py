@@ -271,7 +271,12 @@ def main():
         check(len(served(upstream_log)) == before, "no call reached the upstream while Tally was down")
         audit = subprocess.run([args.binary, "audit", "--db", tally.db, "--catalog", os.path.join(ROOT, "catalogs/tally.yaml")],
                                capture_output=True, text=True)
-        check(audit.returncode == 0, f"tally audit is clean: {audit.stdout.strip().splitlines()[-1:] if audit.stdout else audit.stderr.strip()}")
+        try:
+            report = json.loads(audit.stdout)
+            summary = f"{report['accounts']} accounts, {len(report['mismatches'])} mismatches, {len(report['unbalanced_transactions'])} unbalanced"
+        except (ValueError, KeyError):
+            summary = (audit.stdout + audit.stderr).strip()[-300:]
+        check(audit.returncode == 0, f"tally audit is clean ({summary})")
     finally:
         tally.stop()
         for process in processes:
