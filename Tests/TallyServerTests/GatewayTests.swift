@@ -92,6 +92,16 @@ struct GatewayTests {
             #expect(exhausted.headers[.tallyRemaining] == "0")
             #expect(exhausted.code == "quota_exhausted")
 
+            // Editions: the legacy API counts each edition used; one it does not offer is refused.
+            var camera = GatewayTests.headers(account: "acme", api: "image-tagging.legacy", id: "ed-1")
+            camera[.tallyEdition] = "camera"
+            let edition = try await client.call(.get, "/v1/gateway/authorize", key: gateway, headers: camera)
+            #expect(edition.headers[.tallyPayer] == "postpaid")
+            camera[.tallyEdition] = "radio"
+            camera[.requestID] = "ed-2"
+            #expect(try await client.call(.get, "/v1/gateway/authorize", key: gateway, headers: camera).headers[.tallyRefusal] == "unknown_edition")
+            #expect(harness.server.tally.read { $0.monthly.values.reduce(0) { $0 + ($1.byEdition["camera"] ?? 0) } } == 1)
+
             let unknown = try await client.call(.get, "/v1/gateway/authorize", key: gateway,
                                                 headers: GatewayTests.headers(account: "nobody", api: "image-tagging.general", id: "n-1"))
             #expect(unknown.status == .forbidden)
@@ -237,6 +247,12 @@ struct GatewayTests {
             #expect(exhausted.overallCode == .overLimit)
             #expect(exhausted.statuses.map(\.limitRemaining) == [0])
             #expect(GatewayTests.header(exhausted.responseHeadersToAdd, "x-tally-refusal") == "quota_exhausted")
+            let edition = try await rls.shouldRateLimit(GatewayTests.request([("account", "acme"), ("api", "image-tagging.legacy"), ("edition", "album"),
+                                                                              ("request_id", "g-ed")]), metadata: metadata)
+            #expect(GatewayTests.header(edition.requestHeadersToAdd, "x-tally-payer") == "postpaid")
+            let noEdition = try await rls.shouldRateLimit(GatewayTests.request([("account", "acme"), ("api", "image-tagging.legacy"), ("request_id", "g-ed2")]),
+                                                          metadata: metadata)
+            #expect(GatewayTests.header(noEdition.responseHeadersToAdd, "x-tally-refusal") == "unknown_edition")
             let unknown = try await rls.shouldRateLimit(GatewayTests.request([("account", "nobody"), ("api", "taishan.smart-cover"), ("request_id", "g-5")]),
                                                         metadata: metadata)
             #expect(GatewayTests.header(unknown.responseHeadersToAdd, "x-tally-refusal") == "account_not_found")
