@@ -362,7 +362,7 @@ extension Bench {
         let elapsed = try await clock.measure {
             let reopened = try await backing(sqlitePath: path, postgresURL: url)
             let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
-                                              ids: SequentialIDs())
+                                              ids: SequentialIDs(), usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
             facts = tally.read { $0.factCount }
         }
         return .object([
