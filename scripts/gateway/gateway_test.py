@@ -107,7 +107,8 @@ class Gateway:
         self.name, self.base, self.down_status = name, base, down_status
 
     def call(self, path, account, request_id=None):
-        headers = {"X-Tally-Account": account}
+        # A client that claims to be paid for: the gateway must drop the claim.
+        headers = {"X-Tally-Account": account, "X-Tally-Payer": "forged"}
         if request_id:
             headers["X-Request-Id"] = request_id
         return request(self.base + path, headers=headers)
@@ -209,7 +210,8 @@ def main():
             print(f"{g}:")
             status, headers, _ = gateway.call("/cover/first", f"cover-{g}", f"{g}-cover-1")
             seen = [r for r in served(upstream_log) if r["request_id"] == f"{g}-cover-1"]
-            check(status == 200 and len(seen) == 1 and seen[0]["payer"] == "pack", f"a call within a pack passes, X-Tally-Payer: pack reaches the upstream (status {status}, upstream saw {seen})")
+            check(status == 200 and len(seen) == 1 and seen[0]["payer"] == "pack",
+                  f"a call within a pack passes, X-Tally-Payer: pack reaches the upstream and the client's forged one does not (status {status}, upstream saw {seen})")
 
             time.sleep(1.1)  # the QPS bucket full again
             with concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -28,7 +28,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         record = {"path": self.path, "request_id": request_id, "account": self.headers.get("X-Tally-Account"),
-                  "payer": self.headers.get("X-Tally-Payer"), "remaining": self.headers.get("X-Tally-Remaining")}
+                  "payer": ",".join(self.headers.get_all("X-Tally-Payer") or []) or None, "remaining": self.headers.get("X-Tally-Remaining")}
         with lock, open(log_path, "a") as log:
             log.write(json.dumps(record) + "\n")
         body = b"served\n"
