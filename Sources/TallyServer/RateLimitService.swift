@@ -143,6 +143,20 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
 /// The gRPC server for `RateLimitService`, run as a service of the application's group: SIGTERM
 /// stops it taking new streams and lets the decisions in flight finish.
 struct RateLimitServer: Service {
+    /// The largest request: one descriptor of a few short entries is well under a kilobyte.
+    static let requestBytesMax = 64 * 1024
+    /// Decisions in flight on one connection (Envoy keeps one connection a worker thread); more
+    /// wait in the client, not in Tally's memory.
+    static let streamsPerConnectionMax = 1_024
+
+    /// The transport's limits, as every listener of the service uses them.
+    static var transport: HTTP2ServerTransport.Posix.Config {
+        .defaults { config in
+            config.rpc.maxRequestPayloadSize = requestBytesMax
+            config.http2.maxConcurrentStreams = streamsPerConnectionMax
+        }
+    }
+
     let server: ServerEnvironment
     let logger: Logger
 
@@ -150,7 +164,7 @@ struct RateLimitServer: Service {
         guard let port = server.configuration.grpcPort else { return }
         let host = server.configuration.host
         let address: GRPCNIOTransportCore.SocketAddress = host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
-        let grpc = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
+        let grpc = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: .plaintext, config: RateLimitServer.transport),
                               services: [RateLimitService(server: server)])
         try await withGracefulShutdownHandler {
             try await grpc.serve()

@@ -171,7 +171,8 @@ struct GatewayTests {
     /// Runs `body` with a client of `RateLimitService` on a loopback port of its own.
     static func withRateLimitService(_ harness: Harness,
                                      _ body: (Envoy_Service_Ratelimit_V3_RateLimitService.Client<HTTP2ClientTransport.Posix>) async throws -> Void) async throws {
-        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext)
+        let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
+                                                   config: RateLimitServer.transport)
         let server = GRPCServer(transport: transport, services: [RateLimitService(server: harness.server)])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.serve() }
@@ -277,6 +278,10 @@ struct GatewayTests {
                     }
                 }
             }
+            // Over the service's request limit: refused by the transport before any decision.
+            let huge = GatewayTests.request([("account", "acme"), ("api", "image-tagging.general"),
+                                             ("request_id", String(repeating: "x", count: RateLimitServer.requestBytesMax))])
+            await #expect(throws: RPCError.self) { _ = try await rls.shouldRateLimit(huge, metadata: metadata) }
             var two = GatewayTests.request([("account", "acme"), ("api", "image-tagging.general"), ("request_id", "g-10")])
             two.descriptors.append(two.descriptors[0])
             await #expect(throws: RPCError.self) { _ = try await rls.shouldRateLimit(two, metadata: metadata) }
