@@ -11,6 +11,11 @@ public struct GatewayDecision: Sendable, Hashable {
     public let remaining: Int64?
 
     public var allowed: Bool { outcome.refused == 0 }
+
+    /// Why the call is refused (nil when it is allowed): what both protocols send as
+    /// `x-tally-refusal`. A check is refused whole, so a refused one always carries its reason;
+    /// a duplicate of a report refused in part without one reads as quota exhausted.
+    public var refusal: TallyError.Code? { allowed ? nil : outcome.refusal ?? .quotaExhausted }
 }
 
 /// Check-and-record for a gateway (Envoy's rate limit service and ext_authz, nginx's

@@ -4,6 +4,10 @@ import TallyCore
 public enum Limits {
     public static let identifierLengthMax = 64
     public static let eventIDLengthMax = 128
+    /// The longest API id and edition a usage event may name, whichever way it comes in (JSON,
+    /// gateway headers, an Envoy descriptor).
+    public static let apiIDLengthMax = 128
+    public static let editionLengthMax = 64
     /// The largest single top-up, voucher or payment: one billion yuan.
     public static let amountYuanMax: Int64 = 1_000_000_000
     public static let packCountMax: Int64 = 1_000

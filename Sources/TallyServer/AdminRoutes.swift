@@ -32,7 +32,7 @@ enum AdminRoutes {
                          status: .created)
         },
         Endpoint(.get, "/v1/quote", .holders) { call in
-            guard let api = call.query("api"), api.utf8.count <= 128 else { throw TallyError(.invalidRequest, "api is required") }
+            guard let api = call.query("api"), api.utf8.count <= Limits.apiIDLengthMax else { throw TallyError(.invalidRequest, "api is required") }
             guard let calls = try call.integer("calls") else { throw TallyError(.invalidRequest, "calls is required") }
             let months = try call.integer("months") ?? 1
             let qps = try call.integer("qps")

@@ -45,10 +45,9 @@ enum GatewayRoutes {
         case .failure(let error) where GatewayRoutes.refusesTheCall(error.code): return deny(error, status: denyStatus)
         case .failure(let error): throw error
         }
-        let api = try required(headers[.tallyApi], "X-Tally-Api", lengthMax: 128)
-        let edition = headers[.tallyEdition]
-        if let edition, edition.isEmpty || edition.utf8.count > 64 {
-            throw TallyError(.invalidRequest, "X-Tally-Edition must be 1 to 64 bytes")
+        let api = try required(headers[.tallyApi], "X-Tally-Api", lengthMax: Limits.apiIDLengthMax)
+        let edition = try headers[.tallyEdition].map { (text: String) throws(TallyError) in
+            try required(text, "X-Tally-Edition", lengthMax: Limits.editionLengthMax)
         }
         let id = try required(headers[.requestID], "X-Request-Id", lengthMax: Limits.eventIDLengthMax)
         var calls: Int64 = 1
@@ -64,14 +63,13 @@ enum GatewayRoutes {
         case .failure(let error): throw error
         }
         call.server.metrics.decided([decision.outcome])
-        guard decision.allowed, let payer = decision.outcome.source else {
-            let code = decision.outcome.refusal ?? .quotaExhausted
-            var answer = deny(TallyError(code, GatewayRoutes.sentence(code, event)), status: denyStatus)
-            if let remaining = decision.remaining { answer.headers[.tallyRemaining] = String(remaining) }
-            return answer
+        var answer: Answer
+        if let code = decision.refusal {
+            answer = deny(TallyError(code, GatewayRoutes.sentence(code, event)), status: denyStatus)
+        } else {
+            answer = .json(Views.outcome(decision.outcome))
+            answer.headers[.tallyPayer] = decision.outcome.source
         }
-        var answer = Answer.json(Views.outcome(decision.outcome))
-        answer.headers[.tallyPayer] = payer
         if let remaining = decision.remaining { answer.headers[.tallyRemaining] = String(remaining) }
         return answer
     }

@@ -2,6 +2,7 @@ import EnvoyRateLimitAPI
 import GRPCCore
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
+import HTTPTypes
 import Logging
 import ServiceLifecycle
 import TallyCore
@@ -92,8 +93,8 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
         } catch {
             throw RPCError(code: .invalidArgument, message: "the descriptor names no account, and the key is for every account")
         }
-        guard let api = entries[Entry.api], !api.isEmpty, api.utf8.count <= 128 else {
-            throw RPCError(code: .invalidArgument, message: "the descriptor names no api (1 to 128 bytes)")
+        guard let api = entries[Entry.api], !api.isEmpty, api.utf8.count <= Limits.apiIDLengthMax else {
+            throw RPCError(code: .invalidArgument, message: "the descriptor names no api (1 to \(Limits.apiIDLengthMax) bytes)")
         }
         guard let id = entries[Entry.requestID], !id.isEmpty else {
             throw RPCError(code: .invalidArgument, message: "the descriptor names no request_id: add a request_headers action for x-request-id")
@@ -112,29 +113,31 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
         var status = RateLimitResponse.DescriptorStatus()
         let remaining = (try? decision.get())?.remaining
         if let remaining { status.limitRemaining = UInt32(clamping: remaining) }
-        switch decision {
-        case .success(let decided) where decided.allowed:
+        let refusal: TallyError.Code? = switch decision {
+        case .success(let decided): decided.refusal
+        case .failure(let error): error.code
+        }
+        if let refusal {
+            status.code = .overLimit
+            response.overallCode = .overLimit
+            response.responseHeadersToAdd.append(header(.tallyRefusal, refusal.rawValue))
+            if let remaining { response.responseHeadersToAdd.append(header(.tallyRemaining, String(remaining))) }
+        } else {
             status.code = .ok
             response.overallCode = .ok
-            response.requestHeadersToAdd.append(header("x-tally-payer", decided.outcome.source ?? "free"))
-            if let remaining { response.requestHeadersToAdd.append(header("x-tally-remaining", String(remaining))) }
-        case .success(let decided):
-            status.code = .overLimit
-            response.overallCode = .overLimit
-            response.responseHeadersToAdd.append(header("x-tally-refusal", (decided.outcome.refusal ?? .quotaExhausted).rawValue))
-            if let remaining { response.responseHeadersToAdd.append(header("x-tally-remaining", String(remaining))) }
-        case .failure(let error):
-            status.code = .overLimit
-            response.overallCode = .overLimit
-            response.responseHeadersToAdd.append(header("x-tally-refusal", error.code.rawValue))
+            if case .success(let decided) = decision, let payer = decided.outcome.source {
+                response.requestHeadersToAdd.append(header(.tallyPayer, payer))
+            }
+            if let remaining { response.requestHeadersToAdd.append(header(.tallyRemaining, String(remaining))) }
         }
         response.statuses = [status]
         return response
     }
 
-    static func header(_ key: String, _ value: String) -> Envoy_Service_Ratelimit_V3_HeaderValue {
+    /// A header for Envoy to add, named as the HTTP answer names it (lowercase, as HTTP/2 sends it).
+    static func header(_ name: HTTPField.Name, _ value: String) -> Envoy_Service_Ratelimit_V3_HeaderValue {
         var header = Envoy_Service_Ratelimit_V3_HeaderValue()
-        header.key = key
+        header.key = name.canonicalName
         header.value = value
         return header
     }

@@ -29,8 +29,8 @@ enum UsageRoutes {
         let account = try fields.string("account", lengthMax: Limits.identifierLengthMax)
         guard principal.mayTouch(account) else { throw TallyError(.accountNotFound, "there is no account \(account)") }
         let id = try fields.string("id", lengthMax: Limits.eventIDLengthMax)
-        let api = try fields.string("api", lengthMax: 128)
-        let edition = try fields.optionalString("edition", lengthMax: 64)
+        let api = try fields.string("api", lengthMax: Limits.apiIDLengthMax)
+        let edition = try fields.optionalString("edition", lengthMax: Limits.editionLengthMax)
         let calls = try fields.optionalInt("calls") ?? 1
         let time = try fields.instant("time")
         return RecordUsage(account: account, id: id, api: api, edition: edition, calls: calls, at: time, mode: mode)
