@@ -259,13 +259,24 @@ extension Bench {
     /// The longest a mixed run's phase lasts, whatever is left of its checks.
     static let mixedSecondsMax = 120.0
 
+    /// A duration in whole nanoseconds, as latencies are kept.
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+    }
+
+    /// The latency at percentile `p` (0 to 1, nearest rank) of `sorted` nanoseconds, in
+    /// milliseconds; nil when nothing was measured.
+    static func milliseconds(atPercentile p: Double, of sorted: [Int64]) -> Double? {
+        guard !sorted.isEmpty else { return nil }
+        let index = max(0, min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1))
+        return Double(sorted[index]) / 1_000_000
+    }
+
     /// Latency figures of one phase: how many calls, over how long, and their percentiles.
     static func latencies(_ name: String, _ nanoseconds: [Int64], seconds: Double) -> (String, JSON) {
         let sorted = nanoseconds.sorted()
         func percentile(_ p: Double) -> JSON {
-            guard !sorted.isEmpty else { return .null }
-            let index = max(0, min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1))
-            return .string(String(format: "%.3f", Double(sorted[index]) / 1_000_000))
+            Bench.milliseconds(atPercentile: p, of: sorted).map { .string(String(format: "%.3f", $0)) } ?? .null
         }
         return (name, .object([
             ("checks", .int(Int64(sorted.count))), ("checks_per_second", .int(Int64(Double(sorted.count) / seconds))),
@@ -297,7 +308,7 @@ extension Bench {
                             _ = try await tally.perform(RecordUsage(account: "acct\(n % half)", id: "\(prefix)\(n)", api: "image-tagging.general",
                                                                     calls: 1, mode: .check))
                             let took = clock.now - began
-                            latencies.append(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
+                            latencies.append(Bench.nanoseconds(took))
                         }
                         return latencies
                     }

@@ -75,9 +75,7 @@ struct GatewayLoad: AsyncParsableCommand {
         func json(_ name: String, seconds: Double) -> String {
             let sorted = latenciesNanoseconds.sorted()
             func percentile(_ p: Double) -> String {
-                guard !sorted.isEmpty else { return "null" }
-                let index = min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)
-                return String(format: "%.3f", Double(sorted[max(0, index)]) / 1_000_000)
+                Bench.milliseconds(atPercentile: p, of: sorted).map { String(format: "%.3f", $0) } ?? "null"
             }
             let rate = Double(sorted.count) / seconds
             return #"{"protocol":"\#(name)","decisions":\#(sorted.count),"per_second":\#(String(format: "%.0f", rate)),"p50_ms":\#(percentile(0.5)),"p99_ms":\#(percentile(0.99)),"refused":\#(refused),"failed":\#(failed)}"#
@@ -109,7 +107,7 @@ struct GatewayLoad: AsyncParsableCommand {
                         let allowed = await decide(caller, "\(prefix)\((caller + n * callers) % accounts)", "c\(caller)-\(n)")
                         let elapsed = ContinuousClock.now - started
                         switch allowed {
-                        case true?: figures.latenciesNanoseconds.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                        case true?: figures.latenciesNanoseconds.append(Bench.nanoseconds(elapsed))
                         case false?: figures.refused += 1
                         case nil: figures.failed += 1
                         }
