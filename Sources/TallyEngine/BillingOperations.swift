@@ -60,8 +60,10 @@ public struct RunBills: Operation {
                 let product = version.apisByID[api]?.product ?? catalog.versions.lazy.compactMap { $0.apisByID[api]?.product }.first ?? api
                 byProduct[product, default: [:]][api] = totals
             }
+            var billed = false
             for product in byProduct.keys.sorted() where byProduct[product]!.values.contains(where: { $0.postpaid > 0 }) {
                 let id = "bill_\(account)_\(product)_\(month)"
+                billed = true
                 if state.tally.bills[id] != nil { existing += 1; continue }
                 let lines = BillingRule.lines(account: account, product: product, month: month, usage: byProduct[product]!, catalog: catalog)
                 let total = lines.reduce(Money.zero) { $0 + $1.amount }
@@ -73,13 +75,15 @@ public struct RunBills: Operation {
                 state.emit(.billPosted(bill: bill, transaction: transaction))
                 state.notify(kind: "bill_created", account: account, at: env.now, ids: env.ids,
                              ["bill": id, "month": month.description, "total": total.description])
-                let after = state.tally.accounts[account]!
-                if after.balance.isNegative && !after.inArrears {
-                    state.emit(.statusChanged(account: account, change: .enteredArrears, at: env.now))
-                    state.notify(kind: "account_in_arrears", account: account, at: env.now, ids: env.ids,
-                                 ["balance": after.balance.description])
-                }
                 created.append(bill)
+            }
+            // After the account's bills, new or found from an earlier run: a run that stopped
+            // after a bill and before its arrears (a store that wrote them apart) is completed here.
+            let after = state.tally.accounts[account]!
+            if billed, after.balance.isNegative, !after.inArrears {
+                state.emit(.statusChanged(account: account, change: .enteredArrears, at: env.now))
+                state.notify(kind: "account_in_arrears", account: account, at: env.now, ids: env.ids,
+                             ["balance": after.balance.description])
             }
         }
         return Result(created: created, existing: existing)
@@ -196,8 +200,10 @@ extension Tally {
         public let total: Money
     }
 
-    /// Accounts billed per step: a step is one durable write, and where a restart resumes.
-    public static let billRunChunkAccounts = 5_000
+    /// Accounts billed per step: a step is one pass through the engine's gate and one store
+    /// transaction (the journal never cuts an entry), so a check waits for at most one step, and
+    /// a stopped run resumes between two steps (docs/decisions.md, "Bounded lock holds").
+    public static let billRunChunkAccounts = 256
     /// Steps under way at once: while one step's bills are written, the next is settled and encoded.
     public static let billRunChunksInFlight = 4
 

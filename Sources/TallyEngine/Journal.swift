@@ -2,49 +2,85 @@ import Synchronization
 import TallyCore
 import TallyStore
 
-/// Group commit: facts decided in memory queue here in order and are written to the store in
-/// batches. A caller is answered only after its facts' batch has committed, so nothing acknowledged
-/// is lost; many callers share one write, so nothing costs a transaction per event.
+/// Group commit: facts decided in memory queue here and are written to the store in batches. A
+/// caller is answered only after its facts' batch has committed, so nothing acknowledged is lost;
+/// many callers share one write, so nothing costs a transaction per event.
+///
+/// An entry (the facts of one `enqueue`: one operation, or one slice of a sliced one) is never
+/// cut: it goes to the store in one transaction, so a crash stops an operation between two of
+/// its slices, never inside one.
+///
+/// The writer is fair to small operations. Entries are written in the order they were queued,
+/// except that a small entry (at most `smallEntryFactsMax` facts: a check, a top-up) may go ahead
+/// of entries queued before it that touch none of its accounts, and while small entries wait, one
+/// write takes at most `bulkFactsWhileSmallWaitMax` facts of bulk entries. So a check queued
+/// behind 40,000 facts of reports for other accounts is durable after the write under way and the
+/// next one. Each account's facts still reach the store in the order they were applied, and facts
+/// that belong to no single account (the catalog, keys, closed months) keep their place among all
+/// others: facts of different accounts commute, so a rebuild from the store's order gives the
+/// state the memory holds (`FactRoute`).
 ///
 /// The writer is a task of its own, started by the first waiter that finds none under way; it
 /// drains the queue and ends. Callers that queue meanwhile wait for the next batch (TigerBeetle and
 /// PostgreSQL's group commit work the same way). No caller writes for the others: under a steady
 /// load the queue never empties, and a caller that drained it was answered only when the load
-/// stopped (reports over HTTP answered in seconds at the 99th percentile).
+/// stopped.
 ///
 /// Each caller encodes its own facts' JSON bodies between queueing them (under the engine's lock)
-/// and waiting, so that encoding runs beside the write under way instead of inside the single
-/// writer. The writer takes only facts whose bodies are ready; finding the oldest caller still
-/// encoding, it ends, and that caller, which waits next, starts it again. So every ticket must be
-/// waited on: `waitDurable` is what hands its bodies over.
+/// and waiting (or `submit`), so that encoding runs beside the write under way instead of inside
+/// the single writer. The writer takes only entries whose bodies are ready; finding none it can
+/// take, it ends, and the caller still encoding starts it again. So every ticket must be submitted
+/// or waited on: that is what hands its bodies over.
 public final class Journal: Sendable {
-    /// The most facts one store write takes.
+    /// The most facts one store write takes, unless one entry alone is larger (it is then written
+    /// alone: an entry is never cut). Larger writes cost the callers in them a longer commit.
     public static let batchSizeMax = 16_384
+    /// An entry of at most this many facts is a small operation's: it may be written ahead of
+    /// bulk entries for other accounts. A check is one to four facts; a report's slice is hundreds.
+    public static let smallEntryFactsMax = 64
+    /// While small entries wait, the most facts of bulk entries one write takes, so that the
+    /// write a check shares is short (docs/decisions.md, "Fair group commit").
+    public static let bulkFactsWhileSmallWaitMax = 2_048
 
-    /// What `enqueue` hands back: the position to wait for, and the facts the caller encodes (none
+    /// What `enqueue` hands back: the entry to wait on, and the facts the caller encodes (none
     /// when every fact is a usage row, which needs no body).
     public struct Ticket: Sendable {
-        let through: UInt64
+        let sequence: UInt64
         let toEncode: [Fact]
     }
 
     /// The facts of one `enqueue`, and their bodies once ready.
     private struct Entry {
-        var facts: ArraySlice<Fact>
-        var bodies: ArraySlice<[UInt8]?>?
-        /// The position of its last fact: the caller's ticket.
-        let through: UInt64
+        let sequence: UInt64
+        let facts: [Fact]
+        var bodies: [[UInt8]?]?
+        /// The accounts its facts belong to, worked out when the writer first needs them (to let
+        /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
+        var accounts: Set<String>??
+
+        var isSmall: Bool { facts.count <= Journal.smallEntryFactsMax }
+
+        mutating func route() -> Set<String>? {
+            if let accounts { return accounts }
+            let found = FactRoute.accounts(of: facts)
+            accounts = .some(found)
+            return found
+        }
     }
 
     private struct State {
+        /// Entries not yet taken by the writer, in the order they were queued.
         var pending: [Entry] = []
         var enqueuedThrough: UInt64 = 0
-        var durableThrough: UInt64 = 0
+        /// Entries queued and not yet committed: taken by a write under way, or pending.
+        var outstanding: Set<UInt64> = []
+        /// Pending entries whose bodies are ready.
+        var ready = 0
         var writing = false
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
-        var waiters: [(through: UInt64, continuation: CheckedContinuation<Signal, Never>)] = []
+        var waiters: [UInt64: CheckedContinuation<Signal, Never>] = [:]
 
         /// Fails the journal: every waiter hears `failure`, and so does every later caller.
         mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<Signal, Never>] {
@@ -52,24 +88,84 @@ public final class Journal: Sendable {
             self.known = known
             writing = false
             defer { waiters.removeAll() }
-            return waiters.map(\.continuation)
+            return Array(waiters.values)
         }
 
-        /// Whether the caller waiting for `through` is answered now (nil: it waits).
-        func answer(for through: UInt64) -> Signal? {
-            // Durability first: a caller whose batch committed is answered even if a later batch failed.
-            if durableThrough >= through { return .durable }
+        /// Whether the caller waiting for `sequence` is answered now (nil: it waits).
+        func answer(for sequence: UInt64) -> Signal? {
+            // Durability first: a caller whose entry committed is answered even if a later batch failed.
+            if !outstanding.contains(sequence) { return .durable }
             if let failure { return .failed(failure) }
             return nil
         }
 
-        /// Takes the writer's role when nobody holds it and the oldest entry is ready; when its
-        /// caller is still encoding it, that caller starts the writer once it waits.
+        /// Takes the writer's role when nobody holds it and some entry is ready; an entry still
+        /// being encoded is written once its caller submits it.
         mutating func startWriter() -> Bool {
-            if writing || failure != nil { return false }
-            guard let oldest = pending.first, oldest.bodies != nil else { return false }
+            if writing || failure != nil || ready == 0 { return false }
             writing = true
             return true
+        }
+
+        /// The next batch: entries in queue order, whole, each ready and clear of every entry
+        /// passed over before it (same account, or a fact of no single account); while a small
+        /// entry waits, bulk entries fill at most `bulkFactsWhileSmallWaitMax`. Nil, and the
+        /// writer steps down, when nothing can be taken.
+        mutating func take() -> (batch: EncodedBatch, sequences: [UInt64])? {
+            let smallWaiting = pending.contains { $0.isSmall && $0.bodies != nil }
+            let bulkRoom = smallWaiting ? Journal.bulkFactsWhileSmallWaitMax : Journal.batchSizeMax
+            var facts: [Fact] = [], bodies: [[UInt8]?] = []
+            var taken: [Int] = []
+            var bulkTaken = 0
+            // What the entries passed over touch: later entries that share it wait for them.
+            var passedAccounts = Set<String>()
+            var passedShared = false
+            for index in pending.indices {
+                if passedShared || facts.count >= Journal.batchSizeMax { break }
+                // Only a small entry goes ahead of one passed over.
+                let inOrder = taken.count == index
+                if !inOrder && !smallWaiting { break }
+                let entry = pending[index]
+                var take = false
+                if entry.bodies != nil, facts.isEmpty || facts.count + entry.facts.count <= Journal.batchSizeMax {
+                    if entry.isSmall {
+                        take = inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false
+                    } else {
+                        // The first bulk entry always goes, whatever its size: small entries
+                        // arriving without end must not hold a report back for ever.
+                        take = inOrder && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
+                    }
+                }
+                // In order, the first entry left behind ends the batch.
+                if !take && !smallWaiting { break }
+                if take, let ready = entry.bodies {
+                    if facts.isEmpty {
+                        facts = entry.facts
+                        bodies = ready
+                    } else {
+                        facts.append(contentsOf: entry.facts)
+                        bodies.append(contentsOf: ready)
+                    }
+                    if !entry.isSmall { bulkTaken += entry.facts.count }
+                    taken.append(index)
+                } else if let accounts = pending[index].route() {
+                    passedAccounts.formUnion(accounts)
+                } else {
+                    passedShared = true
+                }
+            }
+            guard let last = taken.last else {
+                writing = false
+                return nil
+            }
+            ready -= taken.count
+            let sequences = taken.map { pending[$0].sequence }
+            if taken.count == last + 1 {
+                pending.removeFirst(taken.count)
+            } else {
+                for index in taken.reversed() { pending.remove(at: index) }
+            }
+            return (EncodedBatch(facts: facts, bodies: bodies), sequences)
         }
     }
 
@@ -84,38 +180,53 @@ public final class Journal: Sendable {
 
     public init(store: any TallyStore) { self.store = store }
 
-    /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so the queue
-    /// order is the order in which the facts were applied.
+    /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
+    /// account's facts queue in the order in which they were applied.
     public func enqueue(_ facts: [Fact]) -> Ticket {
+        precondition(!facts.isEmpty, "an entry carries facts")
         let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
         return state.withLock { state in
-            state.enqueuedThrough += UInt64(facts.count)
-            state.pending.append(Entry(facts: facts[...], bodies: plain ? Array(repeating: nil, count: facts.count)[...] : nil,
-                                       through: state.enqueuedThrough))
-            return Ticket(through: state.enqueuedThrough, toEncode: plain ? [] : facts)
+            state.enqueuedThrough += 1
+            let sequence = state.enqueuedThrough
+            state.pending.append(Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil))
+            state.outstanding.insert(sequence)
+            if plain { state.ready += 1 }
+            return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
         }
     }
 
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 
-    /// Encodes the ticket's facts, then returns once every fact up to it is in the store.
-    public func waitDurable(_ ticket: Ticket) async throws(TallyError) {
+    /// Encodes the ticket's facts and lets the writer take them, without waiting: what a sliced
+    /// operation does between its slices, so that earlier slices are written while later ones are
+    /// applied. The ticket must still be waited on.
+    public func submit(_ ticket: Ticket) {
         if !ticket.toEncode.isEmpty { attach(ticket) }
-        if let now = state.withLock({ $0.answer(for: ticket.through) }) { return try Journal.outcome(now) }
+        if state.withLock({ $0.startWriter() }) { startDraining() }
+    }
+
+    /// Encodes the ticket's facts (unless submitted already), then returns once they are in the store.
+    public func waitDurable(_ ticket: Ticket, submitted: Bool = false) async throws(TallyError) {
+        if !submitted, !ticket.toEncode.isEmpty { attach(ticket) }
+        if let now = state.withLock({ $0.answer(for: ticket.sequence) }) { return try Journal.outcome(now) }
         let signal = await withCheckedContinuation { continuation in
             let (now, start): (Signal?, Bool) = state.withLock { state in
-                if let now = state.answer(for: ticket.through) { return (now, false) }
-                state.waiters.append((ticket.through, continuation))
+                if let now = state.answer(for: ticket.sequence) { return (now, false) }
+                state.waiters[ticket.sequence] = continuation
                 return (nil, state.startWriter())
             }
             if let now { continuation.resume(returning: now) }
-            // Nobody cancels the writer: a caller that is cancelled (a client hung up) must not
-            // fail every other waiter's batch. Every waiter waits on it, so after each write it
-            // goes ahead of the requests queued for the pool's threads.
-            if start { Task(priority: .high) { await self.drain() } }
+            if start { startDraining() }
         }
         try Journal.outcome(signal)
+    }
+
+    /// Nobody cancels the writer: a caller that is cancelled (a client hung up) must not fail
+    /// every other waiter's batch. Every waiter waits on it, so after each write it goes ahead of
+    /// the requests queued for the pool's threads.
+    private func startDraining() {
+        Task(priority: .high) { await self.drain() }
     }
 
     private static func outcome(_ signal: Signal) throws(TallyError) {
@@ -143,53 +254,18 @@ public final class Journal: Sendable {
             var low = 0, high = state.pending.count
             while low < high {
                 let middle = (low + high) / 2
-                if state.pending[middle].through < ticket.through { low = middle + 1 } else { high = middle }
+                if state.pending[middle].sequence < ticket.sequence { low = middle + 1 } else { high = middle }
             }
-            guard low < state.pending.count, state.pending[low].through == ticket.through else { return }
-            state.pending[low].bodies = bodies[...]
+            guard low < state.pending.count, state.pending[low].sequence == ticket.sequence, state.pending[low].bodies == nil else { return }
+            state.pending[low].bodies = bodies
+            state.ready += 1
         }
     }
 
-    /// Takes the oldest ready facts, at most `batchSizeMax`; nil (and the writer steps down) when
-    /// nothing is queued or the oldest entry's caller is still encoding it.
-    private func take() -> EncodedBatch? {
-        state.withLock { state in
-            var facts: [Fact] = [], bodies: [[UInt8]?] = []
-            var taken = 0
-            while taken < state.pending.count, facts.count < Journal.batchSizeMax, let ready = state.pending[taken].bodies {
-                let entry = state.pending[taken]
-                let room = Journal.batchSizeMax - facts.count
-                if entry.facts.count <= room {
-                    if facts.isEmpty {
-                        // A whole batch's facts are taken as they are: a slice over all of an
-                        // array's elements becomes that array without copying one fact.
-                        facts = Array(entry.facts)
-                        bodies = Array(ready)
-                    } else {
-                        facts.append(contentsOf: entry.facts)
-                        bodies.append(contentsOf: ready)
-                    }
-                    taken += 1
-                } else {
-                    facts.append(contentsOf: entry.facts.prefix(room))
-                    bodies.append(contentsOf: ready.prefix(room))
-                    state.pending[taken].facts = entry.facts.dropFirst(room)
-                    state.pending[taken].bodies = ready.dropFirst(room)
-                }
-            }
-            state.pending.removeFirst(taken)
-            guard !facts.isEmpty else {
-                state.writing = false
-                return nil
-            }
-            return EncodedBatch(facts: facts, bodies: bodies)
-        }
-    }
-
-    /// Writes batches while there are ready facts, answering each batch's waiters; the role ends
-    /// with the queue (`take` gives it up).
+    /// Writes batches while there are entries it can take, answering each batch's waiters; the
+    /// role ends with the queue (`take` gives it up).
     private func drain() async {
-        while let batch = take() {
+        while let (batch, sequences) = state.withLock({ $0.take() }) {
             do {
                 try await store.append(batch)
             } catch let conflict as StoreConflict {
@@ -199,10 +275,11 @@ public final class Journal: Sendable {
                 return fail(TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)"))
             }
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
-                state.durableThrough += UInt64(batch.count)
-                let durable = state.durableThrough
-                let ready = state.waiters.filter { $0.through <= durable }.map(\.continuation)
-                state.waiters.removeAll { $0.through <= durable }
+                var ready: [CheckedContinuation<Signal, Never>] = []
+                for sequence in sequences {
+                    state.outstanding.remove(sequence)
+                    if let waiter = state.waiters.removeValue(forKey: sequence) { ready.append(waiter) }
+                }
                 return ready
             }
             for continuation in ready { continuation.resume(returning: .durable) }

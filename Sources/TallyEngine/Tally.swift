@@ -134,6 +134,20 @@ extension Operation {
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] { [] }
 }
 
+/// An operation whose work grows with its input (a report of 10,000 events): the engine applies
+/// it one bounded slice at a time, passing the gate between slices, so that an operation queued
+/// behind it waits for at most one slice. Each slice is one journal entry, written in one store
+/// transaction; the caller hears back once every slice is durable. A crash between slices keeps
+/// the slices written, and the caller, told nothing, sends the whole operation again, which each
+/// slice's own idempotency (event ids, deterministic bill ids) makes safe.
+public protocol SlicedOperation: Operation {
+    associatedtype Slice: Operation
+    /// The slices, in order, each bounded by a named constant.
+    var slices: [Slice] { get }
+    /// The operation's answer from its slices' answers, in order.
+    func combine(_ outputs: [Slice.Output]) -> Output
+}
+
 /// An operation run after putting stored events back into the index: the ids its events may
 /// repeat from before the index's window, as the store holds them.
 struct Remembering<Base: Operation>: Operation {
@@ -157,6 +171,7 @@ public final class Tally: Sendable {
     /// What operations and `reading` wait at, suspended, before they take `state`'s lock.
     private let gate = Gate()
     private let reloading = Mutex<Int?>(nil)
+    private let betweenSlices = Mutex<(@Sendable (Int) async -> Void)?>(nil)
     /// The keys of events recorded before the index's window (nil when the index keeps every
     /// event): the state's own filter, kept here too so that asking it does not wait for the
     /// engine's lock, which a long operation holds; replaced with the state on a reload.
@@ -223,13 +238,17 @@ public final class Tally: Sendable {
 
     /// Drops from memory the ids of usage events recorded more than `usageIndexDays` ago: the
     /// scheduler's daily housekeeping. Returns how many ids the index still holds.
+    /// It waits at the gate like an operation; its hold is bounded by the index's own bound (two
+    /// generations of `usageCacheGeneration` events).
     @discardableResult
-    public func forgetOldUsage() -> Int {
-        guard let days = usageIndexDays else { return read { $0.usage.count } }
+    public func forgetOldUsage() async -> Int {
+        guard let days = usageIndexDays else { return await reading { $0.usage.count } }
         let cutoff = clock.now().adding(seconds: -days * 86_400)
-        return state.withLock { state in
-            state.forgetUsage(recordedBefore: cutoff)
-            return state.tally.usage.count
+        return await gate.pass {
+            state.withLock { state in
+                state.forgetUsage(recordedBefore: cutoff)
+                return state.tally.usage.count
+            }
         }
     }
 
@@ -238,6 +257,49 @@ public final class Tally: Sendable {
     public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
         let stored = try await storedUsage(repeatedBy: operation)
         return stored.isEmpty ? try await run(operation) : try await run(Remembering(base: operation, stored: stored))
+    }
+
+    /// Runs a sliced operation a slice at a time, each slice through the gate on its own; returns
+    /// once every slice is durable. Slices are written while later ones are applied.
+    @discardableResult
+    public func perform<Op: SlicedOperation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        let slices = operation.slices
+        var outputs: [Op.Slice.Output] = []
+        outputs.reserveCapacity(slices.count)
+        var written: [(ticket: Journal.Ticket, journal: Journal, generation: Int)?] = []
+        for (index, slice) in slices.enumerated() {
+            let stored = try await storedUsage(repeatedBy: slice)
+            let (output, ticket, journal, generation) = stored.isEmpty ? try await apply(slice)
+                : try await apply(Remembering(base: slice, stored: stored))
+            if let ticket { journal.submit(ticket) }
+            outputs.append(output)
+            written.append(ticket.map { ($0, journal, generation) })
+            if index < slices.count - 1, let hook = betweenSlices.withLock({ $0 }) { await hook(index) }
+        }
+        for (index, entry) in written.enumerated() {
+            guard let (ticket, journal, generation) = entry else { continue }
+            do {
+                try await journal.waitDurable(ticket, submitted: true)
+            } catch {
+                guard error.code == .storeConflict else {
+                    logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
+                    throw error
+                }
+                // The slices before this one are durable; this one and the rest were rolled back
+                // with the journal: reload, and run them again, one by one.
+                logger.info("retrying the rest of a sliced operation after a conflict with another process", metadata: ["slice": "\(index)"])
+                try await reload(from: generation)
+                for rest in index..<slices.count { outputs[rest] = try await perform(slices[rest]) }
+                break
+            }
+        }
+        return operation.combine(outputs)
+    }
+
+    /// Called between two slices of a sliced operation, with the index of the slice just applied:
+    /// what a test holds an operation still with, to see what passes meanwhile.
+    public func onSliceApplied(_ hook: (@Sendable (Int) async -> Void)?) {
+        betweenSlices.withLock { $0 = hook }
     }
 
     /// The stored events whose ids the operation may repeat from before the index's window. Read

@@ -152,12 +152,15 @@ public struct RecordUsage: Operation {
 /// Grants the month's free packs to every account with a product activated (00:00 on the 1st,
 /// and at activation). Idempotent: a pack already granted for the month is not granted again.
 public struct GrantFreeQuota: Operation {
-    public init() {}
+    /// The accounts to grant to in this call; nil for all (`Tally.grantFreeQuota()` sweeps in slices).
+    public let accounts: [String]?
+
+    public init(accounts: [String]? = nil) { self.accounts = accounts }
 
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
         let month = state.tally.zone.month(of: env.now)
         let before = state.emitted.count
-        for id in state.tally.accounts.keys.sorted() where !state.tally.accounts[id]!.activated.isEmpty {
+        for id in accounts ?? state.tally.accounts.keys.sorted() where state.tally.accounts[id].map({ !$0.activated.isEmpty }) ?? false {
             state.grantFreeQuota(account: id, month: month, now: env.now, ids: env.ids)
         }
         return state.emitted.count - before
@@ -212,21 +215,28 @@ extension EngineState {
 /// (once each). Expiry itself needs no action: a pack or membership past its instant is simply
 /// no longer usable.
 public struct Expire: Operation {
-    public init() {}
+    /// The accounts to look at in this call; nil for all (`Tally.expire()` sweeps in slices).
+    public let accounts: [String]?
+
+    public init(accounts: [String]? = nil) { self.accounts = accounts }
 
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
         let horizon = env.now.adding(seconds: Limits.expiringNoticeDays * 86_400)
         let before = state.emitted.count
         let zone = state.tally.zone
-        let expiring = state.tally.packs.values
+        let tally = state.tally
+        let candidates: [Pack] = accounts.map { ids in ids.flatMap { tally.accounts[$0]?.packs ?? [] }.compactMap { tally.packs[$0] } }
+            ?? Array(tally.packs.values)
+        let expiring = candidates
             .filter { !$0.isFree && $0.isUsable(at: env.now) && $0.expires <= horizon }
             .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
         for pack in expiring {
             state.notify(kind: "pack_expiring", account: pack.account, at: env.now, ids: env.ids, once: "pack_expiring:\(pack.id)",
                          ["pack": pack.id, "item": pack.item, "left": String(pack.left), "expires": pack.expires.rfc3339(in: zone)])
         }
-        for id in state.tally.accounts.keys.sorted() {
-            for membership in state.tally.accounts[id]!.memberships.values.sorted(by: { $0.product < $1.product })
+        for id in accounts ?? state.tally.accounts.keys.sorted() {
+            guard let holder = state.tally.accounts[id] else { continue }
+            for membership in holder.memberships.values.sorted(by: { $0.product < $1.product })
             where membership.isActive(at: env.now) && membership.expires <= horizon {
                 let expires = membership.expires.rfc3339(in: zone)
                 state.notify(kind: "membership_expiring", account: id, at: env.now, ids: env.ids,
@@ -241,7 +251,7 @@ public struct Expire: Operation {
 /// Records many usage events under one lock and one journal ticket: the report path's batch, and
 /// what `tally ingest` feeds. Each event gets its own result, as TigerBeetle's batches do: one bad
 /// event refuses only itself.
-public struct RecordUsageBatch: Operation {
+public struct RecordUsageBatch: SlicedOperation {
     /// The most events one batch may carry (the HTTP report route's limit too).
     public static let eventsMax = 10_000
 
@@ -251,6 +261,22 @@ public struct RecordUsageBatch: Operation {
 
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
         retired.suspects(among: events.lazy.map { TallyState.usageKey(account: $0.account, id: $0.id) })
+    }
+
+    /// The most events applied in one pass through the engine's gate: what a check queued behind
+    /// a report waits for (docs/decisions.md, "Bounded lock holds").
+    public static let sliceEventsMax = 512
+
+    /// Slices of at most `sliceEventsMax` events; a batch over `eventsMax` stays whole, to be refused.
+    public var slices: [RecordUsageBatch] {
+        guard events.count > RecordUsageBatch.sliceEventsMax, events.count <= RecordUsageBatch.eventsMax else { return [self] }
+        return stride(from: 0, to: events.count, by: RecordUsageBatch.sliceEventsMax).map {
+            RecordUsageBatch(events: Array(events[$0..<min($0 + RecordUsageBatch.sliceEventsMax, events.count)]))
+        }
+    }
+
+    public func combine(_ outputs: [[Result<UsageOutcome, TallyError>]]) -> [Result<UsageOutcome, TallyError>] {
+        outputs.count == 1 ? outputs[0] : Array(outputs.joined())
     }
 
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> [Result<UsageOutcome, TallyError>] {
@@ -264,5 +290,34 @@ public struct RecordUsageBatch: Operation {
                 return .failure(error)
             }
         }
+    }
+}
+
+extension Tally {
+    /// Accounts per slice of a sweep over every account (free quota grants, expiry notices): one
+    /// pass through the gate each, as a bill run's step.
+    public static let sweepSliceAccounts = 256
+
+    /// Grants the month's free packs to every account with a product activated, a slice of
+    /// accounts at a time. Returns the packs granted.
+    @discardableResult
+    public func grantFreeQuota() async throws(TallyError) -> Int {
+        try await sweep { GrantFreeQuota(accounts: $0) }
+    }
+
+    /// Sends the notices of packs and memberships about to expire, a slice of accounts at a time.
+    /// Returns the facts emitted.
+    @discardableResult
+    public func expire() async throws(TallyError) -> Int {
+        try await sweep { Expire(accounts: $0) }
+    }
+
+    private func sweep<Op: Operation>(_ slice: ([String]) -> Op) async throws(TallyError) -> Int where Op.Output == Int {
+        let accounts = await reading { $0.accounts.keys.sorted() }
+        var total = 0
+        for start in stride(from: 0, to: accounts.count, by: Tally.sweepSliceAccounts) {
+            total += try await perform(slice(Array(accounts[start..<min(start + Tally.sweepSliceAccounts, accounts.count)])))
+        }
+        return total
     }
 }

@@ -57,16 +57,16 @@ struct Scheduler: Service {
         let month = server.tally.read { $0.zone.month(of: now) }
         let (grantedMonth, scanned, trimmed) = server.schedulerMemory.last.withLock { $0 }
         if grantedMonth != month {
-            tick.freePacks = try await server.tally.perform(GrantFreeQuota())
+            tick.freePacks = try await server.tally.grantFreeQuota()
             server.schedulerMemory.last.withLock { $0.grantedMonth = month }
         }
         if scanned.map({ now >= $0.adding(seconds: expiryScanSeconds) }) ?? true {
-            tick.notices = try await server.tally.perform(Expire())
+            tick.notices = try await server.tally.expire()
             server.schedulerMemory.last.withLock { $0.scanned = now }
         }
         let today = server.tally.read { $0.zone.date(of: now) }
         if trimmed != today {
-            tick.usageIDsIndexed = server.tally.forgetOldUsage()
+            tick.usageIDsIndexed = await server.tally.forgetOldUsage()
             server.schedulerMemory.last.withLock { $0.trimmed = today }
         }
         try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))

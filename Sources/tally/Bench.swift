@@ -156,7 +156,7 @@ struct Bench: AsyncParsableCommand {
         if aged > 0 {
             try await report(aged, prefix: "old", to: tally)
             try virtualClock.advance(to: virtualClock.now.adding(seconds: (Tally.usageIndexDays + 1) * 86_400))
-            tally.forgetOldUsage()
+            await tally.forgetOldUsage()
         }
         let clock = ContinuousClock()
         let elapsed = try await clock.measure { try await report(events, prefix: "e", to: tally) }

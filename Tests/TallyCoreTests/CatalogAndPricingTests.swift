@@ -3,7 +3,7 @@ import Testing
 
 /// The price lists' numbers, written out here independently of the catalog file, so that a typo in
 /// either shows up as a failure.
-@Suite struct CatalogAndPricingTests {
+@Suite(.timeLimit(.minutes(5))) struct CatalogAndPricingTests {
     static let generalTiers: [(Int64, String)] = [(0, "0.003"), (1_000_000, "0.0028"), (3_000_000, "0.0025"), (15_000_000, "0.002")]
     static let legacyTiers: [(Int64, String)] = [(0, "0.0025"), (1_000_000, "0.0022"), (3_000_000, "0.002"), (15_000_000, "0.0015")]
 

@@ -1,7 +1,7 @@
 import Testing
 @testable import TallyCore
 
-@Suite struct MoneyTests {
+@Suite(.timeLimit(.minutes(5))) struct MoneyTests {
     @Test(arguments: [
         ("0", 0), ("0.01", 10_000), ("5597.20", 5_597_200_000), ("840", 840_000_000), ("1.5", 1_500_000),
     ] as [(String, Int64)])

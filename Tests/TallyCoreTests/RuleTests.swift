@@ -2,7 +2,7 @@ import PropertyBased
 import Testing
 @testable import TallyCore
 
-@Suite struct UpgradeRuleTests {
+@Suite(.timeLimit(.minutes(5))) struct UpgradeRuleTests {
     let zone = Zone.beijing
     var basic: Edition { Shipped.version.editionsByItem["taishan/enterprise-basic"]! }
     var advanced: Edition { Shipped.version.editionsByItem["taishan/enterprise-advanced"]! }
@@ -41,7 +41,7 @@ import Testing
     }
 }
 
-@Suite struct RefundWindowTests {
+@Suite(.timeLimit(.minutes(5))) struct RefundWindowTests {
     let zone = Zone.beijing
 
     /// Through 23:59:59 Beijing time of the 7th day after the delivery date.
@@ -62,7 +62,7 @@ import Testing
     }
 }
 
-@Suite struct TokenBucketTests {
+@Suite(.timeLimit(.minutes(5))) struct TokenBucketTests {
     @Test func startsFullAndRefillsAtQPS() {
         let start = at("2026-01-01T00:00:00+08:00")
         var bucket = TokenBucket(qps: 2, at: start)
@@ -98,7 +98,7 @@ import Testing
     }
 }
 
-@Suite struct AdvisorTests {
+@Suite(.timeLimit(.minutes(5))) struct AdvisorTests {
     var smartCover: APIOffer { Shipped.version.apisByID["taishan.smart-cover"]! }
     var general: APIOffer { Shipped.version.apisByID["image-tagging.general"]! }
 
@@ -192,7 +192,7 @@ import Testing
 }
 
 /// The sharded index of usage ids behaves as one dictionary.
-@Suite struct UsageIndexTests {
+@Suite(.timeLimit(.minutes(5))) struct UsageIndexTests {
     @Test func behavesAsOneDictionary() {
         var index = UsageIndex()
         var plain: [TallyState.UsageKey: UsageEntry] = [:]
@@ -273,7 +273,7 @@ import Testing
 
 /// An index bounded by generations: memory holds the latest events, and every key it lets go is in
 /// the filter, so no recorded id is ever answered as unknown.
-@Suite struct BoundedUsageIndexTests {
+@Suite(.timeLimit(.minutes(5))) struct BoundedUsageIndexTests {
     @Test func keepsOneToTwoGenerationsAndRetiresTheRest() {
         let retired = RetiredUsageKeys(firstCapacity: 1_000)
         var index = UsageIndex()
@@ -304,7 +304,7 @@ import Testing
 }
 
 /// The filter of ids older than the index: never a false "no", few false "maybe"s.
-@Suite struct RetiredUsageKeysTests {
+@Suite(.timeLimit(.minutes(5))) struct RetiredUsageKeysTests {
     @Test func holdsEveryKeyInsertedAcrossSegments() {
         let retired = RetiredUsageKeys(firstCapacity: 10_000)
         #expect(retired.isEmpty && !retired.mightContain(TallyState.usageKey(account: "a", id: "0")))
@@ -330,7 +330,7 @@ import Testing
 
 /// The QPS limit of check-and-record: the highest QPS of the account's usable bought packs of that
 /// API; packs used up, expired, revoked, free or of another API do not count.
-@Suite struct QPSLimitTests {
+@Suite(.timeLimit(.minutes(5))) struct QPSLimitTests {
     @Test func theHighestQPSOfUsablePacksOfTheAPI() {
         let now = at("2026-03-10T12:00:00+08:00")
         var state = TallyState(catalog: Shipped.catalog)

@@ -1,7 +1,7 @@
 import Testing
 @testable import TallyCore
 
-@Suite struct TimeTests {
+@Suite(.timeLimit(.minutes(5))) struct TimeTests {
     let zone = Zone.beijing
 
     @Test func parsesAndPrintsRFC3339() {

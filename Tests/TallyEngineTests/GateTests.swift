@@ -4,7 +4,7 @@ import Testing
 
 /// The gate in front of the engine's lock: one task at a time, in the order they came, and the
 /// others suspended, not blocking threads.
-@Suite struct GateTests {
+@Suite(.timeLimit(.minutes(5))) struct GateTests {
     /// What the tasks of a test note down, shared between them.
     final class Log: Sendable {
         let order = Mutex<[Int]>([])

@@ -6,7 +6,7 @@ import TallyStore
 
 /// The price lists' worked examples, each a scenario with its expected outcome, copied from the
 /// planning repository into `Scenarios/`.
-@Suite struct GoldenScenarioTests {
+@Suite(.timeLimit(.minutes(5))) struct GoldenScenarioTests {
     static let names: [String] = {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: Repository.scenarios.path)) ?? []
         return files.filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }.sorted()

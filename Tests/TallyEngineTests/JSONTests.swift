@@ -2,7 +2,7 @@ import Testing
 import TallyCore
 import TallyEngine
 
-@Suite struct JSONTests {
+@Suite(.timeLimit(.minutes(5))) struct JSONTests {
     /// Writing then reading gives back the same value, whatever the strings hold: quotes,
     /// backslashes, control characters, non-ASCII text (both the fast and the escaping paths).
     @Test(arguments: ["", "plain", "账单 Bill", "quote \" and \\ backslash", "line\nbreak\ttab\r", "\u{01}\u{1F}", "emoji 🧾", "a\"", "\\"])

@@ -3,7 +3,7 @@ import TallyCore
 import TallyEngine
 
 /// Accounts, packs, memberships and months through their lifecycles.
-@Suite struct LifecycleTests {
+@Suite(.timeLimit(.minutes(5))) struct LifecycleTests {
     /// A bill that leaves the balance below zero puts the account in arrears: post-paid calls are
     /// refused, free and pack calls still go through; a top-up to zero or above restores it at once.
     @Test func arrearsAndRestore() async throws {
@@ -235,7 +235,7 @@ import TallyEngine
     }
 }
 
-@Suite struct ChunkedBillRunTests {
+@Suite(.timeLimit(.minutes(5))) struct ChunkedBillRunTests {
     /// The bill run the command line and the bench share: every account billed once, a second run
     /// charges nothing, and a month without usage is still closed.
     @Test func billsInChunksAndRestartsSafely() async throws {
@@ -262,7 +262,7 @@ import TallyEngine
 import Synchronization
 
 /// The bounded runner a bill run keeps its chunks under way with.
-@Suite struct BoundedTests {
+@Suite(.timeLimit(.minutes(5))) struct BoundedTests {
     @Test func runsEveryItemOnceAndNeverMoreThanTheLimitAtOnce() async throws {
         let running = Mutex((now: 0, most: 0))
         var results: [Int] = []
@@ -290,7 +290,7 @@ import Synchronization
     }
 }
 
-@Suite struct RandomIDTests {
+@Suite(.timeLimit(.minutes(5))) struct RandomIDTests {
     /// A counter scrambled by a bijection: never the same id twice from one source, always the
     /// prefix and 16 hex digits, and another source (another process) starts elsewhere.
     @Test func idsAreDistinctAndWellFormed() {

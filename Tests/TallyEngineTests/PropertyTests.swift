@@ -5,7 +5,7 @@ import TallyEngine
 import TallyStore
 
 /// Random sequences of operations keep the books straight.
-@Suite struct PropertyTests {
+@Suite(.timeLimit(.minutes(5))) struct PropertyTests {
     /// One random step, decoded from small integers so the generator shrinks well.
     static func operation(_ code: [Int], step: Int) -> (any Operation)? {
         let accounts = ["a", "b", "c"]

@@ -3,7 +3,7 @@ import TallyCore
 import TallyEngine
 
 /// Bad input and refused requests: each gets its code and changes nothing.
-@Suite struct RefusalTests {
+@Suite(.timeLimit(.minutes(5))) struct RefusalTests {
     @Test func accountsAndMoney() async throws {
         let h = try await Harness.make()
         try await h.customer("acme", cash: "100.00")

@@ -2,7 +2,7 @@ import Testing
 import TallyCore
 import TallyEngine
 
-@Suite struct SimulatorTests {
+@Suite(.timeLimit(.minutes(5))) struct SimulatorTests {
     /// A broken scenario is refused whole, naming the step and the field, never crashing.
     @Test(arguments: [
         ("- {do: top_up, account: a, cash: \"-5\"}", "steps[1].cash"),
@@ -115,7 +115,7 @@ import TallyEngine
     }
 }
 
-@Suite struct QuoteViewTests {
+@Suite(.timeLimit(.minutes(5))) struct QuoteViewTests {
     @Test func resolvesShortNamesAndPrintsThePlanShape() throws {
         let version = Repository.catalog.versions.last!
         #expect(try QuoteView.resolve("smart-cover", in: version).id == "taishan.smart-cover")

@@ -8,7 +8,7 @@ import TallyEngine
 import Yams
 @testable import TallyServer
 
-@Suite("Keys, roles and the OpenAPI contract")
+@Suite("Keys, roles and the OpenAPI contract", .timeLimit(.minutes(5)))
 struct AccessTests {
     /// Every route, with every role, without a key, and with another customer's key.
     @Test("The authorisation matrix")

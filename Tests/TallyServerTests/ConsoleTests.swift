@@ -8,7 +8,7 @@ import TallyCore
 import TallyEngine
 @testable import TallyServer
 
-@Suite("The customer console")
+@Suite("The customer console", .timeLimit(.minutes(5)))
 struct ConsoleTests {
     /// Signs in with a key through the form and returns the session cookie.
     static func signIn(_ client: some TestClientProtocol, key: String) async throws -> String? {

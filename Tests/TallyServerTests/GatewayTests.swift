@@ -12,7 +12,7 @@ import Testing
 
 /// The gateways' own protocols: ext_authz / auth_request over HTTP, and Envoy's rate limit
 /// service over gRPC. Both decide exactly as `/v1/usage/check`.
-@Suite("Gateway decisions: ext_authz and auth_request over HTTP, Envoy's rate limit service over gRPC")
+@Suite("Gateway decisions: ext_authz and auth_request over HTTP, Envoy's rate limit service over gRPC", .timeLimit(.minutes(5)))
 struct GatewayTests {
     /// acme: Image Tagging activated (1,000 free calls a month, then post-paid); cover: a Smart
     /// Cover p1 pack (3,000 calls, QPS 2, prepaid only).
@@ -297,7 +297,7 @@ struct GatewayTests {
     }
 }
 
-@Suite("The README's gateway configurations")
+@Suite("The README's gateway configurations", .timeLimit(.minutes(5)))
 struct GatewayDocumentationTests {
     @Test("Every configuration block in the README's Gateways section is copied from the files scripts/gateway-test runs")
     func readmeBlocksAreTheTestedOnes() throws {

@@ -9,7 +9,7 @@ import TallySQLite
 import TallyStore
 @testable import TallyServer
 
-@Suite("The HTTP API, route by route")
+@Suite("The HTTP API, route by route", .timeLimit(.minutes(5)))
 struct RouteTests {
     @Test("A customer's month through the API: activate, calls, a pack bought and refunded, the bill", arguments: StoreKind.available)
     func month(kind: StoreKind) async throws {

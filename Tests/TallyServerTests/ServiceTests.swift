@@ -11,7 +11,7 @@ import TallyCore
 import TallyEngine
 @testable import TallyServer
 
-@Suite("Background services: the scheduler and webhook delivery")
+@Suite("Background services: the scheduler and webhook delivery", .timeLimit(.minutes(5)))
 struct ServiceTests {
     @Test("A server that was down bills every month it missed, oldest first, once")
     func catchUp() async throws {

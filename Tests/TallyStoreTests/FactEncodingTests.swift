@@ -6,7 +6,7 @@ import TallyStore
 
 /// The stores write facts with `StreamingJSONEncoder` and read them with Foundation's
 /// `JSONDecoder`: every kind of fact must come back equal.
-@Suite struct FactEncodingTests {
+@Suite(.timeLimit(.minutes(5))) struct FactEncodingTests {
     /// Every fact of every shipped scenario and of the store tour, plus the access facts.
     static func facts() async throws -> [Fact] {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

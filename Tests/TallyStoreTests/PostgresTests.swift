@@ -8,7 +8,7 @@ import TallyStore
 /// Several engines on one PostgreSQL database stand for several `tally` processes. Each keeps its
 /// state in memory; the database arbitrates. These run when the test command has started its
 /// throw-away cluster (scripts/with-postgres); `./scripts/test` always does.
-@Suite(.enabled(if: StoreKind.postgresURL != nil, "needs the throw-away cluster that ./scripts/test starts"))
+@Suite(.enabled(if: StoreKind.postgresURL != nil, "needs the throw-away cluster that ./scripts/test starts"), .timeLimit(.minutes(5)))
 struct PostgresTests {
     static let fixture = """
     start: 2026-11-01T09:00:00+08:00

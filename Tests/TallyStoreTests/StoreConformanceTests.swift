@@ -7,7 +7,7 @@ import TallyEngine
 import TallyStore
 
 /// What every store must do, run against each store.
-@Suite struct StoreConformanceTests {
+@Suite(.timeLimit(.minutes(5))) struct StoreConformanceTests {
     static func fact(_ n: Int) -> Fact {
         .accountOpened(account: "a\(n)", subject: .personal, verified: n % 2 == 0, at: Instant(seconds: Int64(n)))
     }
@@ -179,7 +179,7 @@ import TallyStore
         try await first.perform(RecordUsage(account: "acme", id: "e-2", api: "image-tagging.general", calls: 3, mode: .report))
         // 36 days after the first event: the running engine forgets it, a restarted one never loads it.
         try clock.advance(to: try #require(Instant(rfc3339: "2026-02-10T09:00:00+08:00")))
-        #expect(first.forgetOldUsage() == 1)
+        #expect(await first.forgetOldUsage() == 1)
         let again = try await Tally.start(catalog: Self.catalog, store: try await reopen(), clock: clock.clock, ids: RandomIDs())
         #expect(again.read { $0.usage.count } == 1)
         for engine in [first, again] {
@@ -276,7 +276,7 @@ import TallyStore
 }
 
 /// The SQLite file guards the invariants itself, whatever the code above it does.
-@Suite struct SQLiteGuardTests {
+@Suite(.timeLimit(.minutes(5))) struct SQLiteGuardTests {
     func seeded() async throws -> SQLiteStore {
         let (store, _) = try await StoreKind.sqlite.make()
         let sqlite = store as! SQLiteStore
@@ -334,6 +334,13 @@ import TallyStore
 /// A store that counts its writes and can be told to fail.
 final class ProbeStore: TallyStore {
     let kind = "probe"
+    /// How long a write takes: 2 ms, and this much more a fact.
+    let microsecondsPerFact: Int
+    /// Writes begun.
+    let started = Mutex(0)
+
+    init(microsecondsPerFact: Int = 0) { self.microsecondsPerFact = microsecondsPerFact }
+
     let writes = Mutex<[Int]>([])
     /// Every fact written, with the body it came with.
     let written = Mutex<[(fact: Fact, body: [UInt8]?)]>([])
@@ -347,13 +354,14 @@ final class ProbeStore: TallyStore {
 
     func append(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
-        try await Task.sleep(for: .milliseconds(2))
+        started.withLock { $0 += 1 }
+        try await Task.sleep(for: .microseconds(2_000 + microsecondsPerFact * batch.count))
         writes.withLock { $0.append(batch.count) }
         written.withLock { $0 += zip(batch.facts, batch.bodies).map { ($0, $1) } }
     }
 }
 
-@Suite struct JournalTests {
+@Suite(.timeLimit(.minutes(5))) struct JournalTests {
     /// Under a steady load the queue never empties. The caller that writes hands the role on once
     /// its own facts are durable, instead of writing everyone else's for as long as the load
     /// lasts: no caller's wait spans more than a few of the store's writes.
@@ -398,15 +406,13 @@ final class ProbeStore: TallyStore {
         #expect(writes.count < 200, "every fact took a write of its own: \(writes.count)")
     }
 
-    /// Each caller encodes its own facts while earlier ones are written: the store still gets
-    /// every fact once, in the order queued, each with its own body; usage facts need none; one
-    /// caller's facts beyond a write's limit go in several writes.
+    /// Each caller encodes its own facts while earlier ones are written: the store gets every fact
+    /// once, each account's in the order queued, each with its own body; usage facts need none;
+    /// an entry is never cut, so one larger than a write's limit is written alone.
     @Test func factsReachTheStoreInOrderWithTheirBodies() async throws {
         let store = ProbeStore()
         let journal = Journal(store: store)
-        let usage = Fact.usageRecorded(record: UsageRecord(account: "a", id: "u", api: "p.a", edition: nil, calls: 1,
-                                                           at: Instant(seconds: 1), recorded: Instant(seconds: 1), settlement: Settlement()),
-                                       transaction: nil)
+        let usage = JournalTests.usage(account: "a", id: "u")
         let big = (0..<(Journal.batchSizeMax + 100)).map { StoreConformanceTests.fact(1_000 + $0) }
         let order = Mutex<[Fact]>([])
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -422,11 +428,75 @@ final class ProbeStore: TallyStore {
             try await group.waitForAll()
         }
         let written = store.written.withLock { $0 }
-        #expect(written.map(\.fact) == order.withLock { $0 })
+        #expect(JournalTests.byAccount(written.map(\.fact)) == JournalTests.byAccount(order.withLock { $0 }))
+        #expect(written.count == order.withLock { $0.count })
         for (fact, body) in written {
             #expect(body == (StreamingJSONEncoder.needsBody(fact) ? try StreamingJSONEncoder.encode(fact) : nil))
         }
-        #expect(store.writes.withLock { $0 }.allSatisfy { $0 <= Journal.batchSizeMax })
+        let writes = store.writes.withLock { $0 }
+        #expect(writes.contains(big.count))
+        #expect(writes.filter { $0 != big.count }.allSatisfy { $0 <= Journal.batchSizeMax })
+    }
+
+    /// The fair group commit: a check queued behind 40,000 facts of reports for other accounts,
+    /// on a store whose writes take time in proportion to their facts, is durable after the write
+    /// under way and the next one; a check for an account a queued report holds waits for that
+    /// report; a fact of no single account keeps its place among all others.
+    @Test(arguments: [500, 10_000])
+    func aCheckIsDurableAfterAtMostTwoWritesBehindBulkReports(reportEntryFacts: Int) async throws {
+        let store = ProbeStore(microsecondsPerFact: 20)
+        let journal = Journal(store: store)
+        let reportFacts = 40_000
+        var tickets: [Journal.Ticket] = []
+        for n in 0..<(reportFacts / reportEntryFacts) {
+            let account = "r\(n * reportEntryFacts * 4 / reportFacts)"
+            let ticket = journal.enqueue((0..<reportEntryFacts).map { JournalTests.usage(account: account, id: "\(n)-\($0)") })
+            journal.submit(ticket)
+            tickets.append(ticket)
+        }
+        while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        let before = store.writes.withLock { $0.count }
+        let check = journal.enqueue([JournalTests.usage(account: "c", id: "check")])
+        let sameAccount = journal.enqueue([JournalTests.usage(account: "r3", id: "check")])
+        let shared = journal.enqueue([.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))])
+        let afterShared = journal.enqueue([JournalTests.usage(account: "d", id: "check")])
+        try await journal.waitDurable(check)
+        for ticket in tickets + [sameAccount, shared, afterShared] { try await journal.waitDurable(ticket) }
+
+        let written = store.written.withLock { $0.map(\.fact) }
+        // The write that took the check, counted from the writes done when it was queued (read
+        // from the store, not from when the test's task next ran, which a loaded machine delays).
+        let checkAt = written.firstIndex(of: JournalTests.usage(account: "c", id: "check"))!
+        var factsBefore = 0
+        let writeOfCheck = store.writes.withLock { writes in
+            writes.firstIndex { factsBefore += $0; return factsBefore > checkAt }!
+        }
+        #expect(writeOfCheck + 1 - before <= 2, "the check waited through \(writeOfCheck + 1 - before) writes")
+        #expect(written.count == reportFacts + 4)
+        let position = { (fact: Fact) in written.firstIndex(of: fact)! }
+        let lastReportOfR3 = written.lastIndex { fact in
+            guard case .usageRecorded(let record, _) = fact else { return false }
+            return record.account == "r3" && record.id != "check"
+        }!
+        #expect(position(JournalTests.usage(account: "r3", id: "check")) > lastReportOfR3)
+        let sharedAt = position(.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1)))
+        #expect(sharedAt == written.count - 2 && position(JournalTests.usage(account: "d", id: "check")) == written.count - 1)
+    }
+
+    static func usage(account: String, id: String) -> Fact {
+        .usageRecorded(record: UsageRecord(account: account, id: id, api: "p.a", edition: nil, calls: 1,
+                                           at: Instant(seconds: 1), recorded: Instant(seconds: 1), settlement: Settlement()),
+                       transaction: nil)
+    }
+
+    /// Facts by the account they belong to, in order.
+    static func byAccount(_ facts: [Fact]) -> [String: [Fact]] {
+        var grouped: [String: [Fact]] = [:]
+        for fact in facts {
+            guard case .account(let id) = FactRoute(fact) else { preconditionFailure("an account's fact") }
+            grouped[id, default: []].append(fact)
+        }
+        return grouped
     }
 
     /// The caller that writes a batch may be cancelled (an HTTP client hangs up): the write goes on,
@@ -477,7 +547,7 @@ import Foundation
 
 /// The guard statements must fail for the invariant they target, not for a typo: the same
 /// statements with the offending value corrected are accepted.
-@Suite struct GuardControlTests {
+@Suite(.timeLimit(.minutes(5))) struct GuardControlTests {
     @Test func aValidUsageRowIsAccepted() async throws {
         let store = try await SQLiteGuardTests().seeded()
         try await store.execute("INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn) VALUES ('acme', 'fine', 999999, 'a', NULL, 10, 0, 0, 10, 0, 0, 0, NULL, '', NULL)")

@@ -6,7 +6,7 @@ import TallyStore
 /// The PostgreSQL store's COPY text: one line a row, tabs between columns, `\N` for null, and the
 /// four characters COPY reads specially escaped (ids cannot hold them today; texts that could
 /// must not shift a column).
-@Suite struct UsageCopyTests {
+@Suite(.timeLimit(.minutes(5))) struct UsageCopyTests {
     @Test func rowsAreTabSeparatedWithNullsAndEscapes() {
         var settlement = Settlement()
         settlement.free = 2
