@@ -191,7 +191,10 @@ extension Endpoint {
                 if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
                     throw Problem(TallyError(.unsupportedMediaType, "send the body as application/json"))
                 }
-                fields = try Fields(JSON.parse(utf8: Array(buffer: body)))
+                let bytes = Array(buffer: body)
+                // A large body is parsed off the cooperative pool (`OffPool`).
+                fields = try Fields(bytes.count >= OffPool.bodyBytesMin ? try await OffPool.run { try JSON.parse(utf8: bytes) }
+                                    : try JSON.parse(utf8: bytes))
             }
             var call = Call(request: request, principal: principal, parameters: parameters, fields: fields, server: server)
             guard endpoint.method == .post, let key = request.headers[.idempotencyKey] else {

@@ -44,21 +44,38 @@ enum UsageRoutes {
         guard items.count <= max else {
             throw Problem(.contentTooLarge, TallyError(.batchTooLarge, "a batch carries at most \(max) events, got \(items.count)"))
         }
+        let principal = call.principal
+        // Reading the events and writing the answer grow with the batch: a large one does both off
+        // the cooperative pool (`OffPool`), so that a single check is not kept off a thread meanwhile.
+        let offPool = items.count >= OffPool.batchEventsMin
+        let read: @Sendable () -> [Result<RecordUsage, TallyError>] = { events(items, mode: mode, principal: principal) }
+        let parsed = offPool ? try await OffPool.run(read) : read()
+        let valid = parsed.compactMap { try? $0.get() }
+        let outcomes = try await call.tally.perform(RecordUsageBatch(events: valid))
+        call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
+        let answer: @Sendable () -> Answer = { .json(results(items, parsed, outcomes)) }
+        return offPool ? try await OffPool.run(answer) : answer()
+    }
+
+    /// The batch's events, each read on its own: a malformed one is refused alone.
+    static func events(_ items: [JSON], mode: RecordUsage.Mode, principal: Principal) -> [Result<RecordUsage, TallyError>] {
         var parsed: [Result<RecordUsage, TallyError>] = []
         parsed.reserveCapacity(items.count)
         for (index, item) in items.enumerated() {
             do throws(TallyError) {
                 var fields = try Fields(item)
-                let event = try event(&fields, mode: mode, principal: call.principal)
+                let event = try event(&fields, mode: mode, principal: principal)
                 try fields.end()
                 parsed.append(.success(event))
             } catch {
                 parsed.append(.failure(TallyError(error.code, "events[\(index)]: \(error.message)")))
             }
         }
-        let events = parsed.compactMap { try? $0.get() }
-        let outcomes = try await call.tally.perform(RecordUsageBatch(events: events))
-        call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
+        return parsed
+    }
+
+    /// The batch's answer: the counts, and one result per event in order.
+    static func results(_ items: [JSON], _ parsed: [Result<RecordUsage, TallyError>], _ outcomes: [Result<UsageOutcome, TallyError>]) -> JSON {
         var results: [JSON] = []
         results.reserveCapacity(parsed.count)
         var next = outcomes.makeIterator()
@@ -79,8 +96,8 @@ enum UsageRoutes {
                 }
             }
         }
-        return .json(.object([("accepted", .int(accepted)), ("refused", .int(refused)), ("duplicates", .int(duplicates)),
-                              ("results", .array(results))]))
+        return .object([("accepted", .int(accepted)), ("refused", .int(refused)), ("duplicates", .int(duplicates)),
+                        ("results", .array(results))])
     }
 
     static func idOf(_ item: JSON) -> String {

@@ -246,6 +246,36 @@ struct RouteTests {
         }
     }
 
+    @Test("A large report is read and answered off the cooperative pool: one result per event, in order, across slices")
+    func largeReport() async throws {
+        let harness = try await Harness.make(.sqlite)
+        try await harness.app.test(.router) { client in
+            #expect(try await client.call(.post, "/v1/accounts", json: #"{"id":"acme","subject":"enterprise","verified":true}"#).status == .created)
+            #expect(try await client.call(.post, "/v1/accounts/acme/activations", json: #"{"product":"image-tagging"}"#).status == .created)
+            let count = 2_000
+            var events = (0..<count).map { #"{"account":"acme","id":"e\#($0)","api":"image-tagging.general"}"# }
+            events[700] = #"{"account":"acme","id":"bad","api":"image-tagging.general","calls":"x"}"#
+            events[1_500] = #"{"account":"acme","id":"e3","api":"image-tagging.general"}"#
+            let body = #"{"events":[\#(events.joined(separator: ","))]}"#
+            #expect(body.utf8.count >= OffPool.bodyBytesMin && count >= OffPool.batchEventsMin)
+            let report = try await client.call(.post, "/v1/usage/report", json: body)
+            #expect(report.status == .ok)
+            #expect(report["accepted"] == .int(Int64(count - 2)))
+            #expect(report["refused"] == .int(1))
+            #expect(report["duplicates"] == .int(1))
+            guard case .array(let results)? = report["results"] else {
+                Issue.record("no results")
+                return
+            }
+            #expect(results.count == count)
+            #expect(results[699]["id"] == .string("e699") && results[701]["id"] == .string("e701"))
+            #expect(results[700]["id"] == .string("bad") && results[700]["accepted"] == .bool(false))
+            #expect(results[1_500]["id"] == .string("e3") && results[1_500]["duplicate"] == .bool(true))
+            #expect(results[1_999]["id"] == .string("e1999"))
+            #expect(harness.server.tally.read { $0.usageEvents } == Int64(count - 2))
+        }
+    }
+
     @Test("Each API key has a request rate; over it, 429 with Retry-After, and the bucket refills")
     func requestRate() async throws {
         let harness = try await Harness.make()
