@@ -20,6 +20,8 @@ public struct RunBills: Operation {
         Set(state.monthly.keys.lazy.filter { $0.month == month }.map(\.account)).sorted()
     }
 
+    public var isBulk: Bool { true }
+
     public struct Result: Sendable {
         /// Bills made by this run, by account then product.
         public let created: [Bill]
@@ -160,6 +162,9 @@ public struct PublishCatalog: Operation {
         self.changes = changes
         self.force = force
     }
+
+    /// It walks every account for its notices.
+    public var isBulk: Bool { true }
 
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> [String] {
         guard changes.utf8.count <= 1_000_000 else { throw TallyError(.invalidCatalog, "a catalog change is at most 1 MB") }

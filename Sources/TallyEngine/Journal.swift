@@ -13,7 +13,7 @@ import TallyStore
 /// The writer is fair to small operations. Entries are written in the order they were queued,
 /// except that a small entry (at most `smallEntryFactsMax` facts: a check, a top-up) may go ahead
 /// of entries queued before it that touch none of its accounts, and while small entries wait, one
-/// write takes at most `bulkFactsWhileSmallWaitMax` facts of bulk entries. So a check queued
+/// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. So a check queued
 /// behind 40,000 facts of reports for other accounts is durable after the write under way and the
 /// next one. Each account's facts still reach the store in the order they were applied, and facts
 /// that belong to no single account (the catalog, keys, closed months) keep their place among all
@@ -38,9 +38,18 @@ public final class Journal: Sendable {
     /// An entry of at most this many facts is a small operation's: it may be written ahead of
     /// bulk entries for other accounts. A check is one to four facts; a report's slice is hundreds.
     public static let smallEntryFactsMax = 64
-    /// While small entries wait, the most facts of bulk entries one write takes, so that the
-    /// write a check shares is short (docs/decisions.md, "Fair group commit").
-    public static let bulkFactsWhileSmallWaitMax = 2_048
+    /// While small entries wait, the most facts of bulk entries one write takes by default, so
+    /// that the write a check shares is short; an engine setting (`--journal-bulk-facts`), since
+    /// it trades a check's latency for the reports' throughput (docs/decisions.md, "Fair group
+    /// commit").
+    public static let bulkFactsWhileSmallWaitDefault = 4_096
+    /// The bounds of that setting.
+    public static let bulkFactsWhileSmallWaitRange = 64...batchSizeMax
+    /// Small entries count as waiting for this long after the last one was queued: a gateway's
+    /// callers each wait for their check before sending the next, so at the moment a write is
+    /// taken their checks may all be in the write under way, and a write of 16,384 bulk facts
+    /// taken then would hold every next check for its whole length.
+    public static let smallActiveMilliseconds = 50
 
     /// What `enqueue` hands back: the entry to wait on, and the facts the caller encodes (none
     /// when every fact is a usage row, which needs no body).
@@ -69,6 +78,7 @@ public final class Journal: Sendable {
     }
 
     private struct State {
+        let bulkFactsWhileSmallWait: Int
         /// Entries not yet taken by the writer, in the order they were queued.
         var pending: [Entry] = []
         var enqueuedThrough: UInt64 = 0
@@ -81,6 +91,8 @@ public final class Journal: Sendable {
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
         var waiters: [UInt64: CheckedContinuation<Signal, Never>] = [:]
+        /// When the last small entry was queued.
+        var smallQueued: ContinuousClock.Instant?
 
         /// Fails the journal: every waiter hears `failure`, and so does every later caller.
         mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<Signal, Never>] {
@@ -109,25 +121,26 @@ public final class Journal: Sendable {
 
         /// The next batch: entries in queue order, whole, each ready and clear of every entry
         /// passed over before it (same account, or a fact of no single account); while a small
-        /// entry waits, bulk entries fill at most `bulkFactsWhileSmallWaitMax`. Nil, and the
+        /// entry waits, bulk entries fill at most `bulkFactsWhileSmallWait`. Nil, and the
         /// writer steps down, when nothing can be taken.
         mutating func take() -> (batch: EncodedBatch, sequences: [UInt64])? {
-            let smallWaiting = pending.contains { $0.isSmall && $0.bodies != nil }
-            let bulkRoom = smallWaiting ? Journal.bulkFactsWhileSmallWaitMax : Journal.batchSizeMax
-            var facts: [Fact] = [], bodies: [[UInt8]?] = []
+            let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
+            let smallWaiting = smallActive || pending.contains { $0.isSmall && $0.bodies != nil }
+            let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
+            var factCount = 0
             var taken: [Int] = []
             var bulkTaken = 0
             // What the entries passed over touch: later entries that share it wait for them.
             var passedAccounts = Set<String>()
             var passedShared = false
             for index in pending.indices {
-                if passedShared || facts.count >= Journal.batchSizeMax { break }
+                if passedShared || factCount >= Journal.batchSizeMax { break }
                 // Only a small entry goes ahead of one passed over.
                 let inOrder = taken.count == index
                 if !inOrder && !smallWaiting { break }
                 let entry = pending[index]
                 var take = false
-                if entry.bodies != nil, facts.isEmpty || facts.count + entry.facts.count <= Journal.batchSizeMax {
+                if entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
                     if entry.isSmall {
                         take = inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false
                     } else {
@@ -138,14 +151,8 @@ public final class Journal: Sendable {
                 }
                 // In order, the first entry left behind ends the batch.
                 if !take && !smallWaiting { break }
-                if take, let ready = entry.bodies {
-                    if facts.isEmpty {
-                        facts = entry.facts
-                        bodies = ready
-                    } else {
-                        facts.append(contentsOf: entry.facts)
-                        bodies.append(contentsOf: ready)
-                    }
+                if take {
+                    factCount += entry.facts.count
                     if !entry.isSmall { bulkTaken += entry.facts.count }
                     taken.append(index)
                 } else if let accounts = pending[index].route() {
@@ -160,6 +167,19 @@ public final class Journal: Sendable {
             }
             ready -= taken.count
             let sequences = taken.map { pending[$0].sequence }
+            // Copied once into arrays of the right size; one entry is handed over as it is.
+            var facts: [Fact] = [], bodies: [[UInt8]?] = []
+            if taken.count == 1 {
+                facts = pending[last].facts
+                bodies = pending[last].bodies!
+            } else {
+                facts.reserveCapacity(factCount)
+                bodies.reserveCapacity(factCount)
+                for index in taken {
+                    facts.append(contentsOf: pending[index].facts)
+                    bodies.append(contentsOf: pending[index].bodies!)
+                }
+            }
             if taken.count == last + 1 {
                 pending.removeFirst(taken.count)
             } else {
@@ -176,9 +196,13 @@ public final class Journal: Sendable {
     }
 
     private let store: any TallyStore
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    public init(store: any TallyStore) { self.store = store }
+    public init(store: any TallyStore, bulkFactsWhileSmallWait: Int = Journal.bulkFactsWhileSmallWaitDefault) {
+        precondition(Journal.bulkFactsWhileSmallWaitRange.contains(bulkFactsWhileSmallWait), "a bulk budget within its range")
+        self.store = store
+        state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait))
+    }
 
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
     /// account's facts queue in the order in which they were applied.
@@ -191,6 +215,7 @@ public final class Journal: Sendable {
             state.pending.append(Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil))
             state.outstanding.insert(sequence)
             if plain { state.ready += 1 }
+            if facts.count <= Journal.smallEntryFactsMax { state.smallQueued = .now }
             return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
         }
     }

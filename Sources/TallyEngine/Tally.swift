@@ -128,10 +128,14 @@ public protocol Operation: Sendable {
     /// may be older than the index, which the engine looks up in the store before the operation
     /// runs. None for operations that record no usage.
     func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey]
+    /// Whether the operation is bulk work (a report's slice, a bill run's step, a sweep over
+    /// accounts): it waits in the gate's bulk lane, behind the small operations a gateway waits on.
+    var isBulk: Bool { get }
 }
 
 extension Operation {
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] { [] }
+    public var isBulk: Bool { false }
 }
 
 /// An operation whose work grows with its input (a report of 10,000 events): the engine applies
@@ -158,6 +162,8 @@ struct Remembering<Base: Operation>: Operation {
         state.remember(stored)
         return try base.execute(&state, environment)
     }
+
+    var isBulk: Bool { base.isBulk }
 }
 
 /// The engine: the state in memory, rebuilt from the store at start; operations applied one at a
@@ -193,13 +199,18 @@ public final class Tally: Sendable {
     public static let usageCacheGeneration = 1 << 17
     /// The events a generation of the index holds; nil keeps every event of the window in memory.
     public let usageCacheGeneration: Int?
+    /// While small operations wait, the most facts of bulk ones a store write takes (`Journal`).
+    public let journalBulkFacts: Int
 
     /// Starts an engine on `store`: streams every fact from it and folds them over the catalog.
     public static func start(
         catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
         usageIndexDays: Int64? = Tally.usageIndexDays, usageCacheGeneration: Int? = Tally.usageCacheGeneration,
-        logger: Logger = Logger(label: "tally.engine")
+        journalBulkFacts: Int = Journal.bulkFactsWhileSmallWaitDefault, logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
+        guard Journal.bulkFactsWhileSmallWaitRange.contains(journalBulkFacts) else {
+            throw TallyError(.countOutOfRange, "the journal's bulk facts a write are from \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound), got \(journalBulkFacts)")
+        }
         let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
         if let retired = tally.retiredKeys {
@@ -207,8 +218,9 @@ public final class Tally: Sendable {
         }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(tally.factCount)", "accounts": "\(tally.accounts.count)",
                                                  "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
-        return Tally(state: EngineState(tally: tally, journal: Journal(store: store)), store: store, clock: clock, ids: ids,
-                     usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration, logger: logger)
+        return Tally(state: EngineState(tally: tally, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)), store: store,
+                     clock: clock, ids: ids, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration,
+                     journalBulkFacts: journalBulkFacts, logger: logger)
     }
 
     /// The state a rebuild starts from: the catalog, the instant before which usage ids stay out
@@ -225,7 +237,8 @@ public final class Tally: Sendable {
     }
 
     private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
-                 usageCacheGeneration: Int?, logger: Logger) {
+                 usageCacheGeneration: Int?, journalBulkFacts: Int, logger: Logger) {
+        self.journalBulkFacts = journalBulkFacts
         self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
         self.state = Mutex(state)
@@ -244,7 +257,7 @@ public final class Tally: Sendable {
     public func forgetOldUsage() async -> Int {
         guard let days = usageIndexDays else { return await reading { $0.usage.count } }
         let cutoff = clock.now().adding(seconds: -days * 86_400)
-        return await gate.pass {
+        return await gate.pass(.bulk) {
             state.withLock { state in
                 state.forgetUsage(recordedBefore: cutoff)
                 return state.tally.usage.count
@@ -267,14 +280,43 @@ public final class Tally: Sendable {
         var outputs: [Op.Slice.Output] = []
         outputs.reserveCapacity(slices.count)
         var written: [(ticket: Journal.Ticket, journal: Journal, generation: Int)?] = []
+        // The gate is held from slice to slice, and let go between two slices only when a small
+        // operation waits (or a store read or a test's hook comes between): bulk work alone runs
+        // without a hand-off per slice, and a check waits for the slice under way only.
+        await gate.enter(.bulk)
+        var holding = true
+        defer { if holding { gate.leave() } }
         for (index, slice) in slices.enumerated() {
-            let stored = try await storedUsage(repeatedBy: slice)
-            let (output, ticket, journal, generation) = stored.isEmpty ? try await apply(slice)
-                : try await apply(Remembering(base: slice, stored: stored))
+            if !holding {
+                await gate.enter(.bulk)
+                holding = true
+            }
+            let stored: [TallyState.UsageKey: UsageEntry]
+            if mayRepeatOldUsage(slice) {
+                gate.leave()
+                holding = false
+                stored = try await storedUsage(repeatedBy: slice)
+                await gate.enter(.bulk)
+                holding = true
+            } else {
+                stored = [:]
+            }
+            let (output, ticket, journal, generation) = stored.isEmpty ? try applyHoldingGate(slice)
+                : try applyHoldingGate(Remembering(base: slice, stored: stored))
             if let ticket { journal.submit(ticket) }
             outputs.append(output)
             written.append(ticket.map { ($0, journal, generation) })
-            if index < slices.count - 1, let hook = betweenSlices.withLock({ $0 }) { await hook(index) }
+            guard index < slices.count - 1 else { break }
+            let hook = betweenSlices.withLock { $0 }
+            if hook != nil || gate.smallWaiting {
+                gate.leave()
+                holding = false
+                await hook?(index)
+            }
+        }
+        if holding {
+            gate.leave()
+            holding = false
         }
         for (index, entry) in written.enumerated() {
             guard let (ticket, journal, generation) = entry else { continue }
@@ -305,6 +347,13 @@ public final class Tally: Sendable {
     /// The stored events whose ids the operation may repeat from before the index's window. Read
     /// outside the lock, so that an old id sent again is answered from the index as a duplicate,
     /// rather than failing at the store's unique index and costing every caller a reload.
+    /// Whether the operation's events may repeat ids from before the index's window (a store read
+    /// is then due before it runs).
+    private func mayRepeatOldUsage<Op: Operation>(_ operation: Op) -> Bool {
+        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return false }
+        return !operation.suspects(in: retired).isEmpty
+    }
+
     private func storedUsage<Op: Operation>(repeatedBy operation: Op) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
         guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return [:] }
         let suspects = operation.suspects(in: retired)
@@ -342,8 +391,13 @@ public final class Tally: Sendable {
     /// and queues its facts; returns its output, the ticket to wait on, the journal that holds
     /// it, and the state's generation.
     private func apply<Op: Operation>(_ operation: Op) async throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
+        try await gate.pass(operation.isBulk ? .bulk : .small) { () throws(TallyError) in try applyHoldingGate(operation) }
+    }
+
+    /// `apply` for a caller that holds the gate.
+    private func applyHoldingGate<Op: Operation>(_ operation: Op) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
         let environment = Environment(now: clock.now(), ids: ids)
-        return try await gate.pass { () throws(TallyError) in try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
+        return try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
             let output: Op.Output
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)
@@ -360,7 +414,7 @@ public final class Tally: Sendable {
             // once a report of 10,000 events had passed).
             state.emitted = []
             return (output, ticket, state.journal, state.generation)
-        } }
+        }
     }
 
     private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
@@ -409,7 +463,7 @@ public final class Tally: Sendable {
         let store = self.store
         retired.withLock { $0 = tally.retiredKeys }
         state.withLock { state in
-            var fresh = EngineState(tally: tally, journal: Journal(store: store))
+            var fresh = EngineState(tally: tally, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts))
             fresh.buckets = state.buckets
             fresh.generation = state.generation + 1
             state = fresh

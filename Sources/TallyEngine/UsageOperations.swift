@@ -157,6 +157,8 @@ public struct GrantFreeQuota: Operation {
 
     public init(accounts: [String]? = nil) { self.accounts = accounts }
 
+    public var isBulk: Bool { true }
+
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
         let month = state.tally.zone.month(of: env.now)
         let before = state.emitted.count
@@ -220,6 +222,8 @@ public struct Expire: Operation {
 
     public init(accounts: [String]? = nil) { self.accounts = accounts }
 
+    public var isBulk: Bool { true }
+
     public func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) -> Int {
         let horizon = env.now.adding(seconds: Limits.expiringNoticeDays * 86_400)
         let before = state.emitted.count
@@ -274,6 +278,9 @@ public struct RecordUsageBatch: SlicedOperation {
             RecordUsageBatch(events: Array(events[$0..<min($0 + RecordUsageBatch.sliceEventsMax, events.count)]))
         }
     }
+
+    /// A batch of more events than a small journal entry holds is bulk work.
+    public var isBulk: Bool { events.count > Journal.smallEntryFactsMax }
 
     public func combine(_ outputs: [[Result<UsageOutcome, TallyError>]]) -> [Result<UsageOutcome, TallyError>] {
         outputs.count == 1 ? outputs[0] : Array(outputs.joined())

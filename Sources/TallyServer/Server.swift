@@ -26,6 +26,9 @@ public struct ServerConfiguration: Sendable {
     /// Requests a second per API key, by role, with a second's burst: a customer's script gone
     /// wrong cannot starve the gateways; a gateway's limit is set far above what one process serves.
     public var requestsPerSecondMax: [Role: Int64] = [.operator: 10_000, .customer: 200, .gateway: 1_000_000]
+    /// While checks wait, the most facts of bulk work (reports, bill runs) one store write takes:
+    /// lower answers checks sooner beside bulk reports, higher writes the reports faster.
+    public var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
 
     public init() {}
 }
@@ -91,7 +94,7 @@ public enum TallyServer {
                              clock: TallyClock, logger: Logger) async throws -> ServerEnvironment {
         let metrics = ServerMetrics()
         let tally = try await Tally.start(catalog: catalog, store: ObservedStore(base: store, metrics: metrics), clock: clock,
-                                          ids: RandomIDs(), logger: logger)
+                                          ids: RandomIDs(), journalBulkFacts: configuration.journalBulkFacts, logger: logger)
         return ServerEnvironment(tally: tally, configuration: configuration, metrics: metrics)
     }
 

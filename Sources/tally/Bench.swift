@@ -5,6 +5,7 @@ import TallyCore
 import TallyEngine
 import TallyPostgres
 import TallySQLite
+import TallyServer
 import TallyStore
 
 /// `tally bench`: throughput figures, one JSON line per run. Every run is bounded in events and
@@ -59,6 +60,9 @@ struct Bench: AsyncParsableCommand {
 
     @Option(help: "Events a generation of the usage index holds (0: every event of the 35-day window, as before the index was bounded).")
     var usageCacheGeneration: Int = Tally.usageCacheGeneration
+
+    @Option(help: "While checks wait, the most facts of bulk work one store write takes (as tally serve's).")
+    var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
 
     @OptionGroup var catalog: CatalogOptions
 
@@ -115,7 +119,8 @@ struct Bench: AsyncParsableCommand {
     func engine(_ catalog: Catalog, accounts count: Int, on backing: any TallyStore) async throws -> (Tally, VirtualClock) {
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
         let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs(),
-                                          usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
+                                          usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration,
+                                          journalBulkFacts: journalBulkFacts)
         var index = 0
         while index < count {
             let chunk = (index..<min(index + 5_000, count)).map { "acct\($0)" }
@@ -327,9 +332,13 @@ extension Bench {
                 group.addTask {
                     var round = 0
                     while !progress.done.load(ordering: .relaxed) {
-                        let events = (0..<RecordUsageBatch.eventsMax).map { i in
-                            RecordUsage(account: "acct\(half + (i % (accounts - half)))", id: "r\(reporter)-\(round)-\(i)", api: "image-tagging.general",
-                                        calls: 1, mode: .report)
+                        // Made off the cooperative pool, as the server reads a report's body
+                        // (`OffPool`): the load generator must not hold the checks' threads.
+                        let events = try await OffPool.run { [round] in
+                            (0..<RecordUsageBatch.eventsMax).map { i in
+                                RecordUsage(account: "acct\(half + (i % (accounts - half)))", id: "r\(reporter)-\(round)-\(i)",
+                                            api: "image-tagging.general", calls: 1, mode: .report)
+                            }
                         }
                         _ = try await tally.perform(RecordUsageBatch(events: events))
                         progress.reported.add(events.count, ordering: .relaxed)
@@ -349,7 +358,7 @@ extension Bench {
         let aloneRate = Double(alone.count) / aloneSeconds, besideRate = Double(beside.count) / besideSeconds
         return .object([
             ("scenario", .string("mixed")), ("store", .string(store)), ("checkers", .int(Int64(checkers))),
-            ("reporters", .int(Int64(reporters))), ("report_batch", .int(Int64(RecordUsageBatch.eventsMax))),
+            ("reporters", .int(Int64(reporters))), ("report_batch", .int(Int64(RecordUsageBatch.eventsMax))), ("journal_bulk_facts", .int(Int64(journalBulkFacts))),
             aloneFigures, besideFigures,
             ("reported_events_per_second", .int(Int64(Double(progress.reported.load(ordering: .relaxed)) / besideSeconds))),
             ("checks_per_second_ratio", .string(String(format: "%.3f", besideRate / aloneRate))),

@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The port of Envoy's rate limit service (gRPC) on the same address; none by default.")
     var grpcPort: Int?
 
+    @Option(help: "While gateway checks wait, the most facts of bulk work (reports, bill runs) one store write takes, \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound): lower answers checks sooner beside bulk reports, higher writes reports faster.")
+    var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
+
     @OptionGroup var catalogOptions: CatalogOptions
 
     func run() async throws {
@@ -40,6 +43,7 @@ struct Serve: AsyncParsableCommand {
             configuration.host = host
             configuration.port = port
             configuration.grpcPort = grpcPort
+            configuration.journalBulkFacts = journalBulkFacts
             let store = try await Stores.open(url)
             server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
