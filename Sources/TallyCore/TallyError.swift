@@ -76,6 +76,10 @@ public struct TallyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let quoteTooLarge = Code(rawValue: "quote_too_large")
         public static let quoteImpossible = Code(rawValue: "quote_impossible")
         public static let storeUnavailable = Code(rawValue: "store_unavailable")
+        /// A `--db` URL whose scheme is no store Tally runs on (`mysql://…`).
+        public static let unsupportedStore = Code(rawValue: "unsupported_store")
+        /// A command that only reads was pointed at an SQLite file that does not exist.
+        public static let storeNotFound = Code(rawValue: "store_not_found")
         // The service's boundary
         public static let keyNotFound = Code(rawValue: "key_not_found")
         public static let webhookEndpointNotFound = Code(rawValue: "webhook_endpoint_not_found")

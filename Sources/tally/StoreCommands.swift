@@ -12,8 +12,10 @@ struct StoreOptions: ParsableArguments {
 
     @OptionGroup var catalog: CatalogOptions
 
-    func start() async throws -> Tally {
-        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog), store: await Stores.open(db), clock: .system, ids: RandomIDs())
+    /// The engine on the store; `readOnly` commands refuse an SQLite file that does not exist.
+    func start(readOnly: Bool = false) async throws -> Tally {
+        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog), store: await Stores.open(db, mustExist: readOnly), clock: .system,
+                              ids: RandomIDs())
     }
 }
 
@@ -171,16 +173,17 @@ struct Audit: AsyncParsableCommand {
         let events: Int
         do {
             var differences: [String] = []
-            if let path = Stores.sqlitePath(store.db) {
+            try Stores.refuseUnknownScheme(store.db)
+            if Stores.sqlitePath(store.db) != nil {
                 // One snapshot for the facts and the tables, so that a live server's writes
                 // between two reads are not reported as mismatches; the usage recounted as it streams.
-                let sqlite = try SQLiteStore(path: path)
+                let sqlite = try SQLiteStore(path: try Stores.existingPath(store.db, mustExist: true))
                 let (state, recount, found) = try await sqlite.auditProjections(catalog: try CatalogLocator.load(store.catalog.catalog))
                 report = TallyCore.Audit.run(state, recount: recount)
                 events = Int(state.usageEvents)
                 differences = found
             } else {
-                let tally = try await store.start()
+                let tally = try await store.start(readOnly: true)
                 report = try await tally.audit()
                 events = tally.read { Int($0.usageEvents) }
             }
@@ -209,7 +212,7 @@ struct Report: AsyncParsableCommand {
     func run() async throws {
         do {
             guard let month = Month(parsing: month) else { throw TallyError(.invalidRequest, "--month is YYYY-MM") }
-            let tally = try await store.start()
+            let tally = try await store.start(readOnly: true)
             let json = tally.read { TallyEngine.Report.usage(month: month, $0) }
             print(json.serialized(pretty: true))
         } catch {
@@ -229,7 +232,7 @@ struct BillRun: AsyncParsableCommand {
     func run() async throws {
         do {
             guard let month = Month(parsing: month) else { throw TallyError(.invalidRequest, "--month is YYYY-MM") }
-            let tally = try await store.start()
+            let tally = try await store.start(readOnly: true)
             var progress: Progress?
             let totals = try await tally.runBills(month: month) { done, of in
                 if progress == nil { progress = Progress(label: "bill-run \(month)", total: of) }

@@ -8,12 +8,36 @@ import TallyStore
 /// Opens the store a `--db` URL names: `postgres://...` for PostgreSQL; `sqlite:PATH`,
 /// `file:PATH` or a path for the embedded SQLite file.
 enum Stores {
-    static func open(_ url: String) async throws -> any TallyStore {
+    /// Opens the store; with `mustExist`, for commands that only read, an SQLite file that is not
+    /// there is refused rather than created empty (a mistyped path must never look like a clean
+    /// audit).
+    static func open(_ url: String, mustExist: Bool = false) async throws -> any TallyStore {
+        try refuseUnknownScheme(url)
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             return try await PostgresStore(url: url)
         }
-        guard let path = sqlitePath(url) else { throw TallyError(.invalidRequest, "--db needs a path") }
+        let path = try existingPath(url, mustExist: mustExist)
         return try SQLiteStore(path: path)
+    }
+
+    /// The SQLite file a `--db` URL names, refused when a command that only reads finds none.
+    static func existingPath(_ url: String, mustExist: Bool) throws(TallyError) -> String {
+        guard let path = sqlitePath(url) else { throw TallyError(.invalidRequest, "--db needs a path") }
+        if mustExist, !FileManager.default.fileExists(atPath: path) {
+            throw TallyError(.storeNotFound, "there is no SQLite database at \(path); a command that only reads does not create one")
+        }
+        return path
+    }
+
+    /// Refuses a URL whose scheme names no store Tally runs on, before anything is opened.
+    static func refuseUnknownScheme(_ url: String) throws(TallyError) {
+        guard let colon = url.firstIndex(of: ":") else { return }
+        let scheme = url[..<colon]
+        guard !scheme.isEmpty, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }), !scheme.contains("/") else { return }
+        guard ["postgres", "postgresql", "sqlite", "file"].contains(scheme.lowercased()) else {
+            throw TallyError(.unsupportedStore,
+                             "--db takes sqlite:PATH, a path, or postgres://user@host/db; \(scheme): is not a store Tally runs on")
+        }
     }
 
     /// The file an SQLite `--db` URL names (`sqlite:PATH`, `sqlite://PATH`, `file:PATH` or a
