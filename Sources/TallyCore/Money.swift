@@ -113,6 +113,25 @@ extension Money: CustomStringConvertible {
         self.init(parsing: Substring(text), decimalsMax: decimalsMax)
     }
 
+    /// What is wrong with a text that `init?(parsing:)` refused, as the error to answer with: a
+    /// sign, too large, too many decimals, or not an amount at all.
+    public static func parsingError(_ text: String, field: String, decimalsMax: Int = 2) -> TallyError {
+        let digits = { (part: Substring) in !part.isEmpty && part.allSatisfy { $0.isASCII && $0.isNumber } }
+        let unsigned = text.hasPrefix("-") || text.hasPrefix("+") ? text.dropFirst() : Substring(text)
+        let parts = unsigned.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let wellFormed = digits(parts[0]) && (parts.count == 1 || digits(parts[1]))
+        if wellFormed, text.hasPrefix("-"), unsigned.contains(where: { $0 != "0" && $0 != "." }) {
+            return TallyError(.amountOutOfRange, "\(field) is \(text): an amount is zero or more, without a sign")
+        }
+        if wellFormed, parts[0].count > 13 || Int64(parts[0]).map({ $0 > parsedYuanMax }) ?? true {
+            return TallyError(.amountOutOfRange, "\(field) is over the largest amount accepted, 1,000,000,000,000 yuan")
+        }
+        if wellFormed, parts.count == 2, parts[1].count > decimalsMax {
+            return TallyError(.invalidAmount, "\(field) has \(parts[1].count) decimals; an amount in yuan has at most \(decimalsMax) (\"12.50\")")
+        }
+        return TallyError(.invalidAmount, "\(field) must be an amount in yuan as a decimal string, such as \"12.50\"")
+    }
+
     /// The largest amount any interface accepts: one trillion yuan. Far above any real price or
     /// top-up, and well below the 9.2 trillion-yuan ceiling of `Int64` micro-yuan; products with
     /// counts are computed with `multiplied(by:)`, which reports overflow.

@@ -193,8 +193,13 @@ extension Endpoint {
                 }
                 let bytes = Array(buffer: body)
                 // A large body is parsed off the cooperative pool (`OffPool`).
-                fields = try Fields(bytes.count >= OffPool.bodyBytesMin ? try await OffPool.run { try JSON.parse(utf8: bytes) }
-                                    : try JSON.parse(utf8: bytes))
+                let json: JSON
+                do {
+                    json = bytes.count >= OffPool.bodyBytesMin ? try await OffPool.run { try JSON.parse(utf8: bytes) } : try JSON.parse(utf8: bytes)
+                } catch let error as TallyError {
+                    throw TallyError(.invalidRequest, "the request body is not JSON (\(error.message))")
+                }
+                fields = try Fields(json)
             }
             var call = Call(request: request, principal: principal, parameters: parameters, fields: fields, server: server)
             guard endpoint.method == .post, let key = request.headers[.idempotencyKey] else {

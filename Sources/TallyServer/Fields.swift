@@ -73,9 +73,7 @@ struct Fields {
     /// An amount in yuan as a decimal string with at most two decimals ("12.50").
     mutating func money(_ key: String) throws(TallyError) -> Money? {
         guard let text = try optionalString(key, lengthMax: 32) else { return nil }
-        guard let amount = Money(parsing: text) else {
-            throw TallyError(.invalidAmount, "\(key) must be an amount in yuan with at most two decimals, as a string (\"12.50\")")
-        }
+        guard let amount = Money(parsing: text) else { throw Money.parsingError(text, field: key) }
         return amount
     }
 

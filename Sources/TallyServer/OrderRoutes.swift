@@ -13,14 +13,14 @@ enum OrderRoutes {
             })
         },
         Endpoint(.post, "/v1/accounts/{account}/orders", .holders) { call in
-            let (item, quantity) = try purchase(&call.fields)
+            let (item, quantity) = try purchase(&call.fields, catalog: call.tally.read { $0.catalog.version(at: call.now) })
             let ref = try call.fields.optionalString("ref", lengthMax: 64)
             try call.fields.end()
             let order = try await call.tally.perform(Buy(account: call.account, item: item, quantity: quantity, ref: ref))
             return try orderAnswer(call, order, status: .created)
         },
         Endpoint(.post, "/v1/accounts/{account}/orders/preview", .holders) { call in
-            let (item, quantity) = try purchase(&call.fields)
+            let (item, quantity) = try purchase(&call.fields, catalog: call.tally.read { $0.catalog.version(at: call.now) })
             try call.fields.end()
             let order = try call.tally.preview(Buy(account: call.account, item: item, quantity: quantity))
             return .json(preview(order))
@@ -88,8 +88,9 @@ enum OrderRoutes {
         },
     ]
 
-    /// `item` and one of `count`, `months`, `years`.
-    static func purchase(_ fields: inout Fields) throws(TallyError) -> (String, Buy.Quantity) {
+    /// `item` and one of `count`, `months`, `years`; with none, the refusal says what this item
+    /// takes (`catalog`: the version on sale now).
+    static func purchase(_ fields: inout Fields, catalog: CatalogVersion) throws(TallyError) -> (String, Buy.Quantity) {
         let item = try fields.string("item", lengthMax: 128)
         if let count = try fields.optionalInt("count") {
             guard try fields.optionalInt("months") == nil, try fields.optionalInt("years") == nil else {
@@ -97,7 +98,17 @@ enum OrderRoutes {
             }
             return (item, .count(count))
         }
-        return (item, try term(&fields))
+        do {
+            return (item, try term(&fields))
+        } catch {
+            if catalog.packsByItem[item] != nil {
+                throw TallyError(.invalidRequest, "\(item) is a pack: give count, the number of packs to buy")
+            }
+            if catalog.editionsByItem[item] != nil {
+                throw TallyError(.invalidRequest, "\(item) is a membership: give one of months or years")
+            }
+            throw TallyError(.unknownItem, "the catalog sells no item \(item); GET /v1/catalog lists the items with their prices")
+        }
     }
 
     /// One of `months` or `years`.

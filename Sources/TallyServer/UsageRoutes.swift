@@ -24,9 +24,12 @@ enum UsageRoutes {
     ]
 
     /// One event's fields: `account`, `id`, `api`, `edition`, `calls` (1 when absent), `time`. A
-    /// gateway key scoped to one account meters that account only: another answers as unknown.
+    /// gateway key scoped to one account meters that account only: another answers as unknown, and
+    /// the account may be left out.
     static func event(_ fields: inout Fields, mode: RecordUsage.Mode, principal: Principal) throws(TallyError) -> RecordUsage {
-        let account = try fields.string("account", lengthMax: Limits.identifierLengthMax)
+        guard let account = try fields.optionalString("account", lengthMax: Limits.identifierLengthMax) ?? principal.account else {
+            throw TallyError(.invalidRequest, "account is required (a gateway key scoped to one account may leave it out)")
+        }
         guard principal.mayTouch(account) else { throw TallyError(.accountNotFound, "there is no account \(account)") }
         let id = try fields.string("id", lengthMax: Limits.eventIDLengthMax)
         let api = try fields.string("api", lengthMax: Limits.apiIDLengthMax)

@@ -14,6 +14,23 @@ import Testing
         #expect(Money(parsing: text) == nil)
     }
 
+    /// A refused amount is told what is wrong with it: its sign, its size, its decimals, or that
+    /// it is no amount at all.
+    @Test(arguments: [
+        ("-100.00", "amount_out_of_range", "zero or more"), ("-1", "amount_out_of_range", "zero or more"),
+        ("9000000000000.00", "amount_out_of_range", "largest amount"), ("10000000000000", "amount_out_of_range", "largest amount"),
+        ("1000000000001", "amount_out_of_range", "largest amount"),
+        ("1.005", "invalid_amount", "3 decimals"), ("12.5x", "invalid_amount", "decimal string"),
+        ("abc", "invalid_amount", "decimal string"), ("", "invalid_amount", "decimal string"), ("1.", "invalid_amount", "decimal string"),
+    ] as [(String, String, String)])
+    func saysWhatIsWrongWithARefusedAmount(text: String, code: String, says: String) {
+        #expect(Money(parsing: text) == nil)
+        let error = Money.parsingError(text, field: "cash")
+        #expect(error.code.rawValue == code)
+        #expect(error.message.contains(says), "\(error.message)")
+        #expect(error.message.hasPrefix("cash "))
+    }
+
     @Test func unitPricesCarrySixDecimals() {
         #expect(Money(parsing: "0.0028", decimalsMax: 6)?.microyuan == 2_800)
         #expect(Money(parsing: "0.0000001", decimalsMax: 6) == nil)

@@ -163,8 +163,19 @@ struct GatewayTests {
                                                json: #"{"events":[{"account":"cover","id":"s-4","api":"taishan.smart-cover"},{"account":"acme","id":"s-5","api":"image-tagging.general"}]}"#)
             #expect(report["refused"] == .int(1))
             #expect(report["accepted"] == .int(1))
+            // The scoped key may leave the account out, on every usage route.
+            let implicit = try await client.call(.post, "/v1/usage/check", key: scoped, json: #"{"id":"s-6","api":"image-tagging.general"}"#)
+            #expect(implicit["accepted"] == .bool(true))
+            let implicitBatch = try await client.call(.post, "/v1/usage/check-batch", key: scoped, json: #"{"events":[{"id":"s-7","api":"image-tagging.general"}]}"#)
+            #expect(implicitBatch["accepted"] == .int(1))
+            let implicitReport = try await client.call(.post, "/v1/usage/report", key: scoped, json: #"{"events":[{"id":"s-8","api":"image-tagging.general"}]}"#)
+            #expect(implicitReport["accepted"] == .int(1))
+            // A key for every account still must name it.
+            let unscoped = try await harness.key(.gateway)
+            let missing = try await client.call(.post, "/v1/usage/check", key: unscoped, json: #"{"id":"s-9","api":"image-tagging.general"}"#)
+            #expect(missing.code == "invalid_request")
             #expect(GatewayTests.calls(harness, "cover", "taishan.smart-cover") == 0)
-            #expect(GatewayTests.calls(harness, "acme", "image-tagging.general") == 2)
+            #expect(GatewayTests.calls(harness, "acme", "image-tagging.general") == 5)
         }
     }
 

@@ -210,6 +210,8 @@ struct RouteTests {
             let cases: [(HTTPRequest.Method, String, String?, HTTPResponse.Status, String)] = [
                 (.post, "/v1/accounts/acme/top-ups", huge, .contentTooLarge, "body_too_large"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.005"}"#, .badRequest, "invalid_amount"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"-100.00"}"#, .badRequest, "amount_out_of_range"),
+                (.post, "/v1/accounts/acme/top-ups", #"{"cash":"9000000000000.00"}"#, .badRequest, "amount_out_of_range"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":1.5}"#, .badRequest, "invalid_request"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00","bonus":"1.00"}"#, .badRequest, "invalid_request"),
                 (.post, "/v1/accounts/acme/top-ups", #"{"cash":"1.00","cash":"2.00"}"#, .badRequest, "invalid_request"),
@@ -239,6 +241,20 @@ struct RouteTests {
                                                 headers: [.authorization: "Bearer \(Harness.operatorKey)", .contentType: "application/x-www-form-urlencoded"],
                                                 body: ByteBuffer(string: "cash=1.00")) { $0.status }
             #expect(form == .unsupportedMediaType)
+            // An order without its quantity is told what the item takes.
+            let pack = try await client.call(.post, "/v1/accounts/acme/orders", json: #"{"item":"image-tagging.general/10k"}"#)
+            #expect(pack.code == "invalid_request")
+            #expect(pack.json["detail"] == .string("image-tagging.general/10k is a pack: give count, the number of packs to buy"))
+            let membership = try await client.call(.post, "/v1/accounts/acme/orders", json: #"{"item":"taishan/personal-pro"}"#)
+            #expect(membership.json["detail"] == .string("taishan/personal-pro is a membership: give one of months or years"))
+            let unsold = try await client.call(.post, "/v1/accounts/acme/orders", json: #"{"item":"no-such/item"}"#)
+            #expect(unsold.code == "unknown_item")
+            // A body that is not JSON is told so, not what the parser expected next.
+            let notJSON = try await client.call(.post, "/v1/accounts/acme/top-ups", json: "name=acme")
+            #expect(notJSON.code == "invalid_request")
+            #expect(notJSON.json["detail"].map { "\($0)".contains("the request body is not JSON") } == true, "\(notJSON.json)")
+            let negative = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"cash":"-100.00"}"#)
+            #expect(negative.json["detail"] == .string("cash is -100.00: an amount is zero or more, without a sign"))
             // The refusal of unknown fields names them, in order.
             let unknown = try await client.call(.post, "/v1/accounts/acme/top-ups", json: #"{"zeta":1,"cash":"1.00","alpha":2}"#)
             #expect(unknown.json["detail"] == .string("unknown field alpha, zeta"))
