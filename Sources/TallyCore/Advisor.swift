@@ -34,8 +34,8 @@ public enum Advisor {
         public let months: Int64
         public let qps: Int64?
         public let best: Plan
-        /// The packs-only plan (the price lists' own: packs for every call, free quota ignored), the
-        /// packs after the free quota, and post-paid only, where each exists.
+        /// Beside the best, the cheapest plan of each kind, where it exists: packs only (every call
+        /// after the free quota on packs, nothing post-paid) and post-paid only (no packs).
         public let options: [Plan]
     }
 
@@ -58,8 +58,7 @@ public enum Advisor {
         for monthly in windows {
             let search = try Search(api: api, monthly: monthly, qps: needQPS)
             plans["best", default: []].append(try search.best())
-            if let plan = search.packsOnly(coveringFree: false) { plans["packs-only", default: []].append(plan) }
-            if api.freeMonthly > 0, let plan = search.packsOnly(coveringFree: true) { plans["packs-after-free", default: []].append(plan) }
+            if let plan = search.packsOnly() { plans["packs-only", default: []].append(plan) }
             if api.postpaid != nil { plans["postpaid-only", default: []].append(search.plan(name: "postpaid-only", units: 0, qualified: false)) }
         }
         func merged(_ name: String) -> Plan? {
@@ -74,7 +73,7 @@ public enum Advisor {
         }
         guard let best = merged("best") else { throw TallyError(.quoteImpossible, "no plan serves these calls") }
         return Quote(api: api.id, calls: calls, months: months, qps: qps, best: best,
-                     options: ["packs-only", "packs-after-free", "postpaid-only"].compactMap(merged))
+                     options: ["packs-only", "postpaid-only"].compactMap(merged))
     }
 
     /// How many months one purchase of packs can serve: the packs' validity.
@@ -209,19 +208,19 @@ public enum Advisor {
             return plan(name: "best", units: best.units, qualified: best.qualified)
         }
 
-        /// The cheapest packs alone covering every call (`coveringFree` false: the price lists'
-        /// own plan) or every call after the free quota.
-        func packsOnly(coveringFree: Bool) -> Plan? {
+        /// The cheapest plan with nothing post-paid: packs cover every call after the free quota.
+        /// (Packs for every call, the free quota ignored, as a price list's example buys, is never
+        /// cheaper, so it is not a kind of its own.)
+        func packsOnly() -> Plan? {
             guard !plain.isEmpty else { return nil }
-            let target = coveringFree ? needed : needed + freeCalls
-            let from = Int((target + unit - 1) / unit)
+            let from = Int((needed + unit - 1) / unit)
             var best: (cost: Int64, units: Int, qualified: Bool)?
-            for t in max(from, 1)..<plain.count {
+            for t in from..<plain.count {
                 guard let (cost, qualified) = packCost(t) else { continue }
                 if best == nil || cost < best!.cost { best = (cost, t, qualified) }
             }
             guard let best else { return nil }
-            return plan(name: coveringFree ? "packs-after-free" : "packs-only", units: best.units, qualified: best.qualified)
+            return plan(name: "packs-only", units: best.units, qualified: best.qualified)
         }
     }
 

@@ -119,10 +119,31 @@ import Testing
         #expect(quote.best.items == [.init(item: "image-tagging.general/100k", count: 2)])
         #expect(quote.best.postpaidCalls == 88_000)
         let byName = Dictionary(uniqueKeysWithValues: quote.options.map { ($0.name, $0) })
-        #expect(byName["packs-only"]?.total.description == "840.00")
-        #expect(byName["packs-only"]?.items == [.init(item: "image-tagging.general/100k", count: 3)])
+        // Packs for the 288,000 calls after the free quota: 2 × 100k + 9 × 10k, not the price
+        // list's 3 × 100k for every call.
+        #expect(byName["packs-only"]?.total.description == "830.00")
+        #expect(byName["packs-only"]?.items == [.init(item: "image-tagging.general/10k", count: 9),
+                                                 .init(item: "image-tagging.general/100k", count: 2)])
         #expect(byName["postpaid-only"]?.total.description == "864.00")
         #expect(quote.options.allSatisfy { $0.total >= quote.best.total })
+    }
+
+    /// Over a grid of volumes and periods, every option is the cheapest of its kind and never
+    /// cheaper than the best: packs-only pays nothing post-paid and is the best whenever the best
+    /// pays nothing post-paid; post-paid-only buys no pack.
+    @Test(arguments: [1, 999, 1_000, 12_001, 300_000, 2_000_000, 24_000_000, 500_000_000, 5_000_000_000] as [Int64],
+          [1, 2, 7, 12, 13, 36, 120] as [Int64])
+    func everyOptionIsTheCheapestOfItsKind(calls: Int64, months: Int64) throws {
+        let quote = try Advisor.quote(api: general, calls: calls, months: months, qps: nil)
+        let byName = Dictionary(uniqueKeysWithValues: quote.options.map { ($0.name, $0) })
+        #expect(quote.options.allSatisfy { $0.total >= quote.best.total })
+        let packsOnly = try #require(byName["packs-only"])
+        #expect(packsOnly.postpaidCalls == 0 && packsOnly.postpaid == .zero)
+        if quote.best.postpaidCalls == 0 { #expect(packsOnly.total == quote.best.total, "\(packsOnly) \(quote.best)") }
+        let postpaidOnly = try #require(byName["postpaid-only"])
+        #expect(postpaidOnly.items.isEmpty)
+        if quote.best.items.isEmpty { #expect(postpaidOnly.total == quote.best.total) }
+        #expect(packsOnly.freeCalls + packsOnly.packCalls == calls)
     }
 
     @Test func higherVolumesUseTheirTierAndBigPacks() throws {
