@@ -18,14 +18,46 @@ public final class PostgresStore: TallyStore {
     private let runner: Task<Void, Never>
     private let logger: Logger
 
+    /// How long opening a store waits for the server by default: a command pointed at a server
+    /// that is not there says so within this, instead of once the pool gives up a minute later.
+    public static let connectTimeoutSecondsDefault: Int64 = 5
+
     /// Connects (`postgres://user[:password]@host[:port]/database`, or a Unix socket directory
-    /// with `?host=/path`), then applies the migrations under an advisory lock.
-    public init(url: String, logger: Logger = Logger(label: "tally.postgres")) async throws {
+    /// with `?host=/path`), then applies the migrations under an advisory lock; refuses with
+    /// `store_unavailable`, naming the server, when that takes more than `connectTimeoutSeconds`.
+    public init(url: String, connectTimeoutSeconds: Int64 = PostgresStore.connectTimeoutSecondsDefault,
+                logger: Logger = Logger(label: "tally.postgres")) async throws {
         self.logger = logger
-        client = PostgresClient(configuration: try PostgresStore.configuration(url))
+        var configuration = try PostgresStore.configuration(url)
+        configuration.options.connectTimeout = .seconds(connectTimeoutSeconds)
+        client = PostgresClient(configuration: configuration)
         let client = self.client
         runner = Task { await client.run() }
-        try await migrate()
+        let server = PostgresStore.serverName(url)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.migrate() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(connectTimeoutSeconds))
+                    throw TallyError(.storeUnavailable, "PostgreSQL at \(server) did not answer within \(connectTimeoutSeconds) s")
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
+        } catch {
+            runner.cancel()
+            if error is TallyError { throw error }
+            throw TallyError(.storeUnavailable, "could not open PostgreSQL at \(server): \(error)")
+        }
+    }
+
+    /// Where a URL points, for messages: `host:port`, or the socket's directory.
+    static func serverName(_ url: String) -> String {
+        guard let components = URLComponents(string: url) else { return url }
+        if let socket = components.queryItems?.first(where: { $0.name == "host" })?.value, socket.hasPrefix("/") {
+            return "\(socket) (port \(components.port ?? 5432))"
+        }
+        return "\(components.host ?? "127.0.0.1"):\(components.port ?? 5432)"
     }
 
     deinit { runner.cancel() }
@@ -391,7 +423,7 @@ public final class PostgresStore: TallyStore {
 
     /// Runs raw SQL: for tests that prove the database guards its invariants.
     public func execute(_ sql: String) async throws {
-        try await client.withTransaction(logger: logger) { connection in
+        _ = try await client.withTransaction(logger: logger) { connection in
             try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
         }
     }

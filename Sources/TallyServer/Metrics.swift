@@ -26,13 +26,19 @@ public final class ServerMetrics: Sendable {
 
     public init() {
         let registry = ServerMetrics.registry
-        events = registry.makeCounter(name: "tally_usage_events_total", help: "Usage events settled (new, not duplicates).")
-        flushBatchSize = registry.makeValueHistogram(name: "tally_store_flush_batch_facts", buckets: [1, 4, 16, 64, 256, 1_024, 4_096, 16_384],
-                                                     help: "Facts per group-commit write to the store.")
-        billRunAccountsDone = registry.makeGauge(name: "tally_bill_run_accounts_done", help: "Accounts billed by the bill run under way or last run.")
-        billRunAccountsTotal = registry.makeGauge(name: "tally_bill_run_accounts_total", help: "Accounts the bill run under way or last run bills.")
-        webhooksDelivered = registry.makeCounter(name: "tally_webhooks_delivered_total", help: "Webhook deliveries answered with 2xx.")
-        webhookFailures = registry.makeCounter(name: "tally_webhook_failures_total", help: "Webhook attempts that failed and will be retried.")
+        events = registry.makeCounter(descriptor: .init(metricName: "tally_usage_events", unitName: "total",
+                                                        helpText: "Usage events settled (new, not duplicates)."))
+        flushBatchSize = registry.makeValueHistogram(descriptor: .init(metricName: "tally_store_flush_batch", unitName: "facts",
+                                                                       helpText: "Facts per group-commit write to the store."),
+                                                     buckets: [1, 4, 16, 64, 256, 1_024, 4_096, 16_384])
+        billRunAccountsDone = registry.makeGauge(descriptor: .init(metricName: "tally_bill_run_accounts", unitName: "done",
+                                                                   helpText: "Accounts billed by the bill run under way or last run."))
+        billRunAccountsTotal = registry.makeGauge(descriptor: .init(metricName: "tally_bill_run_accounts", unitName: "planned",
+                                                                    helpText: "Accounts the bill run under way or last run bills."))
+        webhooksDelivered = registry.makeCounter(descriptor: .init(metricName: "tally_webhooks_delivered", unitName: "total",
+                                                                   helpText: "Webhook deliveries answered with 2xx."))
+        webhookFailures = registry.makeCounter(descriptor: .init(metricName: "tally_webhook_failures", unitName: "total",
+                                                                 helpText: "Webhook attempts that failed and will be retried."))
     }
 
     /// Counts decisions by outcome: the paying source, or the refusal's reason.
@@ -51,8 +57,9 @@ public final class ServerMetrics: Sendable {
     private func counter(_ reason: String) -> Prometheus.Counter {
         decisions.withLock { counters in
             if let counter = counters[reason] { return counter }
-            let counter = ServerMetrics.registry.makeCounter(name: "tally_usage_decisions_total", labels: [("reason", reason)],
-                                                             help: "Usage decisions by paying source or refusal reason.")
+            let counter = ServerMetrics.registry.makeCounter(descriptor: .init(metricName: "tally_usage_decisions", unitName: "total",
+                                                                               helpText: "Usage decisions by paying source or refusal reason."),
+                                                             labels: [("reason", reason)])
             counters[reason] = counter
             return counter
         }

@@ -404,9 +404,9 @@ struct Setup: TallyEngine.Operation {
 
     func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) {
         for account in accounts {
-            try OpenAccount(account: account, subject: .enterprise, verified: true).execute(&state, env)
-            try TopUp(account: account, cash: Money(yuan: 1_000)).execute(&state, env)
-            try Activate(account: account, product: "image-tagging").execute(&state, env)
+            _ = try OpenAccount(account: account, subject: .enterprise, verified: true).execute(&state, env)
+            _ = try TopUp(account: account, cash: Money(yuan: 1_000)).execute(&state, env)
+            _ = try Activate(account: account, product: "image-tagging").execute(&state, env)
         }
     }
 }

@@ -51,8 +51,11 @@ struct Serve: AsyncParsableCommand {
                 var message = "tally: issued the first operator key: \(fresh)\n"
                 if let database = Stores.sqlitePath(url) {
                     let path = database + ".operator-key"
-                    FileManager.default.createFile(atPath: path, contents: Data((fresh + "\n").utf8), attributes: [.posixPermissions: 0o600])
-                    message += "tally: it is also in \(path)\n"
+                    if FileManager.default.createFile(atPath: path, contents: Data((fresh + "\n").utf8), attributes: [.posixPermissions: 0o600]) {
+                        message += "tally: it is also in \(path)\n"
+                    } else {
+                        message += "tally: it could not be written to \(path); keep it from this line\n"
+                    }
                 }
                 FileHandle.standardError.write(Data(message.utf8))
             }

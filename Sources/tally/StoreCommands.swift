@@ -2,19 +2,24 @@ import ArgumentParser
 import Foundation
 import TallyCore
 import TallyEngine
+import TallyPostgres
 import TallySQLite
 import TallyStore
 
 /// Options of the commands that work on a stored database.
 struct StoreOptions: ParsableArguments {
-    @Option(help: "The store: sqlite:PATH or a path to the SQLite file.")
+    @Option(help: "The store: sqlite:PATH, a path to the SQLite file, or postgres://user@host/db.")
     var db: String
+
+    @Option(help: "Seconds to wait for a PostgreSQL server before giving up (1 to 600).")
+    var connectTimeout: Int64 = PostgresStore.connectTimeoutSecondsDefault
 
     @OptionGroup var catalog: CatalogOptions
 
     /// The engine on the store; `readOnly` commands refuse an SQLite file that does not exist.
     func start(readOnly: Bool = false) async throws -> Tally {
-        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog), store: await Stores.open(db, mustExist: readOnly), clock: .system,
+        try await Tally.start(catalog: CatalogLocator.load(catalog.catalog),
+                              store: await Stores.open(db, mustExist: readOnly, connectTimeoutSeconds: connectTimeout), clock: .system,
                               ids: RandomIDs())
     }
 }

@@ -11,10 +11,14 @@ enum Stores {
     /// Opens the store; with `mustExist`, for commands that only read, an SQLite file that is not
     /// there is refused rather than created empty (a mistyped path must never look like a clean
     /// audit).
-    static func open(_ url: String, mustExist: Bool = false) async throws -> any TallyStore {
+    static func open(_ url: String, mustExist: Bool = false,
+                     connectTimeoutSeconds: Int64 = PostgresStore.connectTimeoutSecondsDefault) async throws -> any TallyStore {
         try refuseUnknownScheme(url)
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            return try await PostgresStore(url: url)
+            guard (1...600).contains(connectTimeoutSeconds) else {
+                throw TallyError(.countOutOfRange, "--connect-timeout is from 1 to 600 seconds, got \(connectTimeoutSeconds)")
+            }
+            return try await PostgresStore(url: url, connectTimeoutSeconds: connectTimeoutSeconds)
         }
         let path = try existingPath(url, mustExist: mustExist)
         return try SQLiteStore(path: path)

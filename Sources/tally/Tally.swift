@@ -22,7 +22,7 @@ struct TallyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally",
         abstract: "Tally: metering, quota and billing for cloud API products and memberships.",
-        subcommands: [Serve.self, Simulate.self, Quote.self, CheckCatalog.self, Ingest.self, Audit.self, Report.self, BillRun.self, Bench.self, GatewayLoad.self]
+        subcommands: [Serve.self, Simulate.self, Quote.self, CatalogItems.self, CheckCatalog.self, Ingest.self, Audit.self, Report.self, BillRun.self, Bench.self, GatewayLoad.self]
     )
 }
 
@@ -133,6 +133,22 @@ struct Quote: AsyncParsableCommand {
             let api = try QuoteView.resolve(target, in: catalog.versions.last!)
             let quote = try Advisor.quote(api: api, calls: calls, months: months, qps: qps)
             print(format == .json ? QuoteView.json(quote).serialized(pretty: true) : QuoteView.table(quote))
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct CatalogItems: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "catalog",
+                                                    abstract: "The items on sale now, with the name an order takes, what each gives and its price, as a table.")
+
+    @OptionGroup var options: CatalogOptions
+
+    func run() async throws {
+        do {
+            let catalog = try CatalogLocator.load(options.catalog)
+            print(CatalogView.table(catalog.versions.last!))
         } catch {
             throw fail(error)
         }

@@ -130,4 +130,17 @@ import TallyEngine
         #expect(json["best"]?["total"] == .string("75000.00"))
         #expect(QuoteView.table(quote).contains("75000.00"))
     }
+
+    /// `tally catalog`: every item on sale, by the name an order takes, how it is bought and its price.
+    @Test func theCatalogTableListsEveryItem() {
+        let version = Repository.catalog.versions.last!
+        let table = CatalogView.table(version)
+        let items = version.packsByItem.keys.sorted() + version.editionsByItem.keys.sorted()
+        #expect(!items.isEmpty)
+        for item in items { #expect(table.contains(item), "\(item)") }
+        let row = CatalogView.rows(version).first { $0[0] == "image-tagging.general/10k" }
+        #expect(row?[1] == "pack (count)" && row?[3] == "30.00")
+        let membership = CatalogView.rows(version).first { $0[0] == "taishan/personal-pro" }
+        #expect(membership?[1] == "membership (months or years)" && membership?[3] == "30.00 a month, 138.00 a year")
+    }
 }

@@ -48,4 +48,16 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: path))
         }
     }
+
+    /// A PostgreSQL server that is not there is reported within the connect timeout, naming the
+    /// server, not after the pool gives up a minute later.
+    @Test func anUnreachablePostgreSQLIsReportedWithinTheConnectTimeout() throws {
+        let started = ContinuousClock.now
+        let (status, stderr) = try Self.tally(["report", "--month", "2026-11", "--db", "postgres://tally@127.0.0.1:1/tally", "--connect-timeout", "2"])
+        let took = ContinuousClock.now - started
+        #expect(status == 2)
+        #expect(stderr.hasPrefix("error: store_unavailable: "), "\(stderr)")
+        #expect(stderr.contains("127.0.0.1:1"))
+        #expect(took < .seconds(30), "answered after \(took)")
+    }
 }

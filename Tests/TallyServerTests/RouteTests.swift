@@ -346,6 +346,8 @@ struct RouteTests {
             #expect(metrics.status == .ok)
             #expect(metrics.text.contains(#"tally_usage_decisions_total{reason="not_activated"}"#))
             #expect(metrics.text.contains("tally_store_flush_batch_facts_count"))
+            #expect(metrics.text.contains("# HELP tally_usage_events_total "))
+            #expect(metrics.text.contains("tally_bill_run_accounts_planned") && !metrics.text.contains("tally_bill_run_accounts_total"))
             #expect(try await client.call(.get, "/health", key: nil).status == .ok)
             #expect(try await client.call(.get, "/openapi.yaml", key: nil).text == TallyServer.openAPIDocument)
         }
