@@ -220,6 +220,9 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Entries queued and not yet committed: the journal's queue depth.
+    public var outstandingEntries: Int { state.withLock { $0.outstanding.count } }
+
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 

@@ -491,6 +491,11 @@ public final class Tally: Sendable {
     /// process's facts, or an id the store held and the memory did not).
     public var reloads: Int { state.withLock { $0.generation } }
 
+    /// What waits: operations at the gate, and journal entries not yet committed.
+    public var queueDepth: (gate: Int, journal: Int) {
+        (gate.waiting, state.withLock { $0.journal }.outstandingEntries)
+    }
+
     /// Reads the state.
     public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {
         try state.withLock { try body($0.tally) }

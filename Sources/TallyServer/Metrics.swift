@@ -12,7 +12,7 @@ public final class ServerMetrics: Sendable {
     /// One registry a process: swift-metrics has one global backend, bootstrapped once.
     public static let registry: PrometheusCollectorRegistry = {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(DescribedMetricsFactory(registry: registry))
         return registry
     }()
 
@@ -22,6 +22,18 @@ public final class ServerMetrics: Sendable {
     let billRunAccountsTotal: Prometheus.Gauge
     let webhooksDelivered: Prometheus.Counter
     let webhookFailures: Prometheus.Counter
+    /// How long a group-commit write to the store takes, and the writes that failed (a lost race
+    /// with another process, or a store that refused the write).
+    let storeCommitSeconds: Prometheus.DurationHistogram
+    let storeWriteFailures: Prometheus.Counter
+    /// Read when scraped: operations waiting at the engine's gate, journal entries not yet
+    /// committed, and reloads from the store after a lost race.
+    let gateWaiting: Prometheus.Gauge
+    let journalOutstanding: Prometheus.Gauge
+    let reloads: Prometheus.Gauge
+    /// Accounts in arrears when scraped (one pass over the accounts): a bill run that puts many
+    /// accounts in arrears at once shows as a jump.
+    let inArrears: Prometheus.Gauge
     private let decisions = Mutex<[String: Prometheus.Counter]>([:])
 
     public init() {
@@ -39,6 +51,20 @@ public final class ServerMetrics: Sendable {
                                                                    helpText: "Webhook deliveries answered with 2xx."))
         webhookFailures = registry.makeCounter(descriptor: .init(metricName: "tally_webhook_failures", unitName: "total",
                                                                  helpText: "Webhook attempts that failed and will be retried."))
+        storeCommitSeconds = registry.makeDurationHistogram(
+            descriptor: .init(metricName: "tally_store_commit", unitName: "seconds", helpText: "Time a group-commit write to the store takes."),
+            buckets: [.microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                      .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
+        storeWriteFailures = registry.makeCounter(descriptor: .init(metricName: "tally_store_write_failures", unitName: "total",
+                                                                    helpText: "Group-commit writes the store refused or lost to another process."))
+        gateWaiting = registry.makeGauge(descriptor: .init(metricName: "tally_gate_waiting", unitName: "operations",
+                                                           helpText: "Operations waiting at the engine's gate when scraped."))
+        journalOutstanding = registry.makeGauge(descriptor: .init(metricName: "tally_journal_queue", unitName: "entries",
+                                                                  helpText: "Journal entries queued and not yet committed when scraped."))
+        reloads = registry.makeGauge(descriptor: .init(metricName: "tally_engine_reloads", unitName: "",
+                                                       helpText: "Reloads of the state from the store after a lost race, since start."))
+        inArrears = registry.makeGauge(descriptor: .init(metricName: "tally_accounts_in_arrears", unitName: "",
+                                                         helpText: "Accounts in arrears when scraped."))
     }
 
     /// Counts decisions by outcome: the paying source, or the refusal's reason.
@@ -65,7 +91,15 @@ public final class ServerMetrics: Sendable {
         }
     }
 
-    public func text() -> String { ServerMetrics.registry.emitToString() }
+    /// The registry as text, with the engine's gauges read now.
+    public func text(_ tally: Tally) -> String {
+        let depth = tally.queueDepth
+        gateWaiting.set(Double(depth.gate))
+        journalOutstanding.set(Double(depth.journal))
+        reloads.set(Double(tally.reloads))
+        inArrears.set(Double(tally.read { $0.accounts.values.lazy.filter(\.inArrears).count }))
+        return ServerMetrics.registry.emitToString()
+    }
 }
 
 /// A store that reports each group-commit batch's size to the metrics.
@@ -82,7 +116,73 @@ struct ObservedStore: TallyStore {
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }
     func append(_ batch: EncodedBatch) async throws {
-        try await base.append(batch)
+        let started = ContinuousClock.now
+        do {
+            try await base.append(batch)
+        } catch {
+            metrics.storeWriteFailures.increment()
+            throw error
+        }
+        metrics.storeCommitSeconds.record(ContinuousClock.now - started)
         metrics.flushBatchSize.record(Double(batch.count))
     }
+}
+
+/// swift-metrics' backend: Prometheus, with a help text for every series and `_total` on every
+/// counter, so that `promtool check metrics` passes on what libraries (Hummingbird's request
+/// metrics) report as well as on Tally's own series.
+struct DescribedMetricsFactory: MetricsFactory {
+    let registry: PrometheusCollectorRegistry
+    /// Only for its buckets and its `destroy…`, which unregister from the same registry.
+    let plain: PrometheusMetricsFactory
+
+    init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        plain = PrometheusMetricsFactory(registry: registry)
+    }
+
+    /// What the libraries' series mean.
+    static let helpTexts: [String: String] = [
+        "hb_requests_total": "HTTP requests answered, by method, route and status (Hummingbird).",
+        "hb_request_errors_total": "HTTP requests that ended in an error, by method, route and error (Hummingbird).",
+        "http_server_active_requests": "HTTP requests in flight (Hummingbird).",
+        "http_server_request_duration": "HTTP request duration in seconds, by method, route and status (Hummingbird).",
+    ]
+
+    /// `label` as a Prometheus name (swift-metrics labels may hold dots), with its help text.
+    static func descriptor(_ label: String) -> MetricNameDescriptor {
+        let name = String(label.map { $0 == "." ? "_" : $0 })
+        return MetricNameDescriptor(metricName: name, unitName: "", helpText: helpTexts[name] ?? "\(name), reported by a library through swift-metrics.")
+    }
+
+    static func counterName(_ label: String) -> String { label.hasSuffix("_total") ? label : label + "_total" }
+
+    func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: Self.descriptor(Self.counterName(label)), labels: dimensions)
+    }
+
+    func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(descriptor: Self.descriptor(Self.counterName(label)), labels: dimensions)
+    }
+
+    func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else { return registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions) }
+        return registry.makeValueHistogram(descriptor: Self.descriptor(label), labels: dimensions,
+                                           buckets: plain.valueHistogramBuckets[label] ?? plain.defaultValueHistogramBuckets)
+    }
+
+    func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions)
+    }
+
+    func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(descriptor: Self.descriptor(label), labels: dimensions,
+                                       buckets: plain.durationHistogramBuckets[label] ?? plain.defaultDurationHistogramBuckets)
+    }
+
+    func destroyCounter(_ handler: any CounterHandler) { plain.destroyCounter(handler) }
+    func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) { plain.destroyFloatingPointCounter(handler) }
+    func destroyRecorder(_ handler: any RecorderHandler) { plain.destroyRecorder(handler) }
+    func destroyMeter(_ handler: any MeterHandler) { plain.destroyMeter(handler) }
+    func destroyTimer(_ handler: any TimerHandler) { plain.destroyTimer(handler) }
 }

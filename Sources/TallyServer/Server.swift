@@ -135,7 +135,7 @@ public enum TallyServer {
             Answer.json(.object([("status", .string("ok"))])).response
         }
         router.get("/metrics") { _, _ in
-            Answer.text(server.metrics.text(), contentType: "text/plain; version=0.0.4").response
+            Answer.text(server.metrics.text(server.tally), contentType: "text/plain; version=0.0.4").response
         }
         router.get("/openapi.yaml") { _, _ in
             Answer.text(openAPIDocument, contentType: "application/yaml").response
