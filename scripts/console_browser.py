@@ -1,4 +1,5 @@
 """Drives the console in headless chromium; see scripts/console-test. Exits non-zero on any failure."""
+import re
 import json
 import sys
 import urllib.request
@@ -65,21 +66,40 @@ try:
     bars = driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
     check(len(bars) >= 28, f"the usage chart has a bar a day ({len(bars)})")
     check(any(float(bar.get_attribute("height")) > 0 for bar in bars), "today's bar is drawn")
-    check("2400" in driver.find_element(By.ID, "usage").text, "this month's calls are shown")
-    check(driver.find_element(By.ID, "total").text == "490.00", "the balance is 520.00 less the 30.00 pack")
+    check("2,400" in driver.find_element(By.ID, "usage").text, "this month's calls are shown, with separators")
+    check(driver.find_element(By.ID, "total").text == "¥490.00", "the balance is 520.00 less the 30.00 pack, with the currency")
+    balance = driver.find_element(By.ID, "balance").text
+    check("北京时间 Beijing time" in balance, "the zone of the page's times is named")
+    packs = driver.find_element(By.ID, "packs").text
+    check("1万次" in packs and "可用 Active" in packs, "packs show the catalog's names and their state as a sentence")
+    check(re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", packs) is not None and re.search(r"\d{2}T\d{2}:", packs) is None,
+          "times read as 2026-12-07 15:14")
     driver.save_screenshot(f"{shots}/1-customer-account.png")
+    check("an estimate" in driver.find_element(By.ID, "usage").text and driver.find_element(By.ID, "running-bill").text.startswith("¥"),
+          "the running bill is shown, marked as an estimate")
+    check(driver.find_element(By.CSS_SELECTOR, "svg.chart").size["width"] > 800, "the chart uses the width")
+    sign_out = driver.find_element(By.ID, "sign-out")
+    check(sign_out.value_of_css_property("color") != sign_out.value_of_css_property("background-color"), "the sign-out button is readable")
     driver.find_element(By.ID, "refund-pack-1").click()
+    check("¥30.00" in wait_for("refund-amount").text, "a refund asks first, saying what comes back")
+    driver.save_screenshot(f"{shots}/2-confirm-refund.png")
+    driver.find_element(By.ID, "confirm-refund").click()
     check("已退款 Refunded ¥30.00" in wait_for("flash").text, "the refund is confirmed")
-    check(driver.find_element(By.ID, "total").text == "520.00", "the money is back")
+    check(driver.find_element(By.ID, "total").text == "¥520.00", "the money is back")
     check(not driver.find_elements(By.ID, "refund-pack-1"), "the refund button is gone")
-    driver.save_screenshot(f"{shots}/2-after-refund.png")
+    driver.save_screenshot(f"{shots}/3-after-refund.png")
+    # Banners come from the server, never from the URL: a made-up link shows none.
+    driver.get(base + "/console/accounts/acme?refunded=99999.00&error=Call%20us%20at%20555")
+    wait_for("balance")
+    check(not driver.find_elements(By.ID, "flash") and "99999" not in driver.page_source and "Call us" not in driver.page_source,
+          "a made-up URL shows no banner")
     driver.find_element(By.ID, "sign-out").click()
     wait_for("key").send_keys(operator_key)
     driver.find_element(By.ID, "sign-in").click()
     arrears = wait_for("arrears").text
     check("late-payer" in arrears, "the operator sees the account in arrears")
     check("acme" not in arrears, "and not the account in good standing")
-    driver.save_screenshot(f"{shots}/3-operator-arrears.png")
+    driver.save_screenshot(f"{shots}/4-operator-arrears.png")
 finally:
     driver.quit()
 print(f"console-test: {len(failures)} failures; screenshots in {shots}")

@@ -25,6 +25,15 @@ enum Console {
         let keyID: String
         let csrf: String
         let expires: Instant
+        /// The banner the next page shows, once: set by the server after an action, never read
+        /// from the URL (a link anyone can write must not show a sentence of theirs).
+        var flash: Flash?
+    }
+
+    /// A banner: ok or err, and its sentence.
+    struct Flash: Sendable, Hashable {
+        let kind: String
+        let message: String
     }
 
     final class Sessions: Sendable {
@@ -45,6 +54,17 @@ enum Console {
         }
 
         func close(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
+
+        /// Keeps a banner for the session's next page.
+        func flash(_ id: String, _ flash: Flash) { table.withLock { $0[id]?.flash = flash } }
+
+        /// The session's banner, if any, taken: it shows once.
+        func takeFlash(_ id: String) -> Flash? {
+            table.withLock { table in
+                defer { table[id]?.flash = nil }
+                return table[id]?.flash
+            }
+        }
     }
 
     static func token() -> String {
@@ -54,7 +74,7 @@ enum Console {
 
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for name in ["layout-head", "layout-foot", "sign-in", "account", "arrears"] {
+        for name in ["layout-head", "layout-foot", "sign-in", "account", "arrears", "confirm-refund"] {
             guard let url = Bundle.module.url(forResource: name, withExtension: "mustache", subdirectory: "Resources/console"),
                   let text = try? String(contentsOf: url, encoding: .utf8) else {
                 preconditionFailure("the console template \(name) is missing from the module's resources")
@@ -101,9 +121,9 @@ enum Console {
             return redirect("/console/accounts/\(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")")
         }
         router.get("/console/accounts/{account}") { request, context in
-            guard let (_, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            guard let (sessionID, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
             let id = context.parameters.get("account") ?? ""
-            return account(id, server, principal: principal, session: session, request)
+            return account(id, server, principal: principal, session: session, flash: sessions.takeFlash(sessionID), request)
         }
         router.get("/console/accounts/{account}/bills/{bill}") { request, context in
             guard let (_, _, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
@@ -117,22 +137,36 @@ enum Console {
         router.post("/console/accounts/{account}/orders/{order}/refund") { request, context in
             var request = request
             let form = try await Console.form(&request)
-            guard let (_, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            guard let (id, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
             let account = context.parameters.get("account") ?? "", order = context.parameters.get("order") ?? ""
-            guard form["csrf"] == session.csrf else { return redirect("/console/accounts/\(account)?error=csrf") }
+            guard form["csrf"] == session.csrf else {
+                sessions.flash(id, Flash(kind: "err", message: "表单已过期，请重试 The form had expired; try again."))
+                return redirect("/console/accounts/\(account)")
+            }
             guard principal.mayTouch(account) else { return notFound(request) }
+            // A refund asks first: the button leads to a page that says what comes back, whose
+            // own button (confirm=yes) refunds.
+            guard form["confirm"] == "yes" else {
+                let state = server.tally.read { $0 }
+                guard let placed = state.order(account: account, ref: order) else { return notFound(request) }
+                return page("confirm-refund", ["title": "确认退款 Confirm the refund", "signedIn": true, "csrf": session.csrf,
+                                               "accountID": account, "ref": order, "amount": Display.yuan(placed.amount),
+                                               "at": Display.time(placed.at, in: state.zone), "zoneName": Display.zoneName(state.zone)], request)
+            }
             do {
                 let amount = try await server.tally.perform(Refund(account: account, ref: order))
-                return redirect("/console/accounts/\(account)?refunded=\(amount)")
+                sessions.flash(id, Flash(kind: "ok", message: "已退款 Refunded ¥\(amount)"))
             } catch let error as TallyError {
-                return redirect("/console/accounts/\(account)?error=\(error.code.rawValue)")
+                sessions.flash(id, Flash(kind: "err", message: "未能退款 The refund was refused: \(error.message)"))
             }
+            return redirect("/console/accounts/\(account)")
         }
     }
 
     // MARK: Pages
 
-    static func account(_ id: String, _ server: ServerEnvironment, principal: Principal, session: Session, _ request: Request) -> Response {
+    static func account(_ id: String, _ server: ServerEnvironment, principal: Principal, session: Session, flash: Flash?,
+                        _ request: Request) -> Response {
         let now = server.tally.clock.now()
         // A copy of the state (copy-on-write: references only) so the page renders outside the lock.
         let state = server.tally.read { $0 }
@@ -141,11 +175,7 @@ enum Console {
         values["csrf"] = session.csrf
         values["signedIn"] = true
         values["title"] = "账户 Account \(id)"
-        if let refunded = request.uri.queryParameters.get("refunded") {
-            values["flash"] = ["kind": "ok", "message": "已退款 Refunded ¥\(refunded)"]
-        } else if let error = request.uri.queryParameters.get("error") {
-            values["flash"] = ["kind": "err", "message": "未能退款 The refund was refused: \(error)"]
-        }
+        if let flash { values["flash"] = ["kind": flash.kind, "message": flash.message] }
         return page("account", values, request)
     }
 
@@ -154,37 +184,52 @@ enum Console {
         let month = zone.month(of: now)
         let usage: [[String: Any]] = Report.usage(account: holder.id, month: month, state).map { api, totals in
             let line = state.monthly[MonthlyKey(account: holder.id, api: api, month: month)] ?? MonthlyUsage()
-            return ["api": api, "calls": line.calls, "free": line.free, "pack": line.pack, "postpaid": line.postpaid,
-                    "estimated": totals["estimated_amount"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? "0.00",
+            let estimated = totals["estimated_amount"].flatMap { if case .string(let text) = $0 { Money(parsing: text) } else { nil } } ?? .zero
+            return ["api": api, "calls": Display.count(line.calls), "free": Display.count(line.free), "pack": Display.count(line.pack),
+                    "postpaid": Display.count(line.postpaid), "estimated": Display.yuan(estimated),
                     "chart": Chart.daily(line.callsByDay, days: CivilDate.daysIn(year: month.year, month: month.month), label: api)]
         }
-        let packs: [[String: Any]] = holder.packs.compactMap { state.packs[$0] }
-            .sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
-            .map { ["item": $0.item, "api": $0.api, "left": $0.revoked ? 0 : $0.left, "size": $0.size,
-                    "expires": $0.expires.rfc3339(in: zone), "state": $0.state(at: now)] }
+        // Expired free quota folds away: a month's free pack is of no use once the month is over.
+        let allPacks = holder.packs.compactMap { state.packs[$0] }.sorted { ($0.expires, $0.sequence) < ($1.expires, $1.sequence) }
+        let packRow = { (pack: Pack) -> [String: Any] in
+            let left = pack.revoked ? 0 : pack.left
+            let used = pack.size - left
+            return ["item": Console.itemName(pack.item, state.catalog.version(at: now)), "itemID": pack.item, "api": pack.api,
+                    "left": Display.count(left), "size": Display.count(pack.size), "used": Display.count(used),
+                    "usedPercent": pack.size > 0 ? used * 100 / pack.size : 0,
+                    "expires": Display.time(pack.expires, in: zone), "state": Console.sentence(pack.state(at: now))]
+        }
+        let running = Report.usage(account: holder.id, month: month, state).reduce(Money.zero) { sum, line in
+            sum + (line.1["estimated_amount"].flatMap { if case .string(let text) = $0 { Money(parsing: text) } else { nil } } ?? .zero)
+        }
+        let packs = allPacks.filter { !($0.isFree && $0.state(at: now) == "expired") }.map(packRow)
+        let expiredFree = allPacks.filter { $0.isFree && $0.state(at: now) == "expired" }.map(packRow)
         let bills: [[String: Any]] = state.bills(of: holder.id).reversed()
-            .map { ["id": $0.id, "month": $0.month.description, "product": $0.product, "total": $0.total.description] }
+            .map { ["id": $0.id, "month": $0.month.description, "product": $0.product, "total": Display.yuan($0.total)] }
         let orders: [[String: Any]] = state.orders(of: holder.id).sorted { $0.at > $1.at }.map { order in
             var reason = ""
-            do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = error.code.rawValue }
+            do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = Console.sentence(error.code.rawValue) }
             let item: String = switch order.kind {
             case .packs(let item, let count): "\(item) × \(count)"
             case .membership(let item, let period, let count): "\(item) × \(count) \(period.rawValue)"
             case .upgrade(let from, let to): "\(from) → \(to)"
             }
-            return ["ref": order.ref ?? order.id, "at": order.at.rfc3339(in: zone), "item": item, "amount": order.amount.description,
+            return ["ref": order.ref ?? order.id, "at": Display.time(order.at, in: zone), "item": item, "amount": Display.yuan(order.amount),
                     "refunded": order.refunded, "refundable": reason.isEmpty, "reason": reason]
         }
         let vouchers: [[String: Any]] = holder.vouchers.filter { $0.remaining.isPositive && now < $0.expires }.map { voucher in
-            var fields: [String: Any] = ["id": voucher.id, "remaining": voucher.remaining.description, "expires": voucher.expires.rfc3339(in: zone)]
+            var fields: [String: Any] = ["id": voucher.id, "remaining": Display.yuan(voucher.remaining), "expires": Display.time(voucher.expires, in: zone)]
             if let product = voucher.product { fields["product"] = product }
             return fields
         }
         var context: [String: Any] = [
             "accountID": holder.id,
-            "account": ["id": holder.id, "status": holder.status, "verified": holder.verified, "cash": holder.cash.description,
-                        "income": holder.income.description, "gift": holder.gift.description, "total": holder.balance.description,
+            "account": ["id": holder.id, "status": Console.sentence(holder.status), "verified": holder.verified, "cash": Display.yuan(holder.cash),
+                        "income": Display.yuan(holder.income), "gift": Display.yuan(holder.gift), "total": Display.yuan(holder.balance),
                         "vouchers": vouchers] as [String: Any],
+            "zoneName": Display.zoneName(zone),
+            "runningBill": Display.yuan(running),
+            "expiredFree": expiredFree, "hasExpiredFree": !expiredFree.isEmpty, "expiredFreeCount": expiredFree.count,
             "hasVouchers": !vouchers.isEmpty,
             "month": month.description,
             "usage": usage, "hasUsage": !usage.isEmpty,
@@ -193,9 +238,33 @@ enum Console {
             "orders": orders, "hasOrders": !orders.isEmpty,
         ]
         if let membership = holder.memberships.values.sorted(by: { $0.product < $1.product }).first {
-            context["membership"] = ["item": membership.edition, "expires": membership.expires.rfc3339(in: zone), "active": membership.isActive(at: now)]
+            context["membership"] = ["item": Console.itemName(membership.edition, state.catalog.version(at: now)),
+                                     "expires": Display.time(membership.expires, in: zone), "active": membership.isActive(at: now)]
         }
         return context
+    }
+
+    /// State and refusal codes as the console says them, in both languages; a code with no
+    /// sentence here shows as itself.
+    static let sentences: [String: String] = [
+        "active": "可用 Active", "exhausted": "已用完 Used up", "expired": "已过期 Expired", "refunded": "已退款 Refunded",
+        "arrears": "欠费 In arrears", "suspended": "已停用 Suspended",
+        "already_refunded": "已退款 Already refunded",
+        "not_refundable": "不支持退款 Not refundable",
+        "promotion_forbids_refund": "促销商品不退款 Sold under a promotion without refunds",
+        "account_suspended": "账户已停用 The account is suspended",
+        "refund_under_review": "退款审核中 Refunds are on hold for review",
+        "pack_used": "资源包已使用 The pack has been used",
+        "refund_window_passed": "已过退款期限 The refund period is over",
+    ]
+
+    static func sentence(_ code: String) -> String { sentences[code] ?? code }
+
+    /// An item by the catalog's own name, the id second: "1万次 (image-tagging.general/10k)".
+    static func itemName(_ item: String, _ version: CatalogVersion) -> String {
+        if let pack = version.packsByItem[item] { return "\(pack.name) (\(item))" }
+        if let edition = version.editionsByItem[item] { return "\(edition.name) (\(item))" }
+        return item
     }
 
     static func arrears(_ server: ServerEnvironment, session: Session, _ request: Request) -> Response {
@@ -264,8 +333,12 @@ enum Chart {
             bars += "<rect class=\"bar\" x=\"\(x + 1)\" y=\"\(height - bottom - barHeight)\" width=\"\(max(slot - 2, 1))\" height=\"\(barHeight)\" fill=\"#3b82f6\"><title>\(day): \(value)</title></rect>"
             if day == 1 || day % 5 == 0 { bars += "<text x=\"\(x + slot / 2)\" y=\"\(height - 5)\" font-size=\"10\" text-anchor=\"middle\">\(day)</text>" }
         }
-        return "<svg class=\"chart\" role=\"img\" aria-label=\"\(BillDocuments.escape(label)) 每日调用 calls per day\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" xmlns=\"http://www.w3.org/2000/svg\">"
-            + "<text x=\"0\" y=\"12\" font-size=\"10\">\(peak)</text><line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width)\" y2=\"\(height - bottom)\" stroke=\"#999\"/>"
-            + bars + "</svg>"
+        // As wide as the section (the viewBox scales), with both axes labelled.
+        return "<svg class=\"chart\" role=\"img\" aria-label=\"\(BillDocuments.escape(label)) 每日调用 calls per day\" style=\"width:100%;height:auto\" viewBox=\"0 0 \(width) \(height + 14)\" xmlns=\"http://www.w3.org/2000/svg\">"
+            + "<text x=\"0\" y=\"12\" font-size=\"10\">\(Display.count(peak))</text>"
+            + "<text class=\"axis\" x=\"0\" y=\"\(height / 2)\" font-size=\"10\">调用 Calls</text>"
+            + "<line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width)\" y2=\"\(height - bottom)\" stroke=\"#999\"/>"
+            + "<line x1=\"\(left)\" y1=\"10\" x2=\"\(left)\" y2=\"\(height - bottom)\" stroke=\"#999\"/>"
+            + bars + "<text class=\"axis\" x=\"\(left + (width - left) / 2)\" y=\"\(height + 10)\" font-size=\"10\" text-anchor=\"middle\">日 Day of the month</text></svg>"
     }
 }

@@ -163,7 +163,31 @@ extension HTTPField.Name {
 extension Endpoint {
     /// The Hummingbird handler: authenticate, check the role and the account scope, read the
     /// body within its limit, apply `Idempotency-Key`, run the route.
+    /// The usage routes, by the protocol their decisions are counted under; the single-decision
+    /// ones are also timed.
+    static let decisionRoutes: [String: (protocol: ServerMetrics.DecisionProtocol, single: Bool)] = [
+        "/v1/usage/check": (.http, true), "/v1/usage/check-batch": (.http, false), "/v1/usage/report": (.http, false),
+        "/v1/gateway/authorize": (.authorize, true),
+    ]
+
     func responder(_ server: ServerEnvironment) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
+        let respond = plainResponder(server)
+        guard let (decisionProtocol, single) = Endpoint.decisionRoutes[path] else { return respond }
+        return { request, context in
+            let started = ContinuousClock.now
+            defer { if single { server.metrics.timed(decisionProtocol, since: started) } }
+            do {
+                return try await respond(request, context)
+            } catch {
+                // Refused before any settlement: a bad key, an unknown account, a malformed call.
+                let code = (error as? TallyError)?.code ?? (error as? Problem)?.error.code ?? .internalError
+                server.metrics.refusedBeforeSettlement(code, protocol: decisionProtocol)
+                throw error
+            }
+        }
+    }
+
+    private func plainResponder(_ server: ServerEnvironment) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
         let endpoint = self
         let names = parameterNames
         return { request, context in

@@ -42,7 +42,9 @@ enum GatewayRoutes {
         let account: String
         switch Result(catching: { () throws(TallyError) in try GatewayRoutes.account(headers[.tallyAccount], principal: call.principal) }) {
         case .success(let named): account = named
-        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code): return deny(error, status: denyStatus)
+        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
+            call.server.metrics.refusedBeforeSettlement(error.code, protocol: .authorize)
+            return deny(error, status: denyStatus)
         case .failure(let error): throw error
         }
         let api = try required(headers[.tallyApi], "X-Tally-Api", lengthMax: Limits.apiIDLengthMax)
@@ -59,10 +61,12 @@ enum GatewayRoutes {
         let decision: GatewayDecision
         switch await decide(event, call.tally) {
         case .success(let decided): decision = decided
-        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code): return deny(error, status: denyStatus)
+        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
+            call.server.metrics.refusedBeforeSettlement(error.code, protocol: .authorize)
+            return deny(error, status: denyStatus)
         case .failure(let error): throw error
         }
-        call.server.metrics.decided([decision.outcome])
+        call.server.metrics.decided([decision.outcome], protocol: .authorize)
         var answer: Answer
         if let code = decision.refusal {
             answer = deny(TallyError(code, GatewayRoutes.sentence(code, event)), status: denyStatus)

@@ -35,6 +35,7 @@ public final class ServerMetrics: Sendable {
     /// accounts in arrears at once shows as a jump.
     let inArrears: Prometheus.Gauge
     private let decisions = Mutex<[String: Prometheus.Counter]>([:])
+    private let decisionSeconds = Mutex<[DecisionProtocol: Prometheus.DurationHistogram]>([:])
 
     public init() {
         let registry = ServerMetrics.registry
@@ -67,8 +68,14 @@ public final class ServerMetrics: Sendable {
                                                          helpText: "Accounts in arrears when scraped."))
     }
 
+    /// How a decision was asked for: the JSON usage routes, Envoy's ext_authz or nginx's
+    /// auth_request (`/v1/gateway/authorize`), or Envoy's rate limit service over gRPC.
+    enum DecisionProtocol: String, Sendable {
+        case http, authorize = "ext_authz", grpc
+    }
+
     /// Counts decisions by outcome: the paying source, or the refusal's reason.
-    func decided(_ outcomes: [UsageOutcome]) {
+    func decided(_ outcomes: [UsageOutcome], protocol: DecisionProtocol) {
         // Counted per reason first: a batch of a thousand takes the counters' lock once a reason.
         var byReason: [String: Int64] = [:]
         for outcome in outcomes where !outcome.duplicate {
@@ -76,17 +83,40 @@ public final class ServerMetrics: Sendable {
         }
         for (reason, count) in byReason {
             events.increment(by: count)
-            counter(reason).increment(by: count)
+            counter(reason, `protocol`).increment(by: count)
         }
     }
 
-    private func counter(_ reason: String) -> Prometheus.Counter {
+    /// Counts a call refused before any settlement (an unknown account, a bad key, a malformed
+    /// call): a decision the gateway acts on all the same.
+    func refusedBeforeSettlement(_ code: TallyError.Code, protocol: DecisionProtocol) {
+        counter(code.rawValue, `protocol`).increment()
+    }
+
+    /// Records how long one decision took to answer, from the request's arrival.
+    func timed(_ protocol: DecisionProtocol, since started: ContinuousClock.Instant) {
+        let histogram = decisionSeconds.withLock { histograms in
+            if let histogram = histograms[`protocol`] { return histogram }
+            let histogram = ServerMetrics.registry.makeDurationHistogram(
+                descriptor: .init(metricName: "tally_decision", unitName: "seconds",
+                                  helpText: "Time to answer one gateway decision, by protocol (check-and-record, durable before answered)."),
+                labels: [("protocol", `protocol`.rawValue)],
+                buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20),
+                          .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
+            histograms[`protocol`] = histogram
+            return histogram
+        }
+        histogram.record(ContinuousClock.now - started)
+    }
+
+    private func counter(_ reason: String, _ protocol: DecisionProtocol) -> Prometheus.Counter {
         decisions.withLock { counters in
-            if let counter = counters[reason] { return counter }
+            let key = "\(reason)|\(`protocol`.rawValue)"
+            if let counter = counters[key] { return counter }
             let counter = ServerMetrics.registry.makeCounter(descriptor: .init(metricName: "tally_usage_decisions", unitName: "total",
-                                                                               helpText: "Usage decisions by paying source or refusal reason."),
-                                                             labels: [("reason", reason)])
-            counters[reason] = counter
+                                                                               helpText: "Usage decisions by paying source or refusal reason, and by protocol."),
+                                                             labels: [("reason", reason), ("protocol", `protocol`.rawValue)])
+            counters[key] = counter
             return counter
         }
     }

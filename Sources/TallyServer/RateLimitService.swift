@@ -40,6 +40,25 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
     }
 
     func shouldRateLimit(request: ServerRequest<RateLimitRequest>, context: ServerContext) async throws -> ServerResponse<RateLimitResponse> {
+        let started = ContinuousClock.now
+        defer { server.metrics.timed(.grpc, since: started) }
+        do {
+            return try await decide(request)
+        } catch let error as RPCError {
+            // Refused before any settlement: a bad key, a malformed descriptor, a store away.
+            let code: TallyError.Code = switch error.code {
+            case .unauthenticated: .unauthenticated
+            case .permissionDenied: .forbidden
+            case .resourceExhausted: .rateLimited
+            case .invalidArgument: .invalidRequest
+            default: .storeUnavailable
+            }
+            server.metrics.refusedBeforeSettlement(code, protocol: .grpc)
+            throw error
+        }
+    }
+
+    private func decide(_ request: ServerRequest<RateLimitRequest>) async throws -> ServerResponse<RateLimitResponse> {
         let principal: Principal
         do {
             principal = try await Keys.authenticate(request.metadata[stringValues: "authorization"].first { _ in true }, tally: server.tally)
@@ -54,13 +73,15 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
         do {
             event = try RateLimitService.event(request.message, principal: principal)
         } catch let refusal as TallyError {
+            server.metrics.refusedBeforeSettlement(refusal.code, protocol: .grpc)
             return ServerResponse(message: RateLimitService.response(.failure(refusal)))
         }
         switch await GatewayRoutes.decide(event, server.tally) {
         case .success(let decision):
-            server.metrics.decided([decision.outcome])
+            server.metrics.decided([decision.outcome], protocol: .grpc)
             return ServerResponse(message: RateLimitService.response(.success(decision)))
         case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
+            server.metrics.refusedBeforeSettlement(error.code, protocol: .grpc)
             return ServerResponse(message: RateLimitService.response(.failure(error)))
         case .failure(let error) where error.code == .invalidRequest || error.code == .countOutOfRange:
             throw RPCError(code: .invalidArgument, message: error.message)

@@ -12,7 +12,7 @@ enum UsageRoutes {
             let event = try event(&call.fields, mode: .check, principal: call.principal)
             try call.fields.end()
             let outcome = try await call.tally.perform(event)
-            call.server.metrics.decided([outcome])
+            call.server.metrics.decided([outcome], protocol: .http)
             return .json(Views.outcome(outcome))
         },
         Endpoint(.post, "/v1/usage/check-batch", .meters) { call in
@@ -55,7 +55,7 @@ enum UsageRoutes {
         let parsed = offPool ? try await OffPool.run(read) : read()
         let valid = parsed.compactMap { try? $0.get() }
         let outcomes = try await call.tally.perform(RecordUsageBatch(events: valid))
-        call.server.metrics.decided(outcomes.compactMap { try? $0.get() })
+        call.server.metrics.decided(outcomes.compactMap { try? $0.get() }, protocol: .http)
         let answer: @Sendable () -> Answer = { .json(results(items, parsed, outcomes)) }
         return offPool ? try await OffPool.run(answer) : answer()
     }

@@ -46,7 +46,14 @@ struct ConsoleTests {
             let (pageStatus, page) = try await ConsoleTests.get(client, "/console/accounts/acme", cookie: cookie)
             #expect(pageStatus == .ok)
             #expect(page.contains("余额 Balance"))
-            #expect(page.contains("70.00"), "100.00 less the 30.00 pack")
+            #expect(page.contains("¥70.00"), "100.00 less the 30.00 pack, with the currency")
+            #expect(page.contains("1,500"), "counts have separators")
+            #expect(page.contains("北京时间 Beijing time"))
+            #expect(page.contains("1万次 (image-tagging.general/10k)"), "items by the catalog's name, the id second")
+            #expect(page.contains("可用 Active"), "states read as sentences")
+            #expect(page.contains("id=\"running-bill\"") && page.contains("an estimate until the bill run"), "the month's running bill, marked as an estimate")
+            #expect(page.contains("日 Day of the month") && page.contains("调用 Calls"), "the chart's axes are labelled")
+            #expect(!page.contains("T00:00:00"), "no RFC 3339 times on the page")
             #expect(page.contains("<svg class=\"chart\""))
             #expect(page.components(separatedBy: "<rect class=\"bar\"").count - 1 == 30, "one bar a day of November")
             #expect(page.contains("<title>2: 1500</title>"))
@@ -57,16 +64,29 @@ struct ConsoleTests {
             let forged = try await client.execute(uri: "/console/accounts/acme/orders/o-1/refund", method: .post,
                                                   headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
                                                   body: ByteBuffer(string: "csrf=forged")) { $0.headers[.location] }
-            #expect(forged == "/console/accounts/acme?error=csrf")
+            #expect(forged == "/console/accounts/acme")
+            #expect(try await ConsoleTests.get(client, "/console/accounts/acme", cookie: cookie).1.contains("The form had expired"))
+            #expect(tally.read { $0.orders.values.first { $0.ref == "o-1" }?.refunded } == false)
+            // The refund button asks first: a page saying what comes back, nothing refunded yet.
+            let asked = try await client.execute(uri: "/console/accounts/acme/orders/o-1/refund", method: .post,
+                                                 headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
+                                                 body: ByteBuffer(string: "csrf=\(csrf)")) { ($0.status, String(buffer: $0.body)) }
+            #expect(asked.0 == .ok)
+            #expect(asked.1.contains("确认退款 Confirm the refund") && asked.1.contains("¥30.00") && asked.1.contains("name=\"confirm\" value=\"yes\""))
             #expect(tally.read { $0.orders.values.first { $0.ref == "o-1" }?.refunded } == false)
             let refunded = try await client.execute(uri: "/console/accounts/acme/orders/o-1/refund", method: .post,
                                                     headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
-                                                    body: ByteBuffer(string: "csrf=\(csrf)")) { $0.headers[.location] }
-            #expect(refunded == "/console/accounts/acme?refunded=30.00")
+                                                    body: ByteBuffer(string: "csrf=\(csrf)&confirm=yes")) { $0.headers[.location] }
+            #expect(refunded == "/console/accounts/acme")
             #expect(tally.read { $0.accounts["acme"]!.cash } == Money(yuan: 100))
-            let after = try await ConsoleTests.get(client, "/console/accounts/acme?refunded=30.00", cookie: cookie).1
-            #expect(after.contains("已退款 Refunded"))
+            let after = try await ConsoleTests.get(client, "/console/accounts/acme", cookie: cookie).1
+            #expect(after.contains("已退款 Refunded ¥30.00"))
             #expect(!after.contains("id=\"refund-o-1\""))
+            // The banner shows once, and a URL never makes one: a link anyone can write shows none.
+            let again = try await ConsoleTests.get(client, "/console/accounts/acme", cookie: cookie).1
+            #expect(!again.contains("id=\"flash\""))
+            let forgedBanner = try await ConsoleTests.get(client, "/console/accounts/acme?refunded=99999.00&error=Call%20us%20at%20555", cookie: cookie).1
+            #expect(!forgedBanner.contains("99999") && !forgedBanner.contains("Call us") && !forgedBanner.contains("id=\"flash\""))
 
             // The operator's page: accounts in arrears after November's bill run.
             try harness.clock.advance(to: Instant(rfc3339: "2026-12-01T02:00:00+08:00")!)
