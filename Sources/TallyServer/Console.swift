@@ -209,10 +209,11 @@ enum Console {
         let orders: [[String: Any]] = state.orders(of: holder.id).sorted { $0.at > $1.at }.map { order in
             var reason = ""
             do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = Console.sentence(error.code.rawValue) }
+            let version = state.catalog.version(at: now)
             let item: String = switch order.kind {
-            case .packs(let item, let count): "\(item) × \(count)"
-            case .membership(let item, let period, let count): "\(item) × \(count) \(period.rawValue)"
-            case .upgrade(let from, let to): "\(from) → \(to)"
+            case .packs(let item, let count): "\(Console.itemName(item, version)) × \(count)"
+            case .membership(let item, let period, let count): "\(Console.itemName(item, version)) × \(count) \(period.rawValue)"
+            case .upgrade(let from, let to): "\(Console.itemName(from, version)) → \(Console.itemName(to, version))"
             }
             return ["ref": order.ref ?? order.id, "at": Display.time(order.at, in: zone), "item": item, "amount": Display.yuan(order.amount),
                     "refunded": order.refunded, "refundable": reason.isEmpty, "reason": reason]
