@@ -74,6 +74,8 @@ try:
     check("1万次" in packs and "可用 Active" in packs, "packs show the catalog's names and their state as a sentence")
     check(re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", packs) is not None and re.search(r"\d{2}T\d{2}:", packs) is None,
           "times read as 2026-12-07 15:14")
+    history = driver.find_element(By.ID, "history").text
+    check("充值 Top-up" in history and "购买 Purchase" in history and "-¥30.00" in history, "the money history lists the top-up and the purchase")
     driver.save_screenshot(f"{shots}/1-customer-account.png")
     check("an estimate" in driver.find_element(By.ID, "usage").text and driver.find_element(By.ID, "running-bill").text.startswith("¥"),
           "the running bill is shown, marked as an estimate")

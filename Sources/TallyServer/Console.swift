@@ -176,7 +176,37 @@ enum Console {
         values["signedIn"] = true
         values["title"] = "账户 Account \(id)"
         if let flash { values["flash"] = ["kind": flash.kind, "message": flash.message] }
+        let pageNumber = request.uri.queryParameters.get("page").flatMap { Int($0) }.map { min(max($0, 1), Console.historyPagesMax) } ?? 1
+        let (rows, hasMore) = history(id, state, page: pageNumber)
+        values["history"] = rows
+        values["hasHistory"] = !rows.isEmpty
+        if pageNumber > 1 { values["previousPage"] = pageNumber - 1 }
+        if hasMore { values["nextPage"] = pageNumber + 1 }
         return page("account", values, request)
+    }
+
+    /// Transactions a page of the money history shows, and the most pages it may be asked for.
+    static let historyPageSize = 20
+    static let historyPagesMax = 1_000
+
+    /// One page of the account's money history, newest first, from the ledger: top-ups,
+    /// purchases, refunds, bills and their payments, each with what it did to the balance.
+    static func history(_ id: String, _ state: TallyState, page: Int) -> (rows: [[String: Any]], hasMore: Bool) {
+        let own: Set<LedgerAccount> = [.cash(id), .income(id), .gift(id)]
+        let skip = (page - 1) * historyPageSize
+        var matched = 0
+        var rows: [[String: Any]] = []
+        for transaction in state.ledger.reversed() {
+            let entries = transaction.entries.filter { $0.unit == .microyuan && own.contains($0.account) }
+            guard !entries.isEmpty else { continue }
+            matched += 1
+            if matched <= skip { continue }
+            if rows.count == historyPageSize { return (rows, true) }
+            let change = Money(microyuan: entries.reduce(0) { $0 + $1.amount })
+            rows.append(["at": Display.time(transaction.at, in: state.zone), "kind": sentence(transaction.kind), "id": transaction.id,
+                         "change": change.isPositive ? "+" + Display.yuan(change) : Display.yuan(change)])
+        }
+        return (rows, false)
     }
 
     static func accountContext(_ holder: Account, _ state: TallyState, now: Instant) -> [String: Any] {
@@ -250,6 +280,8 @@ enum Console {
     static let sentences: [String: String] = [
         "active": "可用 Active", "exhausted": "已用完 Used up", "expired": "已过期 Expired", "refunded": "已退款 Refunded",
         "arrears": "欠费 In arrears", "suspended": "已停用 Suspended",
+        "top_up": "充值 Top-up", "purchase": "购买 Purchase", "refund": "退款 Refund", "bill": "账单扣款 Bill paid",
+        "upgrade": "升级 Upgrade", "voucher_grant": "代金券 Voucher",
         "already_refunded": "已退款 Already refunded",
         "not_refundable": "不支持退款 Not refundable",
         "promotion_forbids_refund": "促销商品不退款 Sold under a promotion without refunds",

@@ -53,6 +53,11 @@ struct ConsoleTests {
             #expect(page.contains("可用 Active"), "states read as sentences")
             #expect(page.contains("id=\"running-bill\"") && page.contains("an estimate until the bill run"), "the month's running bill, marked as an estimate")
             #expect(page.contains("日 Day of the month") && page.contains("调用 Calls"), "the chart's axes are labelled")
+            // The money history, newest first: the pack bought, then the top-up.
+            let history = try #require(page.firstMatch(after: "id=\"history\"", until: "</section>"))
+            #expect(history.contains("购买 Purchase") && history.contains("-¥30.00"))
+            #expect(history.contains("充值 Top-up") && history.contains("+¥100.00"))
+            #expect(history.range(of: "购买 Purchase")!.lowerBound < history.range(of: "充值 Top-up")!.lowerBound)
             #expect(!page.contains("T00:00:00"), "no RFC 3339 times on the page")
             #expect(page.contains("<svg class=\"chart\""))
             #expect(page.components(separatedBy: "<rect class=\"bar\"").count - 1 == 30, "one bar a day of November")
