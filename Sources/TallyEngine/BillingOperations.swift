@@ -218,8 +218,7 @@ extension Tally {
     /// when no account had usage.
     public func runBills(month: Month, progress: (_ done: Int, _ of: Int) -> Void = { _, _ in }) async throws(TallyError) -> BillRunTotals {
         let accounts = read { RunBills.accountsWithUsage(in: month, $0) }
-        let size = Tally.billRunChunkAccounts
-        let chunks = accounts.isEmpty ? [[]] : stride(from: 0, to: accounts.count, by: size).map { Array(accounts[$0..<min($0 + size, accounts.count)]) }
+        let chunks = accounts.isEmpty ? [[]] : accounts.chunks(of: Tally.billRunChunkAccounts)
         var created = 0, existing = 0, done = 0
         var total = Money.zero
         do {

@@ -23,3 +23,12 @@ public func forEach<Item: Sendable, Result: Sendable>(
         }
     }
 }
+
+extension Array {
+    /// The array cut into consecutive pieces of at most `size` elements, in order: the steps of a
+    /// bill run, a sweep's slices, a report's slices.
+    func chunks(of size: Int) -> [[Element]] {
+        precondition(size > 0, "a chunk holds at least one element")
+        return stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
+    }
+}

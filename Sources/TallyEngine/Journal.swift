@@ -121,8 +121,8 @@ public final class Journal: Sendable {
 
         /// The next batch: entries in queue order, whole, each ready and clear of every entry
         /// passed over before it (same account, or a fact of no single account); while a small
-        /// entry waits, bulk entries fill at most `bulkFactsWhileSmallWait`. Nil, and the
-        /// writer steps down, when nothing can be taken.
+        /// entry waits (or one was queued within `smallActiveMilliseconds`), bulk entries fill at
+        /// most `bulkFactsWhileSmallWait`. Nil, and the writer steps down, when nothing can be taken.
         mutating func take() -> (batch: EncodedBatch, sequences: [UInt64])? {
             let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
             let smallWaiting = smallActive || pending.contains { $0.isSmall && $0.bodies != nil }
@@ -212,10 +212,11 @@ public final class Journal: Sendable {
         return state.withLock { state in
             state.enqueuedThrough += 1
             let sequence = state.enqueuedThrough
-            state.pending.append(Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil))
+            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil)
+            state.pending.append(entry)
             state.outstanding.insert(sequence)
             if plain { state.ready += 1 }
-            if facts.count <= Journal.smallEntryFactsMax { state.smallQueued = .now }
+            if entry.isSmall { state.smallQueued = .now }
             return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
         }
     }

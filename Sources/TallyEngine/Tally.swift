@@ -291,15 +291,14 @@ public final class Tally: Sendable {
                 await gate.enter(.bulk)
                 holding = true
             }
-            let stored: [TallyState.UsageKey: UsageEntry]
-            if mayRepeatOldUsage(slice) {
+            let suspects = suspects(of: slice)
+            var stored: [TallyState.UsageKey: UsageEntry] = [:]
+            if !suspects.isEmpty {
                 gate.leave()
                 holding = false
-                stored = try await storedUsage(repeatedBy: slice)
+                stored = try await storedUsage(suspects)
                 await gate.enter(.bulk)
                 holding = true
-            } else {
-                stored = [:]
             }
             let (output, ticket, journal, generation) = stored.isEmpty ? try applyHoldingGate(slice)
                 : try applyHoldingGate(Remembering(base: slice, stored: stored))
@@ -344,19 +343,21 @@ public final class Tally: Sendable {
         betweenSlices.withLock { $0 = hook }
     }
 
+    /// The keys of the operation's events that may repeat ids from before the index's window: a
+    /// store read is due for them before it runs. Asked outside the lock.
+    private func suspects<Op: Operation>(of operation: Op) -> [TallyState.UsageKey] {
+        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return [] }
+        return operation.suspects(in: retired)
+    }
+
     /// The stored events whose ids the operation may repeat from before the index's window. Read
     /// outside the lock, so that an old id sent again is answered from the index as a duplicate,
     /// rather than failing at the store's unique index and costing every caller a reload.
-    /// Whether the operation's events may repeat ids from before the index's window (a store read
-    /// is then due before it runs).
-    private func mayRepeatOldUsage<Op: Operation>(_ operation: Op) -> Bool {
-        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return false }
-        return !operation.suspects(in: retired).isEmpty
+    private func storedUsage<Op: Operation>(repeatedBy operation: Op) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
+        try await storedUsage(suspects(of: operation))
     }
 
-    private func storedUsage<Op: Operation>(repeatedBy operation: Op) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
-        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return [:] }
-        let suspects = operation.suspects(in: retired)
+    private func storedUsage(_ suspects: [TallyState.UsageKey]) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
         guard !suspects.isEmpty else { return [:] }
         do {
             return try await store.storedUsage(suspects)

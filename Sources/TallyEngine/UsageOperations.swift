@@ -274,9 +274,7 @@ public struct RecordUsageBatch: SlicedOperation {
     /// Slices of at most `sliceEventsMax` events; a batch over `eventsMax` stays whole, to be refused.
     public var slices: [RecordUsageBatch] {
         guard events.count > RecordUsageBatch.sliceEventsMax, events.count <= RecordUsageBatch.eventsMax else { return [self] }
-        return stride(from: 0, to: events.count, by: RecordUsageBatch.sliceEventsMax).map {
-            RecordUsageBatch(events: Array(events[$0..<min($0 + RecordUsageBatch.sliceEventsMax, events.count)]))
-        }
+        return events.chunks(of: RecordUsageBatch.sliceEventsMax).map(RecordUsageBatch.init(events:))
     }
 
     /// A batch of more events than a small journal entry holds is bulk work.
@@ -322,9 +320,7 @@ extension Tally {
     private func sweep<Op: Operation>(_ slice: ([String]) -> Op) async throws(TallyError) -> Int where Op.Output == Int {
         let accounts = await reading { $0.accounts.keys.sorted() }
         var total = 0
-        for start in stride(from: 0, to: accounts.count, by: Tally.sweepSliceAccounts) {
-            total += try await perform(slice(Array(accounts[start..<min(start + Tally.sweepSliceAccounts, accounts.count)])))
-        }
+        for chunk in accounts.chunks(of: Tally.sweepSliceAccounts) { total += try await perform(slice(chunk)) }
         return total
     }
 }

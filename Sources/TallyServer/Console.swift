@@ -212,9 +212,14 @@ enum Console {
     static func accountContext(_ holder: Account, _ state: TallyState, now: Instant) -> [String: Any] {
         let zone = state.zone
         let month = zone.month(of: now)
-        let usage: [[String: Any]] = Report.usage(account: holder.id, month: month, state).map { api, totals in
+        let version = state.catalog.version(at: now)
+        // The month's lines and their estimates, priced once: the table's rows and the running bill.
+        let priced = Report.usage(account: holder.id, month: month, state).map { api, totals in
+            (api, totals["estimated_amount"].flatMap { if case .string(let text) = $0 { Money(parsing: text) } else { nil } } ?? .zero)
+        }
+        let running = priced.reduce(Money.zero) { $0 + $1.1 }
+        let usage: [[String: Any]] = priced.map { api, estimated in
             let line = state.monthly[MonthlyKey(account: holder.id, api: api, month: month)] ?? MonthlyUsage()
-            let estimated = totals["estimated_amount"].flatMap { if case .string(let text) = $0 { Money(parsing: text) } else { nil } } ?? .zero
             return ["api": api, "calls": Display.count(line.calls), "free": Display.count(line.free), "pack": Display.count(line.pack),
                     "postpaid": Display.count(line.postpaid), "estimated": Display.yuan(estimated),
                     "chart": Chart.daily(line.callsByDay, days: CivilDate.daysIn(year: month.year, month: month.month), label: api)]
@@ -224,13 +229,10 @@ enum Console {
         let packRow = { (pack: Pack) -> [String: Any] in
             let left = pack.revoked ? 0 : pack.left
             let used = pack.size - left
-            return ["item": Console.itemName(pack.item, state.catalog.version(at: now)), "itemID": pack.item, "api": pack.api,
+            return ["item": Console.itemName(pack.item, version), "itemID": pack.item, "api": pack.api,
                     "left": Display.count(left), "size": Display.count(pack.size), "used": Display.count(used),
                     "usedPercent": pack.size > 0 ? used * 100 / pack.size : 0,
                     "expires": Display.time(pack.expires, in: zone), "state": Console.sentence(pack.state(at: now))]
-        }
-        let running = Report.usage(account: holder.id, month: month, state).reduce(Money.zero) { sum, line in
-            sum + (line.1["estimated_amount"].flatMap { if case .string(let text) = $0 { Money(parsing: text) } else { nil } } ?? .zero)
         }
         let packs = allPacks.filter { !($0.isFree && $0.state(at: now) == "expired") }.map(packRow)
         let expiredFree = allPacks.filter { $0.isFree && $0.state(at: now) == "expired" }.map(packRow)
@@ -239,7 +241,6 @@ enum Console {
         let orders: [[String: Any]] = state.orders(of: holder.id).sorted { $0.at > $1.at }.map { order in
             var reason = ""
             do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = Console.sentence(error.code.rawValue) }
-            let version = state.catalog.version(at: now)
             let item: String = switch order.kind {
             case .packs(let item, let count): "\(Console.itemName(item, version)) × \(count)"
             case .membership(let item, let period, let count): "\(Console.itemName(item, version)) × \(count) \(period.rawValue)"
@@ -269,7 +270,7 @@ enum Console {
             "orders": orders, "hasOrders": !orders.isEmpty,
         ]
         if let membership = holder.memberships.values.sorted(by: { $0.product < $1.product }).first {
-            context["membership"] = ["item": Console.itemName(membership.edition, state.catalog.version(at: now)),
+            context["membership"] = ["item": Console.itemName(membership.edition, version),
                                      "expires": Display.time(membership.expires, in: zone), "active": membership.isActive(at: now)]
         }
         return context

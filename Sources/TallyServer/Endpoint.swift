@@ -48,6 +48,12 @@ struct Call {
     var tally: Tally { server.tally }
     var now: Instant { server.tally.clock.now() }
 
+    /// Reads the catalog version on sale now, when a route needs it.
+    var onSale: () -> CatalogVersion {
+        let tally = server.tally
+        return { tally.read { $0.catalog.version(at: tally.clock.now()) } }
+    }
+
     func parameter(_ name: String) -> String { parameters[name]! }
 
     /// The `{account}` of the path; the dispatcher has checked the caller may touch it.
@@ -161,8 +167,6 @@ extension HTTPField.Name {
 }
 
 extension Endpoint {
-    /// The Hummingbird handler: authenticate, check the role and the account scope, read the
-    /// body within its limit, apply `Idempotency-Key`, run the route.
     /// The usage routes, by the protocol their decisions are counted under; the single-decision
     /// ones are also timed.
     static let decisionRoutes: [String: (protocol: ServerMetrics.DecisionProtocol, single: Bool)] = [
@@ -170,6 +174,9 @@ extension Endpoint {
         "/v1/gateway/authorize": (.authorize, true),
     ]
 
+    /// The Hummingbird handler: authenticate, check the role and the account scope, read the
+    /// body within its limit, apply `Idempotency-Key`, run the route; a usage route's refusals and
+    /// time are counted in the metrics.
     func responder(_ server: ServerEnvironment) -> @Sendable (Request, BasicRequestContext) async throws -> Response {
         let respond = plainResponder(server)
         guard let (decisionProtocol, single) = Endpoint.decisionRoutes[path] else { return respond }

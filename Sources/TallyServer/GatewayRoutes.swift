@@ -39,12 +39,15 @@ enum GatewayRoutes {
     static func authorize(_ call: Call) async throws -> Answer {
         let headers = call.request.headers
         let denyStatus = try denyStatus(call.query("deny_status"))
+        // A refusal before settlement (an account the key may not meter, say) is a decision too.
+        let refuse = { (error: TallyError) -> Answer in
+            call.server.metrics.refusedBeforeSettlement(error.code, protocol: .authorize)
+            return deny(error, status: denyStatus)
+        }
         let account: String
         switch Result(catching: { () throws(TallyError) in try GatewayRoutes.account(headers[.tallyAccount], principal: call.principal) }) {
         case .success(let named): account = named
-        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
-            call.server.metrics.refusedBeforeSettlement(error.code, protocol: .authorize)
-            return deny(error, status: denyStatus)
+        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code): return refuse(error)
         case .failure(let error): throw error
         }
         let api = try required(headers[.tallyApi], "X-Tally-Api", lengthMax: Limits.apiIDLengthMax)
@@ -61,9 +64,7 @@ enum GatewayRoutes {
         let decision: GatewayDecision
         switch await decide(event, call.tally) {
         case .success(let decided): decision = decided
-        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code):
-            call.server.metrics.refusedBeforeSettlement(error.code, protocol: .authorize)
-            return deny(error, status: denyStatus)
+        case .failure(let error) where GatewayRoutes.refusesTheCall(error.code): return refuse(error)
         case .failure(let error): throw error
         }
         call.server.metrics.decided([decision.outcome], protocol: .authorize)

@@ -13,14 +13,14 @@ enum OrderRoutes {
             })
         },
         Endpoint(.post, "/v1/accounts/{account}/orders", .holders) { call in
-            let (item, quantity) = try purchase(&call.fields, catalog: call.tally.read { $0.catalog.version(at: call.now) })
+            let (item, quantity) = try purchase(&call.fields, onSale: call.onSale)
             let ref = try call.fields.optionalString("ref", lengthMax: 64)
             try call.fields.end()
             let order = try await call.tally.perform(Buy(account: call.account, item: item, quantity: quantity, ref: ref))
             return try orderAnswer(call, order, status: .created)
         },
         Endpoint(.post, "/v1/accounts/{account}/orders/preview", .holders) { call in
-            let (item, quantity) = try purchase(&call.fields, catalog: call.tally.read { $0.catalog.version(at: call.now) })
+            let (item, quantity) = try purchase(&call.fields, onSale: call.onSale)
             try call.fields.end()
             let order = try call.tally.preview(Buy(account: call.account, item: item, quantity: quantity))
             return .json(preview(order))
@@ -89,8 +89,8 @@ enum OrderRoutes {
     ]
 
     /// `item` and one of `count`, `months`, `years`; with none, the refusal says what this item
-    /// takes (`catalog`: the version on sale now).
-    static func purchase(_ fields: inout Fields, catalog: CatalogVersion) throws(TallyError) -> (String, Buy.Quantity) {
+    /// takes (`onSale`: the catalog version on sale now, read only for that refusal).
+    static func purchase(_ fields: inout Fields, onSale: () -> CatalogVersion) throws(TallyError) -> (String, Buy.Quantity) {
         let item = try fields.string("item", lengthMax: 128)
         if let count = try fields.optionalInt("count") {
             guard try fields.optionalInt("months") == nil, try fields.optionalInt("years") == nil else {
@@ -101,6 +101,7 @@ enum OrderRoutes {
         do {
             return (item, try term(&fields))
         } catch {
+            let catalog = onSale()
             if catalog.packsByItem[item] != nil {
                 throw TallyError(.invalidRequest, "\(item) is a pack: give count, the number of packs to buy")
             }
