@@ -1,6 +1,10 @@
-"""Drives the console in headless chromium; see scripts/console-test. Exits non-zero on any failure."""
+"""Drives the console in headless chromium; see scripts/console-test. Exits non-zero on any failure.
+
+Arguments: the server's base URL, the operator key, the screenshots' folder, and a command that
+restarts the server on the same port (the session must survive it)."""
 import re
 import json
+import subprocess
 import sys
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -11,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, operator_key, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+base, operator_key, shots, restart = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 def api(method, path, body=None):
@@ -21,8 +25,8 @@ def api(method, path, body=None):
         return json.loads(response.read())
 
 
-# A customer with a month's usage and a pack it may refund; another account left in arrears by
-# last month's bill run.
+# A customer with last month's bill, this month's usage and a pack it may refund; another account
+# left in arrears by last month's bill run.
 beijing = timezone(timedelta(hours=8))
 now = datetime.now(beijing)
 last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=15, hour=12, minute=0, second=0, microsecond=0)
@@ -31,6 +35,8 @@ api("POST", "/v1/accounts/acme/top-ups", {"cash": "500.00", "gift": "20.00"})
 api("POST", "/v1/accounts/acme/activations", {"product": "image-tagging"})
 api("POST", "/v1/usage/report", {"events": [{"account": "acme", "id": "today", "api": "image-tagging.general", "calls": 2400}]})
 api("POST", "/v1/accounts/acme/orders", {"item": "image-tagging.general/10k", "count": 1, "ref": "pack-1"})
+api("POST", "/v1/usage/report", {"events": [{"account": "acme", "id": "last-month", "api": "image-tagging.general", "calls": 12000,
+                                             "time": last_month.isoformat()}]})
 api("POST", "/v1/accounts", {"id": "late-payer", "subject": "personal", "verified": True})
 api("POST", "/v1/accounts/late-payer/activations", {"product": "image-tagging"})
 api("POST", "/v1/usage/report", {"events": [{"account": "late-payer", "id": "old", "api": "image-tagging.general", "calls": 40000,
@@ -67,7 +73,15 @@ try:
     check(len(bars) >= 28, f"the usage chart has a bar a day ({len(bars)})")
     check(any(float(bar.get_attribute("height")) > 0 for bar in bars), "today's bar is drawn")
     check("2,400" in driver.find_element(By.ID, "usage").text, "this month's calls are shown, with separators")
-    check(driver.find_element(By.ID, "total").text == "¥490.00", "the balance is 520.00 less the 30.00 pack, with the currency")
+    bills = driver.find_element(By.ID, "bills").text
+    bill_total = api("GET", "/v1/accounts/acme/bills")["data"][0]["total"]
+    check(last_month.strftime("%Y-%m") in bills and f"¥{bill_total}" in bills, f"last month's bill is listed (¥{bill_total})")
+    check("Image Tagging (image-tagging)" in bills, "the bill names its product by the catalog's name, the id second")
+    # Display only: every amount here has two decimals, so cents as integers compare exactly.
+    cents = lambda text: int(text.replace(".", ""))
+    left = 52000 - 3000 - cents(bill_total)
+    check(driver.find_element(By.ID, "total").text == f"¥{left // 100:,}.{left % 100:02d}",
+          f"the balance is 520.00 less the 30.00 pack and the {bill_total} bill, with the currency")
     balance = driver.find_element(By.ID, "balance").text
     check("北京时间 Beijing time" in balance, "the zone of the page's times is named")
     packs = driver.find_element(By.ID, "packs").text
@@ -76,7 +90,11 @@ try:
           "times read as 2026-12-07 15:14")
     history = driver.find_element(By.ID, "history").text
     check("充值 Top-up" in history and "购买 Purchase" in history and "-¥30.00" in history, "the money history lists the top-up and the purchase")
+    check("账单扣款 Bill paid" in history and f"-¥{bill_total}" in history, "and the bill's payment")
+    # The whole page: the pack, the bill, the running bill and the history in one picture.
+    driver.set_window_size(1100, driver.execute_script("return document.documentElement.scrollHeight") + 120)
     driver.save_screenshot(f"{shots}/1-customer-account.png")
+    driver.set_window_size(1100, 1600)
     check("an estimate" in driver.find_element(By.ID, "usage").text and driver.find_element(By.ID, "running-bill").text.startswith("¥"),
           "the running bill is shown, marked as an estimate")
     check(driver.find_element(By.CSS_SELECTOR, "svg.chart").size["width"] > 800, "the chart uses the width")
@@ -87,7 +105,8 @@ try:
     driver.save_screenshot(f"{shots}/2-confirm-refund.png")
     driver.find_element(By.ID, "confirm-refund").click()
     check("已退款 Refunded ¥30.00" in wait_for("flash").text, "the refund is confirmed")
-    check(driver.find_element(By.ID, "total").text == "¥520.00", "the money is back")
+    left += 3000
+    check(driver.find_element(By.ID, "total").text == f"¥{left // 100:,}.{left % 100:02d}", "the money is back")
     check(not driver.find_elements(By.ID, "refund-pack-1"), "the refund button is gone")
     driver.save_screenshot(f"{shots}/3-after-refund.png")
     # Banners come from the server, never from the URL: a made-up link shows none.
@@ -95,6 +114,10 @@ try:
     wait_for("balance")
     check(not driver.find_elements(By.ID, "flash") and "99999" not in driver.page_source and "Call us" not in driver.page_source,
           "a made-up URL shows no banner")
+    # A restart of the server signs nobody out.
+    subprocess.run(restart, shell=True, check=True, timeout=60)
+    driver.get(base + "/console/accounts/acme")
+    check(bool(driver.find_elements(By.ID, "balance")), "the session survives a restart of the server")
     driver.find_element(By.ID, "sign-out").click()
     wait_for("key").send_keys(operator_key)
     driver.find_element(By.ID, "sign-in").click()

@@ -225,6 +225,10 @@ public final class PostgresStore: TallyStore {
             """,
             "CREATE TRIGGER accounts_append_only BEFORE UPDATE OR DELETE ON accounts FOR EACH ROW EXECUTE FUNCTION tally_append_only()",
         ]),
+        ("007_console_sessions", [
+            "CREATE TABLE console_sessions (digest BYTEA PRIMARY KEY, key_id TEXT NOT NULL, csrf TEXT NOT NULL, expires BIGINT NOT NULL)",
+            "CREATE INDEX console_sessions_expires ON console_sessions (expires)",
+        ]),
     ]
 
     func migrate() async throws {
@@ -333,6 +337,35 @@ public final class PostgresStore: TallyStore {
     public func pruneAnswers(before instant: Instant) async throws {
         let cutoff = instant.microseconds
         try await client.query("DELETE FROM idempotency_answers WHERE created < \(cutoff)", logger: logger)
+    }
+
+    // MARK: Console sessions
+
+    public func consoleSession(digest: [UInt8]) async throws -> StoredSession? {
+        let key = ByteBuffer(bytes: digest)
+        let rows = try await client.query("SELECT key_id, csrf, expires FROM console_sessions WHERE digest = \(key)", logger: logger)
+        for try await (keyID, csrf, expires) in rows.decode((String, String, Int64).self) {
+            return StoredSession(digest: digest, keyID: keyID, csrf: csrf, expires: Instant(microseconds: expires))
+        }
+        return nil
+    }
+
+    public func saveConsoleSession(_ session: StoredSession) async throws {
+        let key = ByteBuffer(bytes: session.digest), expires = session.expires.microseconds
+        try await client.query("""
+            INSERT INTO console_sessions (digest, key_id, csrf, expires) VALUES (\(key), \(session.keyID), \(session.csrf), \(expires))
+            ON CONFLICT (digest) DO NOTHING
+            """, logger: logger)
+    }
+
+    public func endConsoleSession(digest: [UInt8]) async throws {
+        let key = ByteBuffer(bytes: digest)
+        try await client.query("DELETE FROM console_sessions WHERE digest = \(key)", logger: logger)
+    }
+
+    public func pruneConsoleSessions(expiredBefore instant: Instant) async throws {
+        let cutoff = instant.microseconds
+        try await client.query("DELETE FROM console_sessions WHERE expires < \(cutoff)", logger: logger)
     }
 
     // MARK: Writing

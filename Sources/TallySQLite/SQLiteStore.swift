@@ -212,6 +212,17 @@ public final class SQLiteStore: TallyStore {
                 CREATE TRIGGER accounts_no_delete BEFORE DELETE ON accounts BEGIN SELECT RAISE(ABORT, 'accounts are append-only'); END;
                 """)
         }
+        migrator.registerMigration("007_console_sessions") { db in
+            try db.execute(sql: """
+                CREATE TABLE console_sessions (
+                    digest BLOB PRIMARY KEY,
+                    key_id TEXT NOT NULL,
+                    csrf TEXT NOT NULL,
+                    expires INTEGER NOT NULL
+                );
+                CREATE INDEX console_sessions_expires ON console_sessions (expires);
+                """)
+        }
         return migrator
     }()
 
@@ -412,6 +423,29 @@ extension SQLiteStore {
         try await pool.write { db in
             try db.execute(sql: "DELETE FROM idempotency_answers WHERE created < ?", arguments: [instant.microseconds])
         }
+    }
+
+    public func consoleSession(digest: [UInt8]) async throws -> StoredSession? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT key_id, csrf, expires FROM console_sessions WHERE digest = ?", arguments: [Data(digest)]).map { row in
+                StoredSession(digest: digest, keyID: row[0], csrf: row[1], expires: Instant(microseconds: row[2]))
+            }
+        }
+    }
+
+    public func saveConsoleSession(_ session: StoredSession) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO console_sessions (digest, key_id, csrf, expires) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+                           arguments: [Data(session.digest), session.keyID, session.csrf, session.expires.microseconds])
+        }
+    }
+
+    public func endConsoleSession(digest: [UInt8]) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM console_sessions WHERE digest = ?", arguments: [Data(digest)]) }
+    }
+
+    public func pruneConsoleSessions(expiredBefore instant: Instant) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM console_sessions WHERE expires < ?", arguments: [instant.microseconds]) }
     }
 
     /// Rebuilds the state from the facts and compares the projection tables with it (pack

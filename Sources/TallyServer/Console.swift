@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import Mustache
@@ -5,6 +6,7 @@ import NIOCore
 import Synchronization
 import TallyCore
 import TallyEngine
+import TallyStore
 
 /// The customer console: server-rendered pages (swift-mustache, no JavaScript). A customer signs
 /// in with its key and sees its balance and sub-accounts, this month's calls and estimated charges
@@ -12,14 +14,16 @@ import TallyEngine
 /// button where SPEC 5 allows one; an operator sees the accounts in arrears and any account.
 /// Labels are in Chinese and English side by side.
 ///
-/// A session is a random id in an HttpOnly, SameSite=Strict cookie, kept in memory (a restart signs
-/// everyone out) and bound to the key: revoking the key ends its sessions. Every form carries the
-/// session's CSRF token.
+/// A session is a random id in an HttpOnly, SameSite=Strict cookie, kept in the store by its digest
+/// (a restart signs nobody out) and bound to the key: revoking the key ends its sessions. Every
+/// form carries the session's CSRF token.
 enum Console {
     static let sessionsMax = 10_000
     static let sessionLifetimeSeconds: Int64 = 12 * 3600
     static let arrearsShownMax = 500
     static let cookieName = "tally_session"
+    /// A session cookie is 48 hex digits; a longer one is nobody's and is not looked up.
+    static let cookieLengthMax = 64
 
     struct Session: Sendable {
         let keyID: String
@@ -36,24 +40,47 @@ enum Console {
         let message: String
     }
 
+    /// The sessions: kept in the store (by the digest of their cookie) so that a restart keeps
+    /// everyone signed in, and held here with each one's banner. This process opens at most
+    /// `sessionsMax` live sessions; a banner does not outlive a restart.
     final class Sessions: Sendable {
+        let store: any TallyStore
         let table = Mutex<[String: Session]>([:])
 
-        func open(keyID: String, now: Instant) -> (id: String, session: Session)? {
+        init(store: any TallyStore) { self.store = store }
+
+        func open(keyID: String, now: Instant) async throws -> (id: String, session: Session)? {
             let id = Console.token(), session = Session(keyID: keyID, csrf: Console.token(), expires: now.adding(seconds: Console.sessionLifetimeSeconds))
-            return table.withLock { table in
+            let room = table.withLock { table in
                 table = table.filter { $0.value.expires > now }
-                guard table.count < Console.sessionsMax else { return nil }
-                table[id] = session
-                return (id, session)
+                return table.count < Console.sessionsMax
+            }
+            guard room else { return nil }
+            try await store.saveConsoleSession(StoredSession(digest: Sessions.digest(id), keyID: keyID, csrf: session.csrf, expires: session.expires))
+            table.withLock { $0[id] = session }
+            return (id, session)
+        }
+
+        /// The live session with this id, read from the store every time: a session opened before
+        /// a restart, or by another process on the same database, is found, and one signed out
+        /// anywhere is gone everywhere. This process keeps it beside its banner.
+        func find(_ id: String, now: Instant) async throws -> Session? {
+            guard let stored = try await store.consoleSession(digest: Sessions.digest(id)), stored.expires > now else {
+                table.withLock { _ = $0.removeValue(forKey: id) }
+                return nil
+            }
+            return table.withLock { table in
+                if let known = table[id] { return known }
+                let session = Session(keyID: stored.keyID, csrf: stored.csrf, expires: stored.expires)
+                if table.count < Console.sessionsMax { table[id] = session }
+                return session
             }
         }
 
-        func find(_ id: String, now: Instant) -> Session? {
-            table.withLock { table in table[id].flatMap { $0.expires > now ? $0 : nil } }
+        func close(_ id: String) async throws {
+            table.withLock { _ = $0.removeValue(forKey: id) }
+            try await store.endConsoleSession(digest: Sessions.digest(id))
         }
-
-        func close(_ id: String) { table.withLock { _ = $0.removeValue(forKey: id) } }
 
         /// Keeps a banner for the session's next page.
         func flash(_ id: String, _ flash: Flash) { table.withLock { $0[id]?.flash = flash } }
@@ -65,6 +92,8 @@ enum Console {
                 return table[id]?.flash
             }
         }
+
+        static func digest(_ id: String) -> [UInt8] { Array(SHA256.hash(data: Array(id.utf8))) }
     }
 
     static func token() -> String {
@@ -85,9 +114,9 @@ enum Console {
     }()
 
     static func routes(_ router: Router<BasicRequestContext>, _ server: ServerEnvironment) {
-        let sessions = Sessions()
+        let sessions = Sessions(store: server.tally.store)
         router.get("/console") { request, _ in
-            guard let (_, session, principal) = signedIn(request, server, sessions) else { return page("sign-in", ["title": "登录 Sign in"], request) }
+            guard let (_, session, principal) = try await signedIn(request, server, sessions) else { return page("sign-in", ["title": "登录 Sign in"], request) }
             if let account = principal.account { return redirect("/console/accounts/\(account)") }
             return arrears(server, session: session, request)
         }
@@ -99,7 +128,7 @@ enum Console {
                 return page("sign-in", ["title": "登录 Sign in", "flash": ["kind": "err", "message": "密钥无效 The key is unknown, revoked or a gateway key."]],
                             request, status: .unauthorized)
             }
-            guard let (id, _) = sessions.open(keyID: principal.keyID, now: now) else {
+            guard let (id, _) = try await sessions.open(keyID: principal.keyID, now: now) else {
                 return page("sign-in", ["title": "登录 Sign in", "flash": ["kind": "err", "message": "登录人数已满 Too many sessions; try later."]],
                             request, status: .tooManyRequests)
             }
@@ -110,23 +139,23 @@ enum Console {
         router.post("/console/sign-out") { request, _ in
             var request = request
             let form = try await Console.form(&request)
-            if let (id, session, _) = signedIn(request, server, sessions), form["csrf"] == session.csrf { sessions.close(id) }
+            if let (id, session, _) = try await signedIn(request, server, sessions), form["csrf"] == session.csrf { try await sessions.close(id) }
             var response = redirect("/console")
             response.headers[.setCookie] = "\(cookieName)=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0"
             return response
         }
         router.get("/console/find") { request, _ in
-            guard let (_, _, principal) = signedIn(request, server, sessions), principal.role == .operator else { return redirect("/console") }
+            guard let (_, _, principal) = try await signedIn(request, server, sessions), principal.role == .operator else { return redirect("/console") }
             let id = request.uri.queryParameters.get("account") ?? ""
             return redirect("/console/accounts/\(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")")
         }
         router.get("/console/accounts/{account}") { request, context in
-            guard let (sessionID, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            guard let (sessionID, session, principal) = try await signedIn(request, server, sessions) else { return redirect("/console") }
             let id = context.parameters.get("account") ?? ""
             return account(id, server, principal: principal, session: session, flash: sessions.takeFlash(sessionID), request)
         }
         router.get("/console/accounts/{account}/bills/{bill}") { request, context in
-            guard let (_, _, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            guard let (_, _, principal) = try await signedIn(request, server, sessions) else { return redirect("/console") }
             let account = context.parameters.get("account") ?? "", billID = context.parameters.get("bill") ?? ""
             guard principal.mayTouch(account), let (bill, zone) = server.tally.read({ state in state.bills[billID].map { ($0, state.zone) } }),
                   bill.account == account else {
@@ -137,7 +166,7 @@ enum Console {
         router.post("/console/accounts/{account}/orders/{order}/refund") { request, context in
             var request = request
             let form = try await Console.form(&request)
-            guard let (id, session, principal) = signedIn(request, server, sessions) else { return redirect("/console") }
+            guard let (id, session, principal) = try await signedIn(request, server, sessions) else { return redirect("/console") }
             let account = context.parameters.get("account") ?? "", order = context.parameters.get("order") ?? ""
             guard form["csrf"] == session.csrf else {
                 sessions.flash(id, Flash(kind: "err", message: "表单已过期，请重试 The form had expired; try again."))
@@ -220,7 +249,7 @@ enum Console {
         let running = priced.reduce(Money.zero) { $0 + $1.1 }
         let usage: [[String: Any]] = priced.map { api, estimated in
             let line = state.monthly[MonthlyKey(account: holder.id, api: api, month: month)] ?? MonthlyUsage()
-            return ["api": api, "calls": Display.count(line.calls), "free": Display.count(line.free), "pack": Display.count(line.pack),
+            return ["api": Console.apiName(api, version), "calls": Display.count(line.calls), "free": Display.count(line.free), "pack": Display.count(line.pack),
                     "postpaid": Display.count(line.postpaid), "estimated": Display.yuan(estimated),
                     "chart": Chart.daily(line.callsByDay, days: CivilDate.daysIn(year: month.year, month: month.month), label: api)]
         }
@@ -229,7 +258,7 @@ enum Console {
         let packRow = { (pack: Pack) -> [String: Any] in
             let left = pack.revoked ? 0 : pack.left
             let used = pack.size - left
-            return ["item": Console.itemName(pack.item, version), "itemID": pack.item, "api": pack.api,
+            return ["item": Console.itemName(pack.item, version), "itemID": pack.item, "api": Console.apiName(pack.api, version),
                     "left": Display.count(left), "size": Display.count(pack.size), "used": Display.count(used),
                     "usedPercent": pack.size > 0 ? used * 100 / pack.size : 0,
                     "expires": Display.time(pack.expires, in: zone), "state": Console.sentence(pack.state(at: now))]
@@ -237,7 +266,7 @@ enum Console {
         let packs = allPacks.filter { !($0.isFree && $0.state(at: now) == "expired") }.map(packRow)
         let expiredFree = allPacks.filter { $0.isFree && $0.state(at: now) == "expired" }.map(packRow)
         let bills: [[String: Any]] = state.bills(of: holder.id).reversed()
-            .map { ["id": $0.id, "month": $0.month.description, "product": $0.product, "total": Display.yuan($0.total)] }
+            .map { ["id": $0.id, "month": $0.month.description, "product": Console.productName($0.product, version), "total": Display.yuan($0.total)] }
         let orders: [[String: Any]] = state.orders(of: holder.id).sorted { $0.at > $1.at }.map { order in
             var reason = ""
             do throws(TallyError) { try RefundRule.check(order: order, state: state, at: now) } catch { reason = Console.sentence(error.code.rawValue) }
@@ -251,7 +280,7 @@ enum Console {
         }
         let vouchers: [[String: Any]] = holder.vouchers.filter { $0.remaining.isPositive && now < $0.expires }.map { voucher in
             var fields: [String: Any] = ["id": voucher.id, "remaining": Display.yuan(voucher.remaining), "expires": Display.time(voucher.expires, in: zone)]
-            if let product = voucher.product { fields["product"] = product }
+            if let product = voucher.product { fields["product"] = Console.productName(product, version) }
             return fields
         }
         var context: [String: Any] = [
@@ -296,9 +325,19 @@ enum Console {
 
     /// An item by the catalog's own name, the id second: "1万次 (image-tagging.general/10k)".
     static func itemName(_ item: String, _ version: CatalogVersion) -> String {
-        if let pack = version.packsByItem[item] { return "\(pack.name) (\(item))" }
-        if let edition = version.editionsByItem[item] { return "\(edition.name) (\(item))" }
-        return item
+        named(item, version.packsByItem[item]?.name ?? version.editionsByItem[item]?.name)
+    }
+
+    /// An API by the catalog's own name, the id second.
+    static func apiName(_ api: String, _ version: CatalogVersion) -> String { named(api, version.apisByID[api]?.name) }
+
+    /// A product by the catalog's own name, the id second.
+    static func productName(_ product: String, _ version: CatalogVersion) -> String { named(product, version.productsByID[product]?.name) }
+
+    /// "name (id)", or the id alone when the catalog has no other name for it.
+    static func named(_ id: String, _ name: String?) -> String {
+        guard let name, name != id else { return id }
+        return "\(name) (\(id))"
     }
 
     static func arrears(_ server: ServerEnvironment, session: Session, _ request: Request) -> Response {
@@ -314,10 +353,11 @@ enum Console {
 
     // MARK: Plumbing
 
-    static func signedIn(_ request: Request, _ server: ServerEnvironment, _ sessions: Sessions) -> (String, Session, Principal)? {
-        guard let id = request.cookies[cookieName]?.value, let session = sessions.find(id, now: server.tally.clock.now()) else { return nil }
+    static func signedIn(_ request: Request, _ server: ServerEnvironment, _ sessions: Sessions) async throws -> (String, Session, Principal)? {
+        guard let id = request.cookies[cookieName]?.value, id.utf8.count <= cookieLengthMax,
+              let session = try await sessions.find(id, now: server.tally.clock.now()) else { return nil }
         guard let key = server.tally.read({ $0.keys[session.keyID] }), key.revoked == nil else {
-            sessions.close(id)
+            try await sessions.close(id)
             return nil
         }
         return (id, session, Principal(keyID: key.id, role: key.role, account: key.account))

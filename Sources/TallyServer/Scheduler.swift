@@ -70,6 +70,7 @@ struct Scheduler: Service {
             server.schedulerMemory.last.withLock { $0.trimmed = today }
         }
         try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))
+        try await server.tally.store.pruneConsoleSessions(expiredBefore: now)
         for month in server.tally.read({ monthsDue($0, now: now) }) {
             let totals = try await server.billRun(month)
             server.tally.logger.info("bill run done", metadata: ["month": "\(month)", "bills": "\(totals.created)", "total": "\(totals.total)"])

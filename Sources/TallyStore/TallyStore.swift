@@ -28,6 +28,16 @@ public protocol TallyStore: Sendable {
     func saveAnswer(_ answer: StoredAnswer) async throws
     /// Forgets answers made before `instant`.
     func pruneAnswers(before instant: Instant) async throws
+
+    /// The console session kept under this digest of its cookie, if any. Sessions live beside the
+    /// facts, like answers: a restart of the server keeps its customers signed in.
+    func consoleSession(digest: [UInt8]) async throws -> StoredSession?
+    /// Keeps a console session (a digest kept before keeps its first session).
+    func saveConsoleSession(_ session: StoredSession) async throws
+    /// Forgets one console session: signed out, or its key revoked.
+    func endConsoleSession(digest: [UInt8]) async throws
+    /// Forgets the console sessions that expired before `instant`.
+    func pruneConsoleSessions(expiredBefore instant: Instant) async throws
 }
 
 extension TallyStore {
@@ -78,6 +88,22 @@ public struct StoredAnswer: Sendable, Hashable {
     }
 }
 
+/// A console session as kept: the SHA-256 digest of its cookie (never the cookie itself, so a copy
+/// of the database signs nobody in), the key it was opened with, its CSRF token and when it ends.
+public struct StoredSession: Sendable, Hashable {
+    public let digest: [UInt8]
+    public let keyID: String
+    public let csrf: String
+    public let expires: Instant
+
+    public init(digest: [UInt8], keyID: String, csrf: String, expires: Instant) {
+        self.digest = digest
+        self.keyID = keyID
+        self.csrf = csrf
+        self.expires = expires
+    }
+}
+
 /// Keeps facts in memory: for unit tests and the in-process simulator. Nothing survives the process.
 /// Like the durable stores, it refuses a batch that counts an event id a second time.
 public final class InMemoryStore: TallyStore {
@@ -123,6 +149,20 @@ public final class InMemoryStore: TallyStore {
 
     public func pruneAnswers(before instant: Instant) async throws {
         answers.withLock { answers in answers = answers.filter { $0.value.created >= instant } }
+    }
+
+    private let sessions = Mutex<[[UInt8]: StoredSession]>([:])
+
+    public func consoleSession(digest: [UInt8]) async throws -> StoredSession? { sessions.withLock { $0[digest] } }
+
+    public func saveConsoleSession(_ session: StoredSession) async throws {
+        sessions.withLock { sessions in if sessions[session.digest] == nil { sessions[session.digest] = session } }
+    }
+
+    public func endConsoleSession(digest: [UInt8]) async throws { sessions.withLock { _ = $0.removeValue(forKey: digest) } }
+
+    public func pruneConsoleSessions(expiredBefore instant: Instant) async throws {
+        sessions.withLock { sessions in sessions = sessions.filter { $0.value.expires >= instant } }
     }
 }
 

@@ -17,6 +17,10 @@ final class StoppingStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
+    func consoleSession(digest: [UInt8]) async throws -> StoredSession? { nil }
+    func saveConsoleSession(_ session: StoredSession) async throws {}
+    func endConsoleSession(digest: [UInt8]) async throws {}
+    func pruneConsoleSessions(expiredBefore instant: Instant) async throws {}
 
     /// Writes asked for, kept or not.
     let attempts = Mutex(0)

@@ -6,6 +6,7 @@ import NIOCore
 import Testing
 import TallyCore
 import TallyEngine
+import TallySQLite
 @testable import TallyServer
 
 @Suite("The customer console", .timeLimit(.minutes(5)))
@@ -108,6 +109,46 @@ struct ConsoleTests {
             let revoked = try await client.execute(uri: "/console/accounts/acme", method: .get, headers: [.cookie: cookie]) { $0.headers[.location] }
             #expect(revoked == "/console")
         }
+    }
+}
+
+extension ConsoleTests {
+    @Test("A session survives a restart of the server; signing out ends it for every process; the store keeps no cookie")
+    func sessionsSurviveARestart() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-console-\(UUID().uuidString).sqlite").path
+        let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T09:00:00+08:00")!)
+        let before = try await Harness.make(store: try SQLiteStore(path: path), clock: clock)
+        try await before.server.tally.perform(OpenAccount(account: "acme", subject: .enterprise, verified: true))
+        let customer = try await before.key(.customer, account: "acme")
+        let cookie = try await before.app.test(.router) { client in try #require(try await ConsoleTests.signIn(client, key: customer)) }
+        let token = String(cookie.dropFirst("\(Console.cookieName)=".count))
+        #expect(try await before.server.tally.store.consoleSession(digest: Console.Sessions.digest(token))?.keyID != nil)
+        #expect(try await before.server.tally.store.consoleSession(digest: Array(token.utf8)) == nil, "the store keeps a digest, not the cookie")
+
+        let after = try await Harness.make(store: try SQLiteStore(path: path), clock: clock)
+        try await after.app.test(.router) { client in
+            let (status, page) = try await ConsoleTests.get(client, "/console/accounts/acme", cookie: cookie)
+            #expect(status == .ok)
+            #expect(page.contains("余额 Balance"), "still signed in after the restart")
+            let csrf = try #require(page.firstMatch(after: "name=\"csrf\" value=\"", until: "\""))
+            _ = try await client.execute(uri: "/console/sign-out", method: .post,
+                                         headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
+                                         body: ByteBuffer(string: "csrf=\(csrf)")) { $0.status }
+            let signedOut = try await client.execute(uri: "/console/accounts/acme", method: .get, headers: [.cookie: cookie]) { $0.headers[.location] }
+            #expect(signedOut == "/console")
+        }
+        let third = try await Harness.make(store: try SQLiteStore(path: path), clock: clock)
+        try await third.app.test(.router) { client in
+            let location = try await client.execute(uri: "/console/accounts/acme", method: .get, headers: [.cookie: cookie]) { $0.headers[.location] }
+            #expect(location == "/console", "a session signed out stays out after another restart")
+        }
+        // Twelve hours on, the session has expired and the scheduler forgets it.
+        let other = try await third.app.test(.router) { client in try #require(try await ConsoleTests.signIn(client, key: customer)) }
+        let otherDigest = Console.Sessions.digest(String(other.dropFirst("\(Console.cookieName)=".count)))
+        #expect(try await third.server.tally.store.consoleSession(digest: otherDigest) != nil)
+        try clock.advance(to: clock.now.adding(seconds: Console.sessionLifetimeSeconds + 1))
+        try await Scheduler.tick(third.server)
+        #expect(try await third.server.tally.store.consoleSession(digest: otherDigest) == nil)
     }
 }
 

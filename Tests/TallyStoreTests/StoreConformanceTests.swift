@@ -81,6 +81,27 @@ import TallyStore
         #expect(try await reopened.answer(for: "key_1:later")?.status == 422)
     }
 
+    /// Console sessions: kept across a reopen by their digest, the first kept wins, ended one by
+    /// one, pruned once expired.
+    @Test(arguments: StoreKind.available)
+    func keepsConsoleSessions(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let first = StoredSession(digest: [0, 1, 2, 255], keyID: "key_1", csrf: "c1", expires: Instant(seconds: 10_000))
+        let later = StoredSession(digest: [7, 7], keyID: "key_2", csrf: "c2", expires: Instant(seconds: 50_000))
+        try await store.saveConsoleSession(first)
+        try await store.saveConsoleSession(StoredSession(digest: first.digest, keyID: "key_9", csrf: "x", expires: Instant(seconds: 99_000)))
+        try await store.saveConsoleSession(later)
+        try await store.saveConsoleSession(StoredSession(digest: [9], keyID: "key_3", csrf: "c3", expires: Instant(seconds: 50_000)))
+        let reopened = try await reopen()
+        #expect(try await reopened.consoleSession(digest: first.digest) == first)
+        #expect(try await reopened.consoleSession(digest: [1]) == nil)
+        try await reopened.endConsoleSession(digest: [9])
+        #expect(try await reopened.consoleSession(digest: [9]) == nil)
+        try await reopened.pruneConsoleSessions(expiredBefore: Instant(seconds: 20_000))
+        #expect(try await reopened.consoleSession(digest: first.digest) == nil)
+        #expect(try await reopened.consoleSession(digest: later.digest) == later)
+    }
+
     /// Facts round-trip through Codable, which is how durable stores keep most of them.
     @Test func factsRoundTripThroughCodable() throws {
         let transaction = LedgerTransaction(id: "t", at: Instant(seconds: 1), kind: "top_up",
@@ -351,6 +372,10 @@ final class ProbeStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
+    func consoleSession(digest: [UInt8]) async throws -> StoredSession? { nil }
+    func saveConsoleSession(_ session: StoredSession) async throws {}
+    func endConsoleSession(digest: [UInt8]) async throws {}
+    func pruneConsoleSessions(expiredBefore instant: Instant) async throws {}
 
     func append(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
