@@ -181,10 +181,18 @@ public enum JSON: Hashable, Sendable {
                 let start = index
                 if bytes[index] == UInt8(ascii: "-") { index += 1 }
                 while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 { index += 1 }
+                let digitsEnd = index
+                // A whole number written with a zero fraction (3.0, as JSON Schema's integer
+                // allows) is that whole number; any other fraction or exponent is refused.
+                if index + 1 < bytes.count, bytes[index] == UInt8(ascii: "."), bytes[index + 1] >= 48, bytes[index + 1] <= 57 {
+                    var end = index + 1
+                    while end < bytes.count, bytes[end] == UInt8(ascii: "0") { end += 1 }
+                    if end == bytes.count || !(bytes[end] >= 48 && bytes[end] <= 57) { index = end }
+                }
                 if index < bytes.count, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) {
                     throw fail("only whole numbers are accepted; send amounts as strings")
                 }
-                guard let number = Int64(String(decoding: bytes[start..<index], as: UTF8.self)) else { throw fail("expected a value") }
+                guard let number = Int64(String(decoding: bytes[start..<digitsEnd], as: UTF8.self)) else { throw fail("expected a value") }
                 return .int(number)
             }
         }

@@ -23,7 +23,7 @@ enum AdminRoutes {
         },
         Endpoint(.post, "/v1/catalog/versions", .operators) { call in
             guard let effective = try call.fields.instant("effective") else { throw TallyError(.invalidRequest, "effective is required") }
-            let changes = try call.fields.string("changes", lengthMax: 1_000_000)
+            let changes = try call.fields.catalogChanges("changes", lengthMax: 1_000_000)
             let force = try call.fields.bool("force", default: false)
             try call.fields.end()
             let notified = try await call.tally.perform(PublishCatalog(effective: effective, changes: changes, force: force))

@@ -84,6 +84,20 @@ struct Fields {
         return instant
     }
 
+    /// A catalog change: a YAML document as a string, or the list of edits as JSON. JSON is YAML,
+    /// so a list becomes the document `changes: [...]` and is read by the same rules.
+    mutating func catalogChanges(_ key: String, lengthMax: Int) throws(TallyError) -> String {
+        guard let value = value(key) else { throw TallyError(.invalidRequest, "\(key) is required") }
+        let text: String
+        switch value {
+        case .string(let document): text = document
+        case .array: text = "changes: " + value.serialized()
+        default: throw TallyError(.invalidRequest, "\(key) must be a YAML document (a string) or a list of changes")
+        }
+        guard text.utf8.count <= lengthMax else { throw TallyError(.invalidRequest, "\(key) is at most \(lengthMax) bytes") }
+        return text
+    }
+
     mutating func array(_ key: String) throws(TallyError) -> [JSON] {
         guard let value = value(key) else { throw TallyError(.invalidRequest, "\(key) is required") }
         guard case .array(let items) = value else { throw TallyError(.invalidRequest, "\(key) must be an array") }

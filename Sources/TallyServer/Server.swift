@@ -111,6 +111,29 @@ public enum TallyServer {
         return text
     }()
 
+    /// The OpenAPI document as served: the shipped document with the ids of the catalog on sale
+    /// filled in where it marks them (`x-tally-enum: <kind>`), so that a generated client or a
+    /// fuzzer knows the items, products and APIs this deployment sells now, and the document is
+    /// as strict as the validation. A kind with no ids keeps its mark (an empty enum would allow
+    /// nothing).
+    public static func openAPIDocument(for version: CatalogVersion) -> String {
+        openAPIDocument.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard let mark = line.range(of: "x-tally-enum: ") else { return String(line) }
+            let ids: [String]
+            switch line[mark.upperBound...] {
+            case "pack-items": ids = Array(version.packsByItem.keys)
+            case "membership-items": ids = Array(version.editionsByItem.keys)
+            case "membership-products": ids = version.products.filter { !$0.editions.isEmpty }.map(\.id)
+            case "activated-products": ids = version.products.filter(\.requiresActivation).map(\.id)
+            case "products": ids = version.products.map(\.id)
+            case "apis": ids = Array(version.apisByID.keys)
+            default: preconditionFailure("the OpenAPI document marks an unknown kind of id: \(line)")
+            }
+            guard !ids.isEmpty else { return String(line) }
+            return "\(line[..<mark.lowerBound])enum: [\(ids.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]"
+        }.joined(separator: "\n")
+    }
+
     /// The router: the API's endpoints, the unauthenticated `/health`, `/metrics` and
     /// `/openapi.yaml`, and the console.
     public static func router(_ server: ServerEnvironment) -> Router<BasicRequestContext> {
@@ -138,7 +161,8 @@ public enum TallyServer {
             Answer.text(server.metrics.text(server.tally), contentType: "text/plain; version=0.0.4").response
         }
         router.get("/openapi.yaml") { _, _ in
-            Answer.text(openAPIDocument, contentType: "application/yaml").response
+            let onSale = server.tally.read { $0.catalog.version(at: server.tally.clock.now()) }
+            return Answer.text(openAPIDocument(for: onSale), contentType: "application/yaml").response
         }
         Console.routes(router, server)
         return router

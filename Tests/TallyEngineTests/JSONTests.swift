@@ -36,8 +36,15 @@ import TallyEngine
         #expect(value.utf8() == Array(value.serialized().utf8))
     }
 
+    /// JSON Schema's integer allows 3.0: a whole number with a zero fraction is that number.
+    @Test func readsAZeroFractionAsAWholeNumber() throws {
+        #expect(try JSON.parse("3.0") == .int(3))
+        #expect(try JSON.parse("[-12.000, 7]") == .array([.int(-12), .int(7)]))
+        #expect(try JSON.parse(#"{"count": 1.0}"#) == .object([("count", .int(1))]))
+    }
+
     @Test func refusesWhatIsNotJSON() {
-        for text in ["{", "[1,]", "\"open", "{\"a\" 1}", "1.5", "tru", "\"\u{01}\""] {
+        for text in ["{", "[1,]", "\"open", "{\"a\" 1}", "1.5", "1.05", "1.0e3", "1e3", "1.", "1.x", "tru", "\"\u{01}\""] {
             #expect(throws: TallyError.self, "\(text)") { try JSON.parse(text) }
         }
     }

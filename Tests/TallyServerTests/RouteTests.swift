@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+import Yams
 import TallyCore
 import TallyEngine
 import TallySQLite
@@ -357,7 +358,42 @@ struct RouteTests {
             #expect(metrics.text.contains("# HELP tally_usage_events_total "))
             #expect(metrics.text.contains("tally_bill_run_accounts_planned") && !metrics.text.contains("tally_bill_run_accounts_total"))
             #expect(try await client.call(.get, "/health", key: nil).status == .ok)
-            #expect(try await client.call(.get, "/openapi.yaml", key: nil).text == TallyServer.openAPIDocument)
+            let served = try await client.call(.get, "/openapi.yaml", key: nil).text
+            #expect(served == TallyServer.openAPIDocument(for: harness.server.tally.read { $0.catalog.version(at: harness.clock.now) }))
         }
+    }
+
+    @Test("/openapi.yaml names the catalog's items, products and APIs where the document marks them")
+    func openAPIDocumentNamesTheCatalog() async throws {
+        let harness = try await Harness.make()
+        let version = harness.server.tally.read { $0.catalog.version(at: harness.clock.now) }
+        let served = TallyServer.openAPIDocument(for: version)
+        #expect(TallyServer.openAPIDocument.contains("x-tally-enum: pack-items"))
+        #expect(!served.contains("x-tally-enum"), "every mark filled")
+        let packs = version.packsByItem.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+        #expect(served.contains("enum: [\(packs)]"))
+        #expect(served.contains(#"enum: ["image-tagging"]"#), "the products that need activating")
+        let document = try #require(try Yams.load(yaml: served) as? [String: Any])
+        let schemas = try #require((document["components"] as? [String: Any])?["schemas"] as? [String: Any])
+        let event = try #require((schemas["UsageEvent"] as? [String: Any])?["properties"] as? [String: Any])
+        #expect((event["api"] as? [String: Any])?["enum"] as? [String] == version.apisByID.keys.sorted())
+    }
+
+    @Test("A catalog change may be sent as a JSON list of changes as well as a YAML document")
+    func catalogChangesAsJSON() async throws {
+        let harness = try await Harness.make()
+        try await harness.app.test(.router) { client in
+            let published = try await client.call(.post, "/v1/catalog/versions", json: #"""
+                {"effective":"2027-06-01T00:00:00+08:00","changes":[{"api":"image-tagging.general","free_monthly":2000},
+                 {"item":"image-tagging.general/100k","price":"300.00"}]}
+                """#)
+            #expect(published.status == .created, "\(published.text)")
+            let refused = try await client.call(.post, "/v1/catalog/versions", json: #"{"effective":"2027-07-01T00:00:00+08:00","changes":[{"api":"nope","free_monthly":1}]}"#)
+            #expect(refused.code == "invalid_catalog")
+            #expect(try await client.call(.post, "/v1/catalog/versions", json: #"{"effective":"2027-07-01T00:00:00+08:00","changes":7}"#).code == "invalid_request")
+        }
+        let later = harness.server.tally.read { $0.catalog.version(at: Instant(rfc3339: "2027-06-02T00:00:00+08:00")!) }
+        #expect(later.apisByID["image-tagging.general"]?.freeMonthly == 2000)
+        #expect(later.packsByItem["image-tagging.general/100k"]?.price == Money(yuan: 300))
     }
 }
