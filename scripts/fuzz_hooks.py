@@ -7,6 +7,7 @@ operation. Each request therefore gets a key of its own; replays and reuse are t
 (RouteTests)."""
 import itertools
 import json
+from datetime import datetime, timezone
 import os
 import urllib.request
 import uuid
@@ -15,7 +16,7 @@ import schemathesis
 
 
 # Generated account ids name no account, so nearly every call would stop at account_not_found and
-# never reach the operation. As schemathesis advises for ids, calls go to accounts the fuzz seeded:
+# never reach the operation (in a path, a gateway's header or a usage event). As schemathesis advises for ids, calls go to accounts the fuzz seeded:
 # "acme" (money, an activated product, a pack, a membership, usage, a bill), except the operations
 # that change an account's standing (suspension, refund holds, verification), which go to "spare"
 # so that they do not lock acme out of the rest of the run, and renewals, which go to "member"
@@ -74,6 +75,16 @@ def before_call(context, case, kwargs):
         case.path_parameters["endpoint"] = made_one[0]["id"]
     if case.headers and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
+    positive = case.meta is not None and case.meta.generation.mode.value == "positive"
+    if case.operation.path.startswith("/v1/usage/") and isinstance(case.body, dict):
+        events = case.body.get("events") if case.operation.path != "/v1/usage/check" else [case.body]
+        for event in events if isinstance(events, list) else []:
+            if isinstance(event, dict) and "account" in event:
+                event["account"] = "acme"
+            # An event's time must lie within the month's open window and at most 5 minutes ahead:
+            # a rule of the clock, not of the document. Valid events happen now.
+            if positive and isinstance(event, dict) and "time" in event:
+                event["time"] = datetime.now(timezone.utc).isoformat()
 
 
 @schemathesis.hook

@@ -18,6 +18,7 @@ MEMBERSHIP_PRODUCT = on_sale(PRODUCT_ID, "membership-products", "taishan")
 ACTIVATED_PRODUCT = on_sale(PRODUCT_ID, "activated-products", "image-tagging")
 ANY_PRODUCT = on_sale(PRODUCT_ID, "products", "image-tagging")
 API_ON_SALE = on_sale(API_ID, "apis", "image-tagging.general")
+EDITION_ON_SALE = on_sale(EDITION, "editions")
 EVENT_ID = ex({"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,128}$"}, "req-0001")
 FEATURE = ex({"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,64}$"}, "templates")
 USER = ex({"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,128}$"}, "alice")
@@ -29,7 +30,7 @@ MONTH = ex({"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, "2026-11
 MONEY = {"type": "string", "pattern": r"^(?!0(\.0{1,2})?$)((0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?|1000000000(\.0{1,2})?)$",
          "description": "yuan, more than 0 and at most 1000000000, at most two decimals", "examples": ["100.00"]}
 MONEY_OUT = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}([0-9]{4})?$"}
-TS = {"type": "string", "description": "RFC 3339", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$",
+TS = {"type": "string", "description": "RFC 3339", "pattern": r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$",
       "examples": ["2026-11-01T09:00:00+08:00"]}
 def ref(n): return {"$ref": f"#/components/schemas/{n}"}
 def obj(props, required=(), additional=True):
@@ -67,7 +68,7 @@ schemas = {
                  "refused": {"type": "integer"}, "duplicate": {"type": "boolean"}}, ["id", "accepted"]),
  "BatchResult": obj({"accepted": {"type": "integer"}, "refused": {"type": "integer"}, "duplicates": {"type": "integer"},
                      "results": {"type": "array", "items": ref("Outcome")}}, ["accepted", "refused", "duplicates", "results"]),
- "UsageEvent": obj({"account": ACCOUNT_ID, "id": EVENT_ID, "api": API_ON_SALE, "edition": EDITION,
+ "UsageEvent": obj({"account": ACCOUNT_ID, "id": EVENT_ID, "api": API_ON_SALE, "edition": EDITION_ON_SALE,
                     "calls": {"type": "integer", "minimum": 1, "maximum": 1000000000}, "time": TS}, ["account", "id", "api"], additional=False),
  "Bill": obj({"id": {"type": "string"}, "account": {"type": "string"}, "month": {"type": "string"}, "product": {"type": "string"},
               "total": MONEY_OUT, "lines": {"type": "array", "items": obj({"api": {"type": "string"}, "calls": {"type": "integer"},
@@ -90,10 +91,9 @@ schemas = {
 }
 problem = {"description": "A refusal or an error, with its stable code",
            "content": {"application/problem+json": {"schema": ref("Problem")}}}
-def body(props, required=(), one_of=None, any_of=None):
+def body(props, required=(), one_of=None):
     schema = obj(props, required, additional=False)
     if one_of: schema["oneOf"] = one_of
-    if any_of: schema["anyOf"] = any_of
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 def resp(status, schema, description="OK", content="application/json"):
     return {str(status): {"description": description, "content": {content: {"schema": schema}}}, "default": problem}
@@ -115,12 +115,24 @@ def op(method, path, summary, roles, responses, request=None, params=(), op_id=N
     p[method] = o
 TERM = {"months": {"type": "integer", "minimum": 1, "maximum": 120}, "years": {"type": "integer", "minimum": 1, "maximum": 10}}
 REF = ORDER_REF
-def only(name, *others): return {"required": [name], "not": {"anyOf": [{"required": [other]} for other in others]}}
-def exactly_one(*names): return [only(name, *(other for other in names if other != name)) for name in names]
-# A pack is bought by count, a membership by months or years.
-QUANTITY = [{"properties": {"item": PACK_ITEM}, **only("count", "months", "years")},
-            {"properties": {"item": MEMBERSHIP_ITEM}, **only("months", "count", "years")},
-            {"properties": {"item": MEMBERSHIP_ITEM}, **only("years", "count", "months")}]
+# A pack is bought by count, a membership by months or years: one schema each, whole (a generated
+# client makes one model of each), told apart by which of count, months and years they require.
+COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
+PURCHASES = [("Pack", {"item": PACK_ITEM, "count": COUNT}), ("MembershipMonths", {"item": MEMBERSHIP_ITEM, "months": TERM["months"]}),
+             ("MembershipYears", {"item": MEMBERSHIP_ITEM, "years": TERM["years"]})]
+def purchase(name, with_ref):
+    refs = []
+    for variant, props in PURCHASES:
+        schemas[name + variant] = obj({**props, **({"ref": REF} if with_ref else {})}, list(props), additional=False)
+        refs.append(ref(name + variant))
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}
+def renewal(name, with_ref):
+    refs = []
+    for variant, term in [("Months", "months"), ("Years", "years")]:
+        schemas[name + variant] = obj({"product": MEMBERSHIP_PRODUCT, term: TERM[term], **({"ref": REF} if with_ref else {})},
+                                      ["product", term], additional=False)
+        refs.append(ref(name + variant))
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}
 def link(operation, **parameters): return {"operationId": operation, "parameters": parameters}
 ACCOUNT_OPS = ["getAccount", "verifyAccount", "topUp", "grantVoucher", "activate", "listPacks", "getUsage", "listOrders", "buy",
                "previewPurchase", "renew", "previewRenewal", "upgrade", "previewUpgrade", "assignSeat", "checkEntitlement", "listBills"]
@@ -136,7 +148,8 @@ op("post", "/v1/accounts/{account}/verification", "Record real-name verification
    body({"subject": {"type": "string", "enum": ["personal", "enterprise"]}}), op_id="verifyAccount")
 op("post", "/v1/accounts/{account}/top-ups", "Top up cash, income or gift", ["operator"],
    resp(201, obj({"account": {"type": "string"}, "balance": MONEY_OUT, "status": {"type": "string"}}, ["account", "balance", "status"]), "Credited"),
-   body({"cash": MONEY, "income": MONEY, "gift": MONEY}, any_of=[{"required": [name]} for name in ("cash", "income", "gift")]), op_id="topUp")
+   {"required": True, "content": {"application/json": {"schema": {**obj({"cash": MONEY, "income": MONEY, "gift": MONEY}, additional=False),
+                                                                  "minProperties": 1}}}}, op_id="topUp")
 op("post", "/v1/accounts/{account}/vouchers", "Grant a voucher", ["operator"],
    resp(201, obj({"id": {"type": "string"}, "amount": MONEY_OUT, "remaining": MONEY_OUT, "expires": {"type": "string"}, "product": {"type": "string"}},
                  ["id", "amount", "remaining", "expires"]), "Granted"),
@@ -154,18 +167,17 @@ op("get", "/v1/accounts/{account}/usage", "A month's calls and estimated charges
    params=[{"name": "month", "in": "query", "schema": MONTH}], op_id="getUsage")
 op("get", "/v1/accounts/{account}/notifications", "Notices sent about the account", ["operator", "customer"], resp(200, page(ref("Notice"))),
    params=PAGE, op_id="listNotifications")
-PURCHASE = {"item": ITEM, "count": {"type": "integer", "minimum": 1, "maximum": 1000}, **TERM}
 op("get", "/v1/accounts/{account}/orders", "Orders, each with whether it may be refunded now", ["operator", "customer"], resp(200, page(ref("Order"))),
    params=PAGE, op_id="listOrders")
 op("post", "/v1/accounts/{account}/orders", "Buy packs (count) or a membership term (months or years)", ["operator", "customer"],
-   resp(201, ref("Order"), "Placed"), body({**PURCHASE, "ref": REF}, ["item"], one_of=QUANTITY), op_id="buy",
+   resp(201, ref("Order"), "Placed"), purchase("Purchase", with_ref=True), op_id="buy",
    links={"refund": link("refund", account="$request.path.account", order="$response.body#/id")})
 op("post", "/v1/accounts/{account}/orders/preview", "What a purchase would cost and how it would be paid", ["operator", "customer"],
-   resp(200, ref("OrderPreview")), body(PURCHASE, ["item"], one_of=QUANTITY), op_id="previewPurchase")
+   resp(200, ref("OrderPreview")), purchase("PurchasePreview", with_ref=False), op_id="previewPurchase")
 op("post", "/v1/accounts/{account}/renewals", "Renew the membership held", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
-   body({"product": MEMBERSHIP_PRODUCT, **TERM, "ref": REF}, ["product"], one_of=exactly_one("months", "years")), op_id="renew")
+   renewal("Renewal", with_ref=True), op_id="renew")
 op("post", "/v1/accounts/{account}/renewals/preview", "What a renewal would cost and how it would be paid", ["operator", "customer"],
-   resp(200, ref("OrderPreview")), body({"product": MEMBERSHIP_PRODUCT, **TERM}, ["product"], one_of=exactly_one("months", "years")),
+   resp(200, ref("OrderPreview")), renewal("RenewalPreview", with_ref=False),
    op_id="previewRenewal")
 op("post", "/v1/accounts/{account}/upgrades", "Upgrade the membership to a higher edition", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
    body({"to": MEMBERSHIP_ITEM, "ref": REF}, ["to"]), op_id="upgrade")
@@ -280,7 +292,7 @@ doc = {
      "GatewayAccount": {"name": "X-Tally-Account", "in": "header", "required": True, "schema": ACCOUNT_ID,
                         "description": "The account the call is for. A gateway key scoped to one account may leave it out; every other key must send it."},
      "GatewayApi": {"name": "X-Tally-Api", "in": "header", "required": True, "schema": API_ON_SALE},
-     "GatewayEdition": {"name": "X-Tally-Edition", "in": "header", "required": False, "schema": EDITION},
+     "GatewayEdition": {"name": "X-Tally-Edition", "in": "header", "required": False, "schema": EDITION_ON_SALE},
      "GatewayCalls": {"name": "X-Tally-Calls", "in": "header", "required": False,
                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000000000, "default": 1}},
      "RequestId": {"name": "X-Request-Id", "in": "header", "required": True, "schema": EVENT_ID,

@@ -127,6 +127,7 @@ public enum TallyServer {
             case "activated-products": ids = version.products.filter(\.requiresActivation).map(\.id)
             case "products": ids = version.products.map(\.id)
             case "apis": ids = Array(version.apisByID.keys)
+            case "editions": ids = Array(Set(version.apisByID.values.flatMap(\.editions)))
             default: preconditionFailure("the OpenAPI document marks an unknown kind of id: \(line)")
             }
             guard !ids.isEmpty else { return String(line) }
