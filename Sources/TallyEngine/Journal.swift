@@ -224,6 +224,10 @@ public final class Journal: Sendable {
     /// Entries queued and not yet committed: the journal's queue depth.
     public var outstandingEntries: Int { state.withLock { $0.outstanding.count } }
 
+    /// Why the journal stopped, if it did: a write the store refused or a race another process won.
+    /// A failed journal writes nothing more; the engine reloads from the store and starts a new one.
+    public var failure: TallyError? { state.withLock { $0.failure } }
+
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 
@@ -260,6 +264,16 @@ public final class Journal: Sendable {
 
     private static func outcome(_ signal: Signal) throws(TallyError) {
         if case .failed(let error) = signal { throw error }
+    }
+
+    /// Stops the journal with `failure` (the store could not be read either): nothing more is
+    /// written, and every waiter and later caller hears it.
+    public func stop(_ failure: TallyError) {
+        let waiting = state.withLock { state in
+            let known = state.known
+            return state.fail(failure, known: known)
+        }
+        for continuation in waiting { continuation.resume(returning: .failed(failure)) }
     }
 
     /// Fails the journal and tells every waiter.
@@ -301,7 +315,7 @@ public final class Journal: Sendable {
                 return fail(TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)"),
                             known: conflict.known)
             } catch {
-                return fail(TallyError(.storeUnavailable, "the store refused a write; the engine must restart from the store: \(error)"))
+                return fail(TallyError(.storeUnavailable, "the store refused a write; Tally reloads from the store once it answers: \(error)"))
             }
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
                 var ready: [CheckedContinuation<Signal, Never>] = []

@@ -184,6 +184,11 @@ public final class Tally: Sendable {
     private let retired: Mutex<RetiredUsageKeys?>
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
+    /// After the store refused a write, how long the engine waits between two attempts to reload
+    /// from it: it serves again within this much of the store's return.
+    public static let recoveryRetryMilliseconds = 500
+    /// The recovery under way, if any (one at a time).
+    private let recovering = Mutex<Task<Void, Never>?>(nil)
 
     /// How long a usage event's id stays in memory after it was recorded (SPEC 4: an id is
     /// counted once for at least 35 days). Older ids are left to the store, whose unique index
@@ -323,7 +328,7 @@ public final class Tally: Sendable {
                 try await journal.waitDurable(ticket, submitted: true)
             } catch {
                 guard error.code == .storeConflict else {
-                    logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
+                    failed(error, generation: generation)
                     throw error
                 }
                 // The slices before this one are durable; this one and the rest were rolled back
@@ -399,6 +404,9 @@ public final class Tally: Sendable {
     private func applyHoldingGate<Op: Operation>(_ operation: Op) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
         let environment = Environment(now: clock.now(), ids: ids)
         return try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
+            // Memory may hold facts the store did not take: nothing more is applied on top of them
+            // until the state is reloaded from the store (`recover`).
+            if let failure = state.journal.failure, failure.code != .storeConflict { throw Tally.unavailable(failure) }
             let output: Op.Output
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)
@@ -425,7 +433,7 @@ public final class Tally: Sendable {
                 try await journal.waitDurable(ticket)
             } catch {
                 if error.code == .storeConflict { return .lostRace(generation: generation) }
-                logger.critical("a write to the store failed; the engine refuses work until restarted", metadata: ["error": "\(error)"])
+                failed(error, generation: generation)
                 throw error
             }
         }
@@ -456,7 +464,11 @@ public final class Tally: Sendable {
             tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
         } catch {
-            throw TallyError(.storeUnavailable, "reloading after a conflict failed: \(error)")
+            let failure = TallyError(.storeUnavailable, "reloading from the store failed: \(error)")
+            // The state may hold facts the store refused: stop taking work until a reload succeeds.
+            state.withLock { $0.journal.stop(failure) }
+            failed(failure, generation: generation)
+            throw failure
         }
         // Ids the store refused as already counted but older than the index: back into it, so
         // that the retry answers them as duplicates.
@@ -469,6 +481,56 @@ public final class Tally: Sendable {
             fresh.generation = state.generation + 1
             state = fresh
         }
+    }
+
+    /// Whether the engine takes work: false from a write the store refused until the state is
+    /// reloaded from the store. Meanwhile memory may hold facts the store did not take, so a
+    /// server answers reads, like writes, with `store_unavailable` (`/health/ready` says 503).
+    public var isReady: Bool {
+        state.withLock { ($0.journal.failure?.code ?? .storeConflict) == .storeConflict }
+    }
+
+    static func unavailable(_ failure: TallyError) -> TallyError {
+        TallyError(.storeUnavailable, "the store is unavailable; Tally serves again once it has reloaded from it (\(failure.message))")
+    }
+
+    /// A write failed on an unavailable store while the state was at `generation`: logs it once
+    /// and starts the recovery, which reloads the state from the store as soon as it answers.
+    private func failed(_ error: TallyError, generation: Int) {
+        let started = recovering.withLock { task -> Bool in
+            guard task == nil else { return false }
+            // The task holds the engine only while it tries, so an engine given up on (a test's,
+            // on a store that never comes back) is freed and its recovery ends.
+            task = Task { [weak self] in
+                var attempts = 0
+                while !Task.isCancelled {
+                    attempts += 1
+                    do {
+                        guard let engine = self else { return }
+                        if await engine.recoverOnce(from: generation, attempts: attempts) { return }
+                    }
+                    try? await Task.sleep(for: .milliseconds(Tally.recoveryRetryMilliseconds))
+                }
+            }
+            return true
+        }
+        if started {
+            logger.critical("a write to the store failed; refusing work and reloading from the store once it answers", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// One try at reloading the state from the store after a failed write: true once the state is
+    /// reloaded (by this try or another caller's). What the store took is kept and what it
+    /// refused is gone from memory, so a client's retry of a refused call is counted once.
+    private func recoverOnce(from generation: Int, attempts: Int) async -> Bool {
+        do {
+            try await reload(from: generation)
+        } catch {
+            return false
+        }
+        recovering.withLock { $0 = nil }
+        logger.notice("reloaded from the store after a failed write; serving again", metadata: ["attempts": "\(attempts)"])
+        return true
     }
 
     /// What an operation would do now, without doing it: it runs on a copy of the state and its

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import TallyCore
 import TallyStore
 
@@ -17,6 +18,10 @@ public final class PostgresStore: TallyStore {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
+    /// How long a write or a read of the request path waits for a connection (`leased`).
+    private let connectTimeoutSeconds: Int64
+    /// The server, as messages name it.
+    private let server: String
 
     /// How long opening a store waits for the server by default: a command pointed at a server
     /// that is not there says so within this, instead of once the pool gives up a minute later.
@@ -28,6 +33,8 @@ public final class PostgresStore: TallyStore {
     public init(url: String, connectTimeoutSeconds: Int64 = PostgresStore.connectTimeoutSecondsDefault,
                 logger: Logger = Logger(label: "tally.postgres")) async throws {
         self.logger = logger
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        self.server = PostgresStore.serverName(url)
         var configuration = try PostgresStore.configuration(url)
         configuration.options.connectTimeout = .seconds(connectTimeoutSeconds)
         client = PostgresClient(configuration: configuration)
@@ -298,17 +305,50 @@ public final class PostgresStore: TallyStore {
     /// The stored events among `keys`: what a batch that the unique index refused had sent again.
     public func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         guard !keys.isEmpty else { return [:] }
-        let accounts = keys.map(\.account), ids = keys.map(\.id)
-        let rows = try await client.query("""
-            SELECT \(unescaped: UsageRow.columns)
-            FROM usage_events WHERE (account, id) IN (SELECT a, i FROM UNNEST(\(accounts)::text[], \(ids)::text[]) AS k(a, i))
-            """, logger: logger)
-        var found: [TallyState.UsageKey: UsageEntry] = [:]
-        for try await row in rows.decode(UsageTuple.self) {
-            let (key, entry) = try PostgresStore.usageRow(row).entry()
-            found[key] = entry
+        let accounts = keys.map(\.account), ids = keys.map(\.id), logger = logger
+        return try await leased { connection in
+            let rows = try await connection.query("""
+                SELECT \(unescaped: UsageRow.columns)
+                FROM usage_events WHERE (account, id) IN (SELECT a, i FROM UNNEST(\(accounts)::text[], \(ids)::text[]) AS k(a, i))
+                """, logger: logger)
+            var found: [TallyState.UsageKey: UsageEntry] = [:]
+            for try await row in rows.decode(UsageTuple.self) {
+                let (key, entry) = try PostgresStore.usageRow(row).entry()
+                found[key] = entry
+            }
+            return found
         }
-        return found
+    }
+
+    /// A flag one task sets and another reads.
+    private final class Flag: Sendable {
+        let raised = Mutex(false)
+    }
+
+    /// Runs `body` on a connection from the pool, or gives up with `store_unavailable` when none
+    /// can be had within `connectTimeoutSeconds`: while the server is away the pool would keep the
+    /// caller waiting about a minute, and a gateway, and the engine's readiness, with it. Once a
+    /// connection is leased, `body` runs to its end.
+    private func leased<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let leased = Flag(), client = client, seconds = connectTimeoutSeconds, server = server
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { connection in
+                    leased.raised.withLock { $0 = true }
+                    return try await body(connection)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                if leased.raised.withLock({ $0 }) { return nil }
+                throw TallyError(.storeUnavailable, "no connection to PostgreSQL at \(server) within \(seconds) s")
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let value = result { return value }
+            }
+            throw TallyError(.storeUnavailable, "the connection to PostgreSQL at \(server) ended without an answer")
+        }
     }
 
     // MARK: Idempotency answers
@@ -373,8 +413,11 @@ public final class PostgresStore: TallyStore {
     public func append(_ batch: EncodedBatch) async throws {
         guard !batch.isEmpty else { return }
         do {
-            try await client.withTransaction(logger: logger) { connection in
-                try await write(batch, connection: connection)
+            let logger = logger
+            try await leased { connection in
+                try await connection.withTransaction(logger: logger) { connection in
+                    try await self.write(batch, connection: connection)
+                }
             }
         } catch {
             guard let server = PostgresStore.serverError(error) else { throw error }

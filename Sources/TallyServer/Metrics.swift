@@ -31,6 +31,8 @@ public final class ServerMetrics: Sendable {
     let gateWaiting: Prometheus.Gauge
     let journalOutstanding: Prometheus.Gauge
     let reloads: Prometheus.Gauge
+    /// 1 while the engine takes work, 0 from a write the store refused until it has reloaded.
+    let ready: Prometheus.Gauge
     /// Accounts in arrears when scraped (one pass over the accounts): a bill run that puts many
     /// accounts in arrears at once shows as a jump.
     let inArrears: Prometheus.Gauge
@@ -63,7 +65,9 @@ public final class ServerMetrics: Sendable {
         journalOutstanding = registry.makeGauge(descriptor: .init(metricName: "tally_journal_queue", unitName: "entries",
                                                                   helpText: "Journal entries queued and not yet committed when scraped."))
         reloads = registry.makeGauge(descriptor: .init(metricName: "tally_engine_reloads", unitName: "",
-                                                       helpText: "Reloads of the state from the store after a lost race, since start."))
+                                                       helpText: "Reloads of the state from the store (after a lost race or a failed write), since start."))
+        ready = registry.makeGauge(descriptor: .init(metricName: "tally_engine_ready", unitName: "",
+                                                     helpText: "1 while the engine takes work; 0 after a write the store refused, until it has reloaded from the store."))
         inArrears = registry.makeGauge(descriptor: .init(metricName: "tally_accounts_in_arrears", unitName: "",
                                                          helpText: "Accounts in arrears when scraped."))
     }
@@ -127,6 +131,7 @@ public final class ServerMetrics: Sendable {
         gateWaiting.set(Double(depth.gate))
         journalOutstanding.set(Double(depth.journal))
         reloads.set(Double(tally.reloads))
+        ready.set(Double(tally.isReady ? 1 : 0))
         inArrears.set(Double(tally.read { $0.accounts.values.lazy.filter(\.inArrears).count }))
         return ServerMetrics.registry.emitToString()
     }

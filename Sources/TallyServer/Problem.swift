@@ -71,6 +71,26 @@ public struct Problem: HTTPResponseError, Sendable {
 /// Turns whatever a route throws into a problem: engine refusals keep their code; Hummingbird's
 /// own errors (an unknown route, a body over the limit) get one; anything else is logged and
 /// answered as `internal_error` without its details.
+enum Readiness {
+    /// What is answered whether or not the engine is ready.
+    static let alwaysServed: Set<String> = ["/health", "/health/live", "/health/ready", "/metrics", "/openapi.yaml"]
+}
+
+/// While the engine is not ready (a write the store refused, not yet reloaded), memory may hold
+/// facts the store did not take: every request but the health checks, metrics and the document is
+/// answered 503 `store_unavailable`, reads as well as writes, so that nothing unacknowledged is
+/// ever shown.
+struct ReadinessMiddleware<Context: RequestContext>: RouterMiddleware {
+    let tally: Tally
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard tally.isReady || Readiness.alwaysServed.contains(request.uri.path) else {
+            throw TallyError(.storeUnavailable, "the store is unavailable; Tally serves again once it has reloaded from it")
+        }
+        return try await next(request, context)
+    }
+}
+
 struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {

@@ -143,6 +143,7 @@ public enum TallyServer {
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: MetricsMiddleware())
+        router.add(middleware: ReadinessMiddleware(tally: server.tally))
         for endpoint in endpoints {
             router.on(RouterPath(endpoint.path), method: endpoint.method, use: endpoint.responder(server))
         }
@@ -155,8 +156,17 @@ public enum TallyServer {
             }
             router.on(RouterPath(GatewayRoutes.path + "/**"), method: method, use: authorize)
         }
-        router.get("/health") { _, _ in
-            Answer.json(.object([("status", .string("ok"))])).response
+        // Liveness and readiness: /health and /health/live answer 200 while the process runs (a
+        // supervisor restarts it when they stop); /health/ready answers 503 while Tally cannot take
+        // writes (the store refused one and it has not reloaded yet): what a load balancer asks.
+        for path in ["/health", "/health/live"] {
+            router.get(RouterPath(path)) { _, _ in Answer.json(.object([("status", .string("ok"))])).response }
+        }
+        router.get("/health/ready") { _, _ in
+            guard server.tally.isReady else {
+                return Problem.response(status: .serviceUnavailable, error: TallyError(.storeUnavailable, "the store refused a write; Tally reloads from it once it answers"))
+            }
+            return Answer.json(.object([("status", .string("ready"))])).response
         }
         router.get("/metrics") { _, _ in
             Answer.text(server.metrics.text(server.tally), contentType: "text/plain; version=0.0.4").response

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TallyCore
 import TallyEngine
+import TallyPostgres
 import TallyServer
 
 struct Serve: AsyncParsableCommand {
@@ -18,6 +19,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The store: sqlite:PATH or postgres://user@host/db (default: $TALLY_DB or sqlite:tally.sqlite).")
     var db: String?
+
+    @Option(help: "Seconds to wait for a PostgreSQL server before a request is answered store_unavailable (1 to 600).")
+    var connectTimeout: Int64 = PostgresStore.connectTimeoutSecondsDefault
 
     @Option(help: "The address to listen on.")
     var host = "127.0.0.1"
@@ -44,7 +48,7 @@ struct Serve: AsyncParsableCommand {
             configuration.port = port
             configuration.grpcPort = grpcPort
             configuration.journalBulkFacts = journalBulkFacts
-            let store = try await Stores.open(url)
+            let store = try await Stores.open(url, connectTimeoutSeconds: connectTimeout)
             server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
             if let fresh = try await Keys.bootstrapOperator(server.tally, secret: given) {
