@@ -26,6 +26,8 @@ public struct TallyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let countOutOfRange = Code(rawValue: "count_out_of_range")
         public static let invalidTimestamp = Code(rawValue: "invalid_timestamp")
         public static let invalidRequest = Code(rawValue: "invalid_request")
+        /// A store's data is split into another number of partitions than the engine was told.
+        public static let partitionCountMismatch = Code(rawValue: "partition_count_mismatch")
         // Accounts
         public static let accountNotFound = Code(rawValue: "account_not_found")
         public static let accountExists = Code(rawValue: "account_exists")

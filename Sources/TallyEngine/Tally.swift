@@ -206,16 +206,23 @@ public final class Tally: Sendable {
     public let usageCacheGeneration: Int?
     /// While small operations wait, the most facts of bulk ones a store write takes (`Journal`).
     public let journalBulkFacts: Int
+    /// How the store's accounts are spread over partitions, as recorded with its data.
+    public let partitioning: Partitioning
 
     /// Starts an engine on `store`: streams every fact from it and folds them over the catalog.
+    /// `partitions`: the number the store's data is split into. A store that has one recorded
+    /// keeps it, and another number is refused (`partition_count_mismatch`); a store with none
+    /// records this one (nil: the recorded one, or `Partitioning.countDefault`).
     public static func start(
         catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
         usageIndexDays: Int64? = Tally.usageIndexDays, usageCacheGeneration: Int? = Tally.usageCacheGeneration,
-        journalBulkFacts: Int = Journal.bulkFactsWhileSmallWaitDefault, logger: Logger = Logger(label: "tally.engine")
+        journalBulkFacts: Int = Journal.bulkFactsWhileSmallWaitDefault, partitions: Int? = nil,
+        logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
         guard Journal.bulkFactsWhileSmallWaitRange.contains(journalBulkFacts) else {
             throw TallyError(.countOutOfRange, "the journal's bulk facts a write are from \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound), got \(journalBulkFacts)")
         }
+        let partitioning = try await Tally.partitioning(of: store, asked: partitions)
         let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
         if let retired = tally.retiredKeys {
@@ -225,7 +232,22 @@ public final class Tally: Sendable {
                                                  "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
         return Tally(state: EngineState(tally: tally, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)), store: store,
                      clock: clock, ids: ids, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration,
-                     journalBulkFacts: journalBulkFacts, logger: logger)
+                     journalBulkFacts: journalBulkFacts, partitioning: partitioning, logger: logger)
+    }
+
+    /// The partitioning the store's data was made with: the recorded count, checked against the
+    /// one asked for, or the one asked for (or the default), recorded now.
+    static func partitioning(of store: any TallyStore, asked: Int?) async throws -> Partitioning {
+        if let asked { _ = try Partitioning(count: asked) }
+        if let recorded = try await store.recordedPartitionCount() {
+            guard asked.map({ $0 == recorded }) ?? true else {
+                throw TallyError(.partitionCountMismatch, "the store's data is split into \(recorded) partitions, not \(asked!); start with \(recorded), or leave the count out")
+            }
+            return try Partitioning(count: recorded)
+        }
+        let partitioning = try Partitioning(count: asked ?? Partitioning.countDefault)
+        try await store.recordPartitionCount(partitioning.count)
+        return partitioning
     }
 
     /// The state a rebuild starts from: the catalog, the instant before which usage ids stay out
@@ -242,8 +264,9 @@ public final class Tally: Sendable {
     }
 
     private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
-                 usageCacheGeneration: Int?, journalBulkFacts: Int, logger: Logger) {
+                 usageCacheGeneration: Int?, journalBulkFacts: Int, partitioning: Partitioning, logger: Logger) {
         self.journalBulkFacts = journalBulkFacts
+        self.partitioning = partitioning
         self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
         self.state = Mutex(state)

@@ -236,6 +236,8 @@ public final class PostgresStore: TallyStore {
             "CREATE TABLE console_sessions (digest BYTEA PRIMARY KEY, key_id TEXT NOT NULL, csrf TEXT NOT NULL, expires BIGINT NOT NULL)",
             "CREATE INDEX console_sessions_expires ON console_sessions (expires)",
         ]),
+        // What the data was made with and must be read with again (the partition count).
+        ("008_settings", ["CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]),
     ]
 
     func migrate() async throws {
@@ -377,6 +379,19 @@ public final class PostgresStore: TallyStore {
     public func pruneAnswers(before instant: Instant) async throws {
         let cutoff = instant.microseconds
         try await client.query("DELETE FROM idempotency_answers WHERE created < \(cutoff)", logger: logger)
+    }
+
+    // MARK: Settings
+
+    public func recordedPartitionCount() async throws -> Int? {
+        let rows = try await client.query("SELECT value FROM settings WHERE name = 'partitions'", logger: logger)
+        for try await value in rows.decode(String.self) { return Int(value) }
+        return nil
+    }
+
+    public func recordPartitionCount(_ count: Int) async throws {
+        let value = String(count)
+        try await client.query("INSERT INTO settings (name, value) VALUES ('partitions', \(value)) ON CONFLICT (name) DO NOTHING", logger: logger)
     }
 
     // MARK: Console sessions

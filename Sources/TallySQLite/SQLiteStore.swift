@@ -223,6 +223,10 @@ public final class SQLiteStore: TallyStore {
                 CREATE INDEX console_sessions_expires ON console_sessions (expires);
                 """)
         }
+        migrator.registerMigration("008_settings") { db in
+            // What the data was made with and must be read with again (the partition count).
+            try db.execute(sql: "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        }
         return migrator
     }()
 
@@ -422,6 +426,16 @@ extension SQLiteStore {
     public func pruneAnswers(before instant: Instant) async throws {
         try await pool.write { db in
             try db.execute(sql: "DELETE FROM idempotency_answers WHERE created < ?", arguments: [instant.microseconds])
+        }
+    }
+
+    public func recordedPartitionCount() async throws -> Int? {
+        try await pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE name = 'partitions'").flatMap { Int($0) } }
+    }
+
+    public func recordPartitionCount(_ count: Int) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO settings (name, value) VALUES ('partitions', ?) ON CONFLICT (name) DO NOTHING", arguments: [String(count)])
         }
     }
 

@@ -150,6 +150,8 @@ struct ObservedStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try await base.pruneAnswers(before: instant) }
+    func recordedPartitionCount() async throws -> Int? { try await base.recordedPartitionCount() }
+    func recordPartitionCount(_ count: Int) async throws { try await base.recordPartitionCount(count) }
     func consoleSession(digest: [UInt8]) async throws -> StoredSession? { try await base.consoleSession(digest: digest) }
     func saveConsoleSession(_ session: StoredSession) async throws { try await base.saveConsoleSession(session) }
     func endConsoleSession(digest: [UInt8]) async throws { try await base.endConsoleSession(digest: digest) }

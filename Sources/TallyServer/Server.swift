@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable {
     /// While checks wait, the most facts of bulk work (reports, bill runs) one store write takes:
     /// lower answers checks sooner beside bulk reports, higher writes the reports faster.
     public var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
+    /// The partitions a new store's data is split into; nil: the store's recorded count, or the default.
+    public var partitions: Int?
 
     public init() {}
 }
@@ -94,7 +96,8 @@ public enum TallyServer {
                              clock: TallyClock, logger: Logger) async throws -> ServerEnvironment {
         let metrics = ServerMetrics()
         let tally = try await Tally.start(catalog: catalog, store: ObservedStore(base: store, metrics: metrics), clock: clock,
-                                          ids: RandomIDs(), journalBulkFacts: configuration.journalBulkFacts, logger: logger)
+                                          ids: RandomIDs(), journalBulkFacts: configuration.journalBulkFacts,
+                                          partitions: configuration.partitions, logger: logger)
         return ServerEnvironment(tally: tally, configuration: configuration, metrics: metrics)
     }
 

@@ -29,6 +29,11 @@ public protocol TallyStore: Sendable {
     /// Forgets answers made before `instant`.
     func pruneAnswers(before instant: Instant) async throws
 
+    /// The number of partitions the data is split into, as recorded with it (nil: none recorded yet).
+    func recordedPartitionCount() async throws -> Int?
+    /// Records the number of partitions; a store that has one recorded keeps it.
+    func recordPartitionCount(_ count: Int) async throws
+
     /// The console session kept under this digest of its cookie, if any. Sessions live beside the
     /// facts, like answers: a restart of the server keeps its customers signed in.
     func consoleSession(digest: [UInt8]) async throws -> StoredSession?
@@ -150,6 +155,12 @@ public final class InMemoryStore: TallyStore {
     public func pruneAnswers(before instant: Instant) async throws {
         answers.withLock { answers in answers = answers.filter { $0.value.created >= instant } }
     }
+
+    private let partitions = Mutex<Int?>(nil)
+
+    public func recordedPartitionCount() async throws -> Int? { partitions.withLock { $0 } }
+
+    public func recordPartitionCount(_ count: Int) async throws { partitions.withLock { $0 = $0 ?? count } }
 
     private let sessions = Mutex<[[UInt8]: StoredSession]>([:])
 

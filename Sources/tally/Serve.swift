@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds to wait for a PostgreSQL server before a request is answered store_unavailable (1 to 600).")
     var connectTimeout: Int64 = PostgresStore.connectTimeoutSecondsDefault
 
+    @Option(help: "The partitions a new store's accounts are split into (1 to \(Partitioning.countMax); default: the store's recorded count, or \(Partitioning.countDefault)). A store keeps the count it was made with.")
+    var partitions: Int?
+
     @Option(help: "The address to listen on.")
     var host = "127.0.0.1"
 
@@ -48,6 +51,7 @@ struct Serve: AsyncParsableCommand {
             configuration.port = port
             configuration.grpcPort = grpcPort
             configuration.journalBulkFacts = journalBulkFacts
+            configuration.partitions = partitions
             let store = try await Stores.open(url, connectTimeoutSeconds: connectTimeout)
             server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }

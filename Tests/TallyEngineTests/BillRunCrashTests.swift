@@ -17,6 +17,8 @@ final class StoppingStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
+    func recordedPartitionCount() async throws -> Int? { nil }
+    func recordPartitionCount(_ count: Int) async throws {}
     func consoleSession(digest: [UInt8]) async throws -> StoredSession? { nil }
     func saveConsoleSession(_ session: StoredSession) async throws {}
     func endConsoleSession(digest: [UInt8]) async throws {}

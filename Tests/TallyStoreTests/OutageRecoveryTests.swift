@@ -34,6 +34,8 @@ final class OutageStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { try check(); return try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try check(); try await base.saveAnswer(answer) }
     func pruneAnswers(before instant: Instant) async throws { try check(); try await base.pruneAnswers(before: instant) }
+    func recordedPartitionCount() async throws -> Int? { try check(); return try await base.recordedPartitionCount() }
+    func recordPartitionCount(_ count: Int) async throws { try check(); try await base.recordPartitionCount(count) }
     func consoleSession(digest: [UInt8]) async throws -> StoredSession? { try check(); return try await base.consoleSession(digest: digest) }
     func saveConsoleSession(_ session: StoredSession) async throws { try check(); try await base.saveConsoleSession(session) }
     func endConsoleSession(digest: [UInt8]) async throws { try check(); try await base.endConsoleSession(digest: digest) }

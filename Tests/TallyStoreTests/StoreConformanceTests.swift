@@ -81,6 +81,28 @@ import TallyStore
         #expect(try await reopened.answer(for: "key_1:later")?.status == 422)
     }
 
+    /// The partition count: recorded once, kept across a reopen, never changed by a later record;
+    /// an engine asked for another count refuses the store.
+    @Test(arguments: StoreKind.available)
+    func keepsThePartitionCount(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        #expect(try await store.recordedPartitionCount() == nil)
+        let clock = VirtualClock(start: try #require(Instant(rfc3339: "2026-01-05T09:00:00+08:00")))
+        let first = try await Tally.start(catalog: Self.catalog, store: store, clock: clock.clock, ids: RandomIDs(), partitions: 16)
+        #expect(first.partitioning.count == 16)
+        try await store.recordPartitionCount(32)
+        let reopened = try await reopen()
+        #expect(try await reopened.recordedPartitionCount() == 16, "the first count recorded stays")
+        let again = try await Tally.start(catalog: Self.catalog, store: reopened, clock: clock.clock, ids: RandomIDs())
+        #expect(again.partitioning.count == 16, "no count asked: the recorded one")
+        await #expect { try await Tally.start(catalog: Self.catalog, store: reopened, clock: clock.clock, ids: RandomIDs(), partitions: 64) }
+            throws: { ($0 as? TallyError)?.code == .partitionCountMismatch }
+        let (fresh, _) = try await kind.make()
+        let defaulted = try await Tally.start(catalog: Self.catalog, store: fresh, clock: clock.clock, ids: RandomIDs())
+        #expect(defaulted.partitioning.count == Partitioning.countDefault)
+        #expect(try await fresh.recordedPartitionCount() == Partitioning.countDefault)
+    }
+
     /// Console sessions: kept across a reopen by their digest, the first kept wins, ended one by
     /// one, pruned once expired.
     @Test(arguments: StoreKind.available)
@@ -372,6 +394,8 @@ final class ProbeStore: TallyStore {
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
     func pruneAnswers(before instant: Instant) async throws {}
+    func recordedPartitionCount() async throws -> Int? { nil }
+    func recordPartitionCount(_ count: Int) async throws {}
     func consoleSession(digest: [UInt8]) async throws -> StoredSession? { nil }
     func saveConsoleSession(_ session: StoredSession) async throws {}
     func endConsoleSession(digest: [UInt8]) async throws {}
