@@ -103,7 +103,7 @@ enum Console {
 
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for name in ["layout-head", "layout-foot", "sign-in", "account", "arrears", "confirm-refund"] {
+        for name in ["layout-head", "layout-foot", "sign-in", "account", "arrears", "confirm-refund", "unavailable"] {
             guard let url = Bundle.module.url(forResource: name, withExtension: "mustache", subdirectory: "Resources/console"),
                   let text = try? String(contentsOf: url, encoding: .utf8) else {
                 preconditionFailure("the console template \(name) is missing from the module's resources")
@@ -380,6 +380,14 @@ enum Console {
         var response = Answer.text(html, contentType: "text/html; charset=utf-8", status: status).response
         response.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
         response.headers[.cacheControl] = "no-store"
+        return response
+    }
+
+    /// What a console page says while the engine is not ready (`ReadinessMiddleware`): a page, not
+    /// a problem document, asking to come back in a minute.
+    static func unavailable(_ request: Request) -> Response {
+        var response = page("unavailable", ["title": "暂时无法服务 Temporarily unavailable"], request, status: .serviceUnavailable)
+        response.headers[.retryAfter] = String(Readiness.retryAfterSeconds)
         return response
     }
 

@@ -74,6 +74,9 @@ public struct Problem: HTTPResponseError, Sendable {
 enum Readiness {
     /// What is answered whether or not the engine is ready.
     static let alwaysServed: Set<String> = ["/health", "/health/live", "/health/ready", "/metrics", "/openapi.yaml"]
+    /// The Retry-After of an answer refused while the engine is not ready: a few of the engine's
+    /// attempts to reload (`Tally.recoveryRetryMilliseconds`).
+    static let retryAfterSeconds = 5
 }
 
 /// While the engine is not ready (a write the store refused, not yet reloaded), memory may hold
@@ -85,7 +88,10 @@ struct ReadinessMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard tally.isReady || Readiness.alwaysServed.contains(request.uri.path) else {
-            throw TallyError(.storeUnavailable, "the store is unavailable; Tally serves again once it has reloaded from it")
+            if request.uri.path.hasPrefix("/console") { return Console.unavailable(request) }
+            var problem = Problem(TallyError(.storeUnavailable, "the store is unavailable; Tally serves again once it has reloaded from it"))
+            problem.headers[.retryAfter] = String(Readiness.retryAfterSeconds)
+            throw problem
         }
         return try await next(request, context)
     }
