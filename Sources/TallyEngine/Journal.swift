@@ -50,6 +50,10 @@ public final class Journal: Sendable {
     /// taken their checks may all be in the write under way, and a write of 16,384 bulk facts
     /// taken then would hold every next check for its whole length.
     public static let smallActiveMilliseconds = 50
+    /// On a store that takes writes side by side (`TallyStore.concurrentWrites`: PostgreSQL), the
+    /// most facts of small entries a second writer takes while the main one's write is under way,
+    /// so that a check commits beside a report's write instead of after it.
+    public static let expressFactsMax = 256
 
     /// What `enqueue` hands back: the entry to wait on, and the facts the caller encodes (none
     /// when every fact is a usage row, which needs no body).
@@ -79,6 +83,8 @@ public final class Journal: Sendable {
 
     private struct State {
         let bulkFactsWhileSmallWait: Int
+        /// Whether the store takes writes side by side, and so the express writer runs.
+        let express: Bool
         /// Entries not yet taken by the writer, in the order they were queued.
         var pending: [Entry] = []
         var enqueuedThrough: UInt64 = 0
@@ -87,6 +93,12 @@ public final class Journal: Sendable {
         /// Pending entries whose bodies are ready.
         var ready = 0
         var writing = false
+        /// The second writer, for small entries while the first one writes (`expressFactsMax`).
+        var expressWriting = false
+        /// What each writer's write under way touches: the other writer takes nothing that shares
+        /// an account with it (nil: a fact of no single account, which nothing may pass).
+        var mainInFlight: Set<String>? = []
+        var expressInFlight: Set<String>? = []
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
@@ -99,6 +111,7 @@ public final class Journal: Sendable {
             self.failure = failure
             self.known = known
             writing = false
+            expressWriting = false
             defer { waiters.removeAll() }
             return Array(waiters.values)
         }
@@ -119,11 +132,24 @@ public final class Journal: Sendable {
             return true
         }
 
+        /// Takes the express writer's role when the main writer is writing, nobody holds it, and a
+        /// small entry is ready (on a store that takes writes side by side).
+        mutating func startExpress() -> Bool {
+            if !writing || expressWriting || failure != nil || ready == 0 || mainInFlight == nil { return false }
+            guard pending.contains(where: { $0.isSmall && $0.bodies != nil }) else { return false }
+            expressWriting = true
+            return true
+        }
+
         /// The next batch: entries in queue order, whole, each ready and clear of every entry
         /// passed over before it (same account, or a fact of no single account); while a small
         /// entry waits (or one was queued within `smallActiveMilliseconds`), bulk entries fill at
         /// most `bulkFactsWhileSmallWait`. Nil, and the writer steps down, when nothing can be taken.
         mutating func take() -> (batch: EncodedBatch, sequences: [UInt64])? {
+            guard failure == nil else {
+                writing = false
+                return nil
+            }
             let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
             let smallWaiting = smallActive || pending.contains { $0.isSmall && $0.bodies != nil }
             let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
@@ -133,6 +159,7 @@ public final class Journal: Sendable {
             // What the entries passed over touch: later entries that share it wait for them.
             var passedAccounts = Set<String>()
             var passedShared = false
+            var route: Set<String>? = []
             for index in pending.indices {
                 if passedShared || factCount >= Journal.batchSizeMax { break }
                 // Only a small entry goes ahead of one passed over.
@@ -140,7 +167,11 @@ public final class Journal: Sendable {
                 if !inOrder && !smallWaiting { break }
                 let entry = pending[index]
                 var take = false
-                if entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
+                // Nothing that shares an account with the express writer's write under way, and
+                // nothing of no single account beside it.
+                let clearOfExpress = (expressInFlight ?? []).isEmpty
+                    || (pending[index].route().map { expressInFlight!.isDisjoint(with: $0) } ?? false)
+                if clearOfExpress, entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
                     if entry.isSmall {
                         take = inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false
                     } else {
@@ -155,16 +186,60 @@ public final class Journal: Sendable {
                     factCount += entry.facts.count
                     if !entry.isSmall { bulkTaken += entry.facts.count }
                     taken.append(index)
+                    // What the express writer must keep clear of while this write is under way.
+                    if express { if let accounts = pending[index].route() { route?.formUnion(accounts) } else { route = nil } }
                 } else if let accounts = pending[index].route() {
                     passedAccounts.formUnion(accounts)
                 } else {
                     passedShared = true
                 }
             }
-            guard let last = taken.last else {
+            guard !taken.isEmpty else {
                 writing = false
+                mainInFlight = []
                 return nil
             }
+            mainInFlight = route
+            return batch(of: taken, factCount: factCount)
+        }
+
+        /// The express writer's next batch: ready small entries, in queue order, clear of every
+        /// entry passed over before them and of the main writer's write under way; nil, and the
+        /// express writer steps down, when there is none.
+        mutating func takeExpress() -> (batch: EncodedBatch, sequences: [UInt64])? {
+            guard failure == nil, let busy = mainInFlight else {
+                expressWriting = false
+                expressInFlight = []
+                return nil
+            }
+            var passedAccounts = busy
+            var factCount = 0
+            var taken: [Int] = []
+            var route = Set<String>()
+            for index in pending.indices {
+                let entry = pending[index]
+                guard let accounts = pending[index].route() else { break }
+                if entry.isSmall, entry.bodies != nil, factCount + entry.facts.count <= Journal.expressFactsMax,
+                   passedAccounts.isDisjoint(with: accounts) {
+                    factCount += entry.facts.count
+                    taken.append(index)
+                    route.formUnion(accounts)
+                } else {
+                    passedAccounts.formUnion(accounts)
+                }
+            }
+            guard !taken.isEmpty else {
+                expressWriting = false
+                expressInFlight = []
+                return nil
+            }
+            expressInFlight = route
+            return batch(of: taken, factCount: factCount)
+        }
+
+        /// Takes the entries at `taken` (ascending indices of `pending`) out of the queue, as one batch.
+        private mutating func batch(of taken: [Int], factCount: Int) -> (batch: EncodedBatch, sequences: [UInt64]) {
+            let last = taken[taken.count - 1]
             ready -= taken.count
             let sequences = taken.map { pending[$0].sequence }
             // Copied once into arrays of the right size; one entry is handed over as it is.
@@ -197,11 +272,14 @@ public final class Journal: Sendable {
 
     private let store: any TallyStore
     private let state: Mutex<State>
+    /// Whether a second writer may write small entries beside the first one's write.
+    private let express: Bool
 
     public init(store: any TallyStore, bulkFactsWhileSmallWait: Int = Journal.bulkFactsWhileSmallWaitDefault) {
         precondition(Journal.bulkFactsWhileSmallWaitRange.contains(bulkFactsWhileSmallWait), "a bulk budget within its range")
         self.store = store
-        state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait))
+        express = store.concurrentWrites
+        state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait, express: store.concurrentWrites))
     }
 
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
@@ -236,7 +314,12 @@ public final class Journal: Sendable {
     /// applied. The ticket must still be waited on.
     public func submit(_ ticket: Ticket) {
         if !ticket.toEncode.isEmpty { attach(ticket) }
-        if state.withLock({ $0.startWriter() }) { startDraining() }
+        startWriters(state.withLock { ($0.startWriter(), express && $0.startExpress()) })
+    }
+
+    private func startWriters(_ start: (main: Bool, express: Bool)) {
+        if start.main { startDraining() }
+        if start.express { Task(priority: .high) { await self.drain(express: true) } }
     }
 
     /// Encodes the ticket's facts (unless submitted already), then returns once they are in the store.
@@ -244,13 +327,13 @@ public final class Journal: Sendable {
         if !submitted, !ticket.toEncode.isEmpty { attach(ticket) }
         if let now = state.withLock({ $0.answer(for: ticket.sequence) }) { return try Journal.outcome(now) }
         let signal = await withCheckedContinuation { continuation in
-            let (now, start): (Signal?, Bool) = state.withLock { state in
-                if let now = state.answer(for: ticket.sequence) { return (now, false) }
+            let (now, start): (Signal?, (Bool, Bool)) = state.withLock { state in
+                if let now = state.answer(for: ticket.sequence) { return (now, (false, false)) }
                 state.waiters[ticket.sequence] = continuation
-                return (nil, state.startWriter())
+                return (nil, (state.startWriter(), express && state.startExpress()))
             }
             if let now { continuation.resume(returning: now) }
-            if start { startDraining() }
+            startWriters(start)
         }
         try Journal.outcome(signal)
     }
@@ -261,6 +344,7 @@ public final class Journal: Sendable {
     private func startDraining() {
         Task(priority: .high) { await self.drain() }
     }
+
 
     private static func outcome(_ signal: Signal) throws(TallyError) {
         if case .failed(let error) = signal { throw error }
@@ -307,8 +391,8 @@ public final class Journal: Sendable {
 
     /// Writes batches while there are entries it can take, answering each batch's waiters; the
     /// role ends with the queue (`take` gives it up).
-    private func drain() async {
-        while let (batch, sequences) = state.withLock({ $0.take() }) {
+    private func drain(express: Bool = false) async {
+        while let (batch, sequences) = state.withLock({ express ? $0.takeExpress() : $0.take() }) {
             do {
                 try await store.append(batch)
             } catch let conflict as StoreConflict {
@@ -326,6 +410,9 @@ public final class Journal: Sendable {
                 return ready
             }
             for continuation in ready { continuation.resume(returning: .durable) }
+            // The main writer may have stepped down for entries that waited on this write.
+            if express, state.withLock({ $0.startWriter() }) { startDraining() }
         }
+        if express, state.withLock({ $0.startWriter() }) { startDraining() }
     }
 }

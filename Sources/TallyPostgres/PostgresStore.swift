@@ -15,6 +15,8 @@ import TallyStore
 /// it throws `StoreConflict`, and the engine reloads from the store and retries (docs/operations.md).
 public final class PostgresStore: TallyStore {
     public let kind = "postgres"
+    /// Each append is a transaction on a connection of its own from the pool.
+    public let concurrentWrites = true
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger

@@ -143,6 +143,7 @@ struct ObservedStore: TallyStore {
     let metrics: ServerMetrics
 
     var kind: String { base.kind }
+    var concurrentWrites: Bool { base.concurrentWrites }
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
     func rebuild(_ state: TallyState) async throws -> TallyState { try await base.rebuild(state) }

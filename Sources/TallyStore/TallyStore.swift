@@ -20,6 +20,9 @@ public protocol TallyStore: Sendable {
     func append(_ batch: EncodedBatch) async throws
     /// A short name for reports ("memory", "sqlite", "postgres").
     var kind: String { get }
+    /// Whether two appends may run side by side, each its own transaction (PostgreSQL): the journal
+    /// then writes small operations' facts beside a bulk write instead of after it.
+    var concurrentWrites: Bool { get }
 
     /// The answer kept for an idempotency key, if any. Answers live beside the facts, not among
     /// them: they are a cache of replies, pruned after a day, not part of what Tally knows.
@@ -46,6 +49,10 @@ public protocol TallyStore: Sendable {
 }
 
 extension TallyStore {
+    /// One writer at a time unless a store says otherwise (SQLite has one writer; the memory
+    /// store is for tests and the simulator).
+    public var concurrentWrites: Bool { false }
+
     /// Encodes the facts here and appends them: for callers outside the journal (tests, tools).
     public func append(_ facts: [Fact]) async throws {
         try await append(EncodedBatch(encoding: facts))

@@ -381,8 +381,15 @@ final class ProbeStore: TallyStore {
     let microsecondsPerFact: Int
     /// Writes begun.
     let started = Mutex(0)
+    /// Whether writes may run side by side, as PostgreSQL's do.
+    let concurrentWrites: Bool
+    /// Each write's start and end, in the order they happened, with the write's facts.
+    let events = Mutex<[(start: Bool, write: Int, facts: [Fact])]>([])
 
-    init(microsecondsPerFact: Int = 0) { self.microsecondsPerFact = microsecondsPerFact }
+    init(microsecondsPerFact: Int = 0, concurrentWrites: Bool = false) {
+        self.microsecondsPerFact = microsecondsPerFact
+        self.concurrentWrites = concurrentWrites
+    }
 
     let writes = Mutex<[Int]>([])
     /// Every fact written, with the body it came with.
@@ -403,8 +410,13 @@ final class ProbeStore: TallyStore {
 
     func append(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
-        started.withLock { $0 += 1 }
+        let write = started.withLock { started in
+            started += 1
+            events.withLock { $0.append((true, started, batch.facts)) }
+            return started
+        }
         try await Task.sleep(for: .microseconds(2_000 + microsecondsPerFact * batch.count))
+        events.withLock { $0.append((false, write, batch.facts)) }
         writes.withLock { $0.append(batch.count) }
         written.withLock { $0 += zip(batch.facts, batch.bodies).map { ($0, $1) } }
     }
@@ -530,6 +542,120 @@ final class ProbeStore: TallyStore {
         #expect(position(JournalTests.usage(account: "r3", id: "check")) > lastReportOfR3)
         let sharedAt = position(.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1)))
         #expect(sharedAt == written.count - 2 && position(JournalTests.usage(account: "d", id: "check")) == written.count - 1)
+    }
+
+    /// On a store that takes writes side by side, a check is written beside a report's write
+    /// instead of after it; a check for an account whose report is queued or being written, and a
+    /// fact of no single account, still wait for what came before them.
+    @Test func aCheckIsWrittenBesideABulkWriteOnAConcurrentStore() async throws {
+        let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: true)
+        let journal = Journal(store: store)
+        var tickets: [Journal.Ticket] = []
+        for n in 0..<4 {
+            let ticket = journal.enqueue((0..<10_000).map { JournalTests.usage(account: "r\(n)", id: "\(n)-\($0)") })
+            journal.submit(ticket)
+            tickets.append(ticket)
+        }
+        while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        let check = journal.enqueue([JournalTests.usage(account: "c", id: "check")])
+        let sameAccount = journal.enqueue([JournalTests.usage(account: "r3", id: "check")])
+        let shared = journal.enqueue([.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))])
+        let afterShared = journal.enqueue([JournalTests.usage(account: "d", id: "check")])
+        try await journal.waitDurable(check)
+        for ticket in tickets + [sameAccount, shared, afterShared] { try await journal.waitDurable(ticket) }
+
+        let events = store.events.withLock { $0 }
+        let start = { (fact: Fact) in events.firstIndex { $0.start && $0.facts.contains(fact) }! }
+        let end = { (fact: Fact) in events.firstIndex { !$0.start && $0.facts.contains(fact) }! }
+        let firstReport = JournalTests.usage(account: "r0", id: "0-0")
+        #expect(end(JournalTests.usage(account: "c", id: "check")) < end(firstReport), "the check was durable before the first report's write ended")
+        // A fact that must follow another is in the same write (in order within it) or in a write
+        // begun after that one ended.
+        let follows = { (later: Fact, earlier: Fact) in start(later) == start(earlier) || start(later) > end(earlier) }
+        #expect(follows(JournalTests.usage(account: "r3", id: "check"), JournalTests.usage(account: "r3", id: "3-9999")))
+        // The shared fact starts once every write before it has ended, and what follows it after it.
+        let sharedFact = Fact.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))
+        let sharedStart = start(sharedFact)
+        #expect(events[..<sharedStart].filter(\.start).count == events[..<sharedStart].filter { !$0.start }.count, "nothing under way beside it")
+        #expect(follows(JournalTests.usage(account: "d", id: "check"), sharedFact))
+        #expect(events.filter(\.start).reduce(0) { $0 + $1.facts.count } == 40_004, "every fact written once")
+    }
+
+    /// Random traffic on a store that takes writes side by side: small and bulk entries of a few
+    /// accounts and now and then a shared fact, queued from several tasks. However the two
+    /// writers interleave, each account's facts are written in the order they were queued (in one
+    /// write, or in writes begun after the earlier ones ended), and a shared fact is written with
+    /// nothing beside it and after everything queued before it.
+    @Test func twoWritersKeepEveryAccountsOrder() async throws {
+        let store = ProbeStore(microsecondsPerFact: 5, concurrentWrites: true)
+        let journal = Journal(store: store)
+        var generator = SystemRandomNumberGenerator()
+        var queued: [[Fact]] = []
+        var tickets: [Journal.Ticket] = []
+        for n in 0..<300 {
+            let facts: [Fact]
+            switch Int.random(in: 0..<20, using: &generator) {
+            case 0: facts = [.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: Int64(n)))]
+            case 1...4:
+                let account = "a\(Int.random(in: 0..<6, using: &generator))"
+                facts = (0..<Int.random(in: 100...2_000, using: &generator)).map { JournalTests.usage(account: account, id: "\(n)-\($0)") }
+            default: facts = [JournalTests.usage(account: "a\(Int.random(in: 0..<6, using: &generator))", id: "\(n)")]
+            }
+            let ticket = journal.enqueue(facts)
+            journal.submit(ticket)
+            queued.append(facts)
+            tickets.append(ticket)
+            if n % 10 == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        for ticket in tickets { try await journal.waitDurable(ticket) }
+
+        let events = store.events.withLock { $0 }
+        // Each write: when it started and ended, among all starts and ends.
+        var starts: [Int: Int] = [:], ends: [Int: Int] = [:]
+        var writeOf: [Fact: (write: Int, position: Int)] = [:]
+        for (index, event) in events.enumerated() {
+            if event.start {
+                starts[event.write] = index
+                for (position, fact) in event.facts.enumerated() { writeOf[fact] = (event.write, position) }
+            } else {
+                ends[event.write] = index
+            }
+        }
+        #expect(writeOf.count == queued.reduce(0) { $0 + $1.count }, "every fact written once")
+        func follows(_ later: Fact, _ earlier: Fact) -> Bool {
+            let a = writeOf[later]!, b = writeOf[earlier]!
+            if a.write == b.write { return a.position > b.position }
+            return starts[a.write]! > ends[b.write]!
+        }
+        var lastOf: [String: Fact] = [:]
+        var everyEarlier: [Fact] = []
+        var lastShared: Fact?
+        var violations = 0
+        for entry in queued {
+            for fact in entry {
+                if case .account(let id) = FactRoute(fact) {
+                    if let previous = lastOf[id], !follows(fact, previous) {
+                        violations += 1
+                        print("order: \(fact) before \(previous): writes \(writeOf[fact]!) \(writeOf[previous]!)")
+                    }
+                    if let lastShared, !follows(fact, lastShared) {
+                        violations += 1
+                        print("barrier: \(fact) passed \(lastShared)")
+                    }
+                    lastOf[id] = fact
+                } else {
+                    lastShared = fact
+                    let write = writeOf[fact]!.write
+                    let beside = starts.keys.filter { $0 != write && starts[$0]! < ends[write]! && ends[$0]! > starts[write]! }
+                    if !beside.isEmpty || everyEarlier.contains(where: { !follows(fact, $0) }) {
+                        violations += 1
+                        print("shared: \(fact) beside \(beside.count) writes")
+                    }
+                }
+            }
+            everyEarlier.append(entry.last!)
+        }
+        #expect(violations == 0)
     }
 
     static func usage(account: String, id: String) -> Fact {
