@@ -120,17 +120,12 @@ REF = ORDER_REF
 COUNT = {"type": "integer", "minimum": 1, "maximum": 1000}
 PURCHASES = [("Pack", {"item": PACK_ITEM, "count": COUNT}), ("MembershipMonths", {"item": MEMBERSHIP_ITEM, "months": TERM["months"]}),
              ("MembershipYears", {"item": MEMBERSHIP_ITEM, "years": TERM["years"]})]
-def purchase(name, with_ref):
+RENEWALS = [("Months", {"product": MEMBERSHIP_PRODUCT, "months": TERM["months"]}), ("Years", {"product": MEMBERSHIP_PRODUCT, "years": TERM["years"]})]
+def variants(name, cases, with_ref):
+    """A body that is one of whole schemas, each a component (name + variant) whose fields are all required but ref."""
     refs = []
-    for variant, props in PURCHASES:
+    for variant, props in cases:
         schemas[name + variant] = obj({**props, **({"ref": REF} if with_ref else {})}, list(props), additional=False)
-        refs.append(ref(name + variant))
-    return {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}
-def renewal(name, with_ref):
-    refs = []
-    for variant, term in [("Months", "months"), ("Years", "years")]:
-        schemas[name + variant] = obj({"product": MEMBERSHIP_PRODUCT, term: TERM[term], **({"ref": REF} if with_ref else {})},
-                                      ["product", term], additional=False)
         refs.append(ref(name + variant))
     return {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}
 def link(operation, **parameters): return {"operationId": operation, "parameters": parameters}
@@ -170,14 +165,14 @@ op("get", "/v1/accounts/{account}/notifications", "Notices sent about the accoun
 op("get", "/v1/accounts/{account}/orders", "Orders, each with whether it may be refunded now", ["operator", "customer"], resp(200, page(ref("Order"))),
    params=PAGE, op_id="listOrders")
 op("post", "/v1/accounts/{account}/orders", "Buy packs (count) or a membership term (months or years)", ["operator", "customer"],
-   resp(201, ref("Order"), "Placed"), purchase("Purchase", with_ref=True), op_id="buy",
+   resp(201, ref("Order"), "Placed"), variants("Purchase", PURCHASES, with_ref=True), op_id="buy",
    links={"refund": link("refund", account="$request.path.account", order="$response.body#/id")})
 op("post", "/v1/accounts/{account}/orders/preview", "What a purchase would cost and how it would be paid", ["operator", "customer"],
-   resp(200, ref("OrderPreview")), purchase("PurchasePreview", with_ref=False), op_id="previewPurchase")
+   resp(200, ref("OrderPreview")), variants("PurchasePreview", PURCHASES, with_ref=False), op_id="previewPurchase")
 op("post", "/v1/accounts/{account}/renewals", "Renew the membership held", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
-   renewal("Renewal", with_ref=True), op_id="renew")
+   variants("Renewal", RENEWALS, with_ref=True), op_id="renew")
 op("post", "/v1/accounts/{account}/renewals/preview", "What a renewal would cost and how it would be paid", ["operator", "customer"],
-   resp(200, ref("OrderPreview")), renewal("RenewalPreview", with_ref=False),
+   resp(200, ref("OrderPreview")), variants("RenewalPreview", RENEWALS, with_ref=False),
    op_id="previewRenewal")
 op("post", "/v1/accounts/{account}/upgrades", "Upgrade the membership to a higher edition", ["operator", "customer"], resp(201, ref("Order"), "Placed"),
    body({"to": MEMBERSHIP_ITEM, "ref": REF}, ["to"]), op_id="upgrade")

@@ -306,6 +306,11 @@ public final class Journal: Sendable {
     /// A failed journal writes nothing more; the engine reloads from the store and starts a new one.
     public var failure: TallyError? { state.withLock { $0.failure } }
 
+    /// The failure that stopped the journal for good (the store refused a write or could not be
+    /// read), not a lost race, which the caller reloads and retries: memory may then hold facts
+    /// the store did not take.
+    public var stoppedBy: TallyError? { failure.flatMap { $0.code == .storeConflict ? nil : $0 } }
+
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 

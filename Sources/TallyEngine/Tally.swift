@@ -429,7 +429,7 @@ public final class Tally: Sendable {
         return try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
             // Memory may hold facts the store did not take: nothing more is applied on top of them
             // until the state is reloaded from the store (`recover`).
-            if let failure = state.journal.failure, failure.code != .storeConflict { throw Tally.unavailable(failure) }
+            if let failure = state.journal.stoppedBy { throw Tally.unavailable(failure) }
             let output: Op.Output
             do throws(TallyError) {
                 output = try operation.execute(&state, environment)
@@ -510,7 +510,7 @@ public final class Tally: Sendable {
     /// reloaded from the store. Meanwhile memory may hold facts the store did not take, so a
     /// server answers reads, like writes, with `store_unavailable` (`/health/ready` says 503).
     public var isReady: Bool {
-        state.withLock { ($0.journal.failure?.code ?? .storeConflict) == .storeConflict }
+        state.withLock { $0.journal.stoppedBy == nil }
     }
 
     static func unavailable(_ failure: TallyError) -> TallyError {

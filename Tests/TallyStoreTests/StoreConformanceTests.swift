@@ -517,12 +517,7 @@ final class ProbeStore: TallyStore {
         }
         while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
         let before = store.writes.withLock { $0.count }
-        let check = journal.enqueue([JournalTests.usage(account: "c", id: "check")])
-        let sameAccount = journal.enqueue([JournalTests.usage(account: "r3", id: "check")])
-        let shared = journal.enqueue([.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))])
-        let afterShared = journal.enqueue([JournalTests.usage(account: "d", id: "check")])
-        try await journal.waitDurable(check)
-        for ticket in tickets + [sameAccount, shared, afterShared] { try await journal.waitDurable(ticket) }
+        try await JournalTests.queueChecks(behind: tickets, in: journal)
 
         let written = store.written.withLock { $0.map(\.fact) }
         // The write that took the check, counted from the writes done when it was queued (read
@@ -540,7 +535,7 @@ final class ProbeStore: TallyStore {
             return record.account == "r3" && record.id != "check"
         }!
         #expect(position(JournalTests.usage(account: "r3", id: "check")) > lastReportOfR3)
-        let sharedAt = position(.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1)))
+        let sharedAt = position(JournalTests.closedMonth)
         #expect(sharedAt == written.count - 2 && position(JournalTests.usage(account: "d", id: "check")) == written.count - 1)
     }
 
@@ -557,12 +552,7 @@ final class ProbeStore: TallyStore {
             tickets.append(ticket)
         }
         while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
-        let check = journal.enqueue([JournalTests.usage(account: "c", id: "check")])
-        let sameAccount = journal.enqueue([JournalTests.usage(account: "r3", id: "check")])
-        let shared = journal.enqueue([.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))])
-        let afterShared = journal.enqueue([JournalTests.usage(account: "d", id: "check")])
-        try await journal.waitDurable(check)
-        for ticket in tickets + [sameAccount, shared, afterShared] { try await journal.waitDurable(ticket) }
+        try await JournalTests.queueChecks(behind: tickets, in: journal)
 
         let events = store.events.withLock { $0 }
         let start = { (fact: Fact) in events.firstIndex { $0.start && $0.facts.contains(fact) }! }
@@ -574,7 +564,7 @@ final class ProbeStore: TallyStore {
         let follows = { (later: Fact, earlier: Fact) in start(later) == start(earlier) || start(later) > end(earlier) }
         #expect(follows(JournalTests.usage(account: "r3", id: "check"), JournalTests.usage(account: "r3", id: "3-9999")))
         // The shared fact starts once every write before it has ended, and what follows it after it.
-        let sharedFact = Fact.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))
+        let sharedFact = JournalTests.closedMonth
         let sharedStart = start(sharedFact)
         #expect(events[..<sharedStart].filter(\.start).count == events[..<sharedStart].filter { !$0.start }.count, "nothing under way beside it")
         #expect(follows(JournalTests.usage(account: "d", id: "check"), sharedFact))
@@ -656,6 +646,21 @@ final class ProbeStore: TallyStore {
             everyEarlier.append(entry.last!)
         }
         #expect(violations == 0)
+    }
+
+    /// A fact of no single account: it keeps its place among all others.
+    static let closedMonth = Fact.monthClosed(month: Month(year: 2026, month: 1), at: Instant(seconds: 1))
+
+    /// Queues, behind the reports of `reports` (accounts r0 to r3), a check for another account
+    /// ("c"), a check for r3, `closedMonth` and a check after it ("d"); returns once all are durable,
+    /// having waited for the first check first.
+    static func queueChecks(behind reports: [Journal.Ticket], in journal: Journal) async throws {
+        let check = journal.enqueue([usage(account: "c", id: "check")])
+        let sameAccount = journal.enqueue([usage(account: "r3", id: "check")])
+        let shared = journal.enqueue([closedMonth])
+        let afterShared = journal.enqueue([usage(account: "d", id: "check")])
+        try await journal.waitDurable(check)
+        for ticket in reports + [sameAccount, shared, afterShared] { try await journal.waitDurable(ticket) }
     }
 
     static func usage(account: String, id: String) -> Fact {
