@@ -30,7 +30,8 @@ public struct APIKey: Hashable, Sendable, Codable {
 }
 
 /// Where webhooks go (SPEC 7). An operator endpoint (no account) receives every notice; a
-/// customer's receives its own account's. Each receives only notices made after it was added.
+/// customer's receives its own account's. Each receives only notices made at or after the
+/// instant it was added (`created`).
 public struct WebhookEndpoint: Hashable, Sendable, Codable {
     public let id: String
     public let url: String
@@ -38,7 +39,9 @@ public struct WebhookEndpoint: Hashable, Sendable, Codable {
     public let secret: String
     public let account: String?
     public let created: Instant
-    /// The index in `TallyState.notices` of the first notice this endpoint receives.
+    /// Kept for facts written before partitions, when it was the index in the one list of notices
+    /// of the first notice this endpoint received; notices are now a list a partition, and an
+    /// endpoint receives those made at or after `created`. New endpoints write 0.
     public let firstNotice: Int
 
     public init(id: String, url: String, secret: String, account: String?, created: Instant, firstNotice: Int) {

@@ -27,6 +27,18 @@ public enum FactRoute: Sendable, Hashable {
         }
     }
 
+    /// Whether the fact is one every partition shares (`GlobalState`): the catalog, keys, webhook
+    /// endpoints and deliveries, the months closed.
+    public static func isShared(_ fact: Fact) -> Bool {
+        switch fact {
+        case .monthClosed, .catalogPublished, .keyIssued, .keyRevoked, .webhookEndpointAdded, .webhookEndpointRemoved,
+             .webhookDelivered:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// The accounts some facts belong to; nil when one of them is not one account's alone (it
     /// must then keep its place among every other fact).
     public static func accounts(of facts: some Sequence<Fact>) -> Set<String>? {

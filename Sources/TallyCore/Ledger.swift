@@ -111,6 +111,12 @@ public struct LedgerBalances: Sendable {
         for entry in transaction.entries { sums[entry.account, default: Sums()][entry.unit] += entry.amount }
     }
 
+    /// Adds another partition's balances: house accounts sum over partitions.
+    public mutating func add(_ other: LedgerBalances) {
+        sums.merge(other.sums) { Sums(microyuan: $0.microyuan + $1.microyuan, calls: $0.calls + $1.calls) }
+        unbalanced.append(contentsOf: other.unbalanced)
+    }
+
     public func money(_ account: LedgerAccount) -> Money { Money(microyuan: sums[account]?.microyuan ?? 0) }
     public func calls(_ account: LedgerAccount) -> Int64 { sums[account]?.calls ?? 0 }
 }

@@ -18,6 +18,8 @@ public struct GlobalState: Sendable {
     /// The shared facts applied.
     public fileprivate(set) var factCount: Int64 = 0
 
+    public var zone: Zone { catalog.zone }
+
     init(catalog: Catalog) {
         self.catalog = catalog
         baseCatalog = catalog
@@ -80,6 +82,11 @@ public struct PartitionState: Sendable {
     /// memory) and every older id costs 2 bytes in the filter and one store read if it comes back.
     /// Nil: the index keeps every event of its window.
     public var usageCacheGeneration: Int?
+    /// Whether a full generation waits for `rotateIfFull` rather than rotating as an event is
+    /// recorded: the engine's states do, so that no id leaves the index in the middle of an
+    /// operation, after the operation looked for the ids it may repeat (a rebuild rotates as
+    /// it goes).
+    public var holdsRotation = false
     /// Every usage event applied, indexed or not.
     public fileprivate(set) var usageEvents: Int64 = 0
     public fileprivate(set) var monthly: [MonthlyKey: MonthlyUsage] = [:]
@@ -175,6 +182,39 @@ public struct PartitionState: Sendable {
         }
     }
 
+    /// Adds another partition's accounts and everything they own (`TallyState.merged`).
+    mutating func absorb(_ other: PartitionState) {
+        func first<T>(_ a: T, _: T) -> T { a }
+        accounts.merge(other.accounts, uniquingKeysWith: first)
+        packs.merge(other.packs, uniquingKeysWith: first)
+        orders.merge(other.orders, uniquingKeysWith: first)
+        orderRefs.merge(other.orderRefs, uniquingKeysWith: first)
+        usage.merge(Dictionary(other.usage.lazy.map { ($0.key, $0.value) }, uniquingKeysWith: first))
+        usageEvents += other.usageEvents
+        monthly.merge(other.monthly, uniquingKeysWith: first)
+        bills.merge(other.bills, uniquingKeysWith: first)
+        ledger.append(contentsOf: other.ledger)
+        ledgerBalances.add(other.ledgerBalances)
+        transactionCount += other.transactionCount
+        notices.append(contentsOf: other.notices)
+        noticeIDs.formUnion(other.noticeIDs)
+        billIDsByAccount.merge(other.billIDsByAccount, uniquingKeysWith: first)
+        orderIDsByAccount.merge(other.orderIDsByAccount, uniquingKeysWith: first)
+        monthlyKeysByAccount.merge(other.monthlyKeysByAccount, uniquingKeysWith: first)
+        packSequence = max(packSequence, other.packSequence)
+        factCount += other.factCount
+    }
+
+    /// Puts the notices in the order they were made (stable within an instant) and indexes them
+    /// by account again.
+    mutating func orderNotices() {
+        notices = notices.enumerated().sorted { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }.map(\.element)
+        noticesByAccount = [:]
+        for (position, notice) in notices.enumerated() {
+            if let account = notice.account { noticesByAccount[account, default: []].append(position) }
+        }
+    }
+
     private mutating func add(_ pack: Pack) {
         packSequence += 1
         packs[pack.id] = pack
@@ -221,6 +261,14 @@ public struct PartitionState: Sendable {
         }
     }
 
+    /// Rotates the index's generations when the current one is full: the previous generation's
+    /// keys go to the filter of retired keys.
+    public mutating func rotateIfFull() {
+        if let generation = usageCacheGeneration, let retiredKeys, usage.currentCount >= generation {
+            retiredKeys.insert(contentsOf: usage.rotate())
+        }
+    }
+
     /// Puts events the store still holds back into the index, whatever their age: what the engine
     /// does when an id older than the index comes back (`StoreConflict.known`).
     public mutating func remember(_ entries: [TallyState.UsageKey: UsageEntry]) {
@@ -232,9 +280,7 @@ public struct PartitionState: Sendable {
         usageEvents += 1
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
             usage[key] = UsageEntry(record)
-            if let generation = usageCacheGeneration, let retiredKeys, usage.currentCount >= generation {
-                retiredKeys.insert(contentsOf: usage.rotate())
-            }
+            if !holdsRotation { rotateIfFull() }
         } else {
             retiredKeys?.insert(key)
         }

@@ -17,6 +17,13 @@ public struct Partitioning: Sendable, Hashable {
         self.count = count
     }
 
+    /// Accounts grouped by partition, in partition order; each group keeps the accounts' order.
+    public func split(_ accounts: [String]) -> [(partition: Int, accounts: [String])] {
+        var groups: [Int: [String]] = [:]
+        for account in accounts { groups[partition(of: account), default: []].append(account) }
+        return groups.keys.sorted().map { ($0, groups[$0]!) }
+    }
+
     /// The partition an account belongs to.
     public func partition(of account: String) -> Int {
         Int(Partitioning.hash(account) % UInt64(count))

@@ -48,6 +48,10 @@ public struct TallyState: Sendable {
         get { partition.usageCacheGeneration }
         set { partition.usageCacheGeneration = newValue }
     }
+    public var holdsRotation: Bool {
+        get { partition.holdsRotation }
+        set { partition.holdsRotation = newValue }
+    }
     public var usageEvents: Int64 { partition.usageEvents }
     public var monthly: [MonthlyKey: MonthlyUsage] { _read { yield partition.monthly } }
     public var bills: [String: Bill] { _read { yield partition.bills } }
@@ -155,6 +159,38 @@ public struct TallyState: Sendable {
     /// `PartitionState.forgetUsage`).
     public mutating func forgetUsage(recordedBefore cutoff: Instant) { partition.forgetUsage(recordedBefore: cutoff) }
 
+    /// See `PartitionState.rotateIfFull`.
+    public mutating func rotateIfFull() { partition.rotateIfFull() }
+
     /// Puts events the store still holds back into the index (see `PartitionState.remember`).
     public mutating func remember(_ entries: [UsageKey: UsageEntry]) { partition.remember(entries) }
+
+    // MARK: - Several partitions
+
+    /// Takes the shared part another partition's state holds after a shared fact: every
+    /// partition's state holds the same `GlobalState` value (its tables shared, copy on write).
+    public mutating func adopt(_ global: GlobalState) { self.global = global }
+
+    /// Several partitions' states as one: what readers of every account at once look at (the
+    /// audit, an operator's lists, the command line, tests), at the cost of a copy of every
+    /// partition's tables. Not for the request path, which reads one account's partition. Notices
+    /// are in the order they were made (by instant; within one, by partition).
+    public static func merged(_ parts: [TallyState]) -> TallyState {
+        precondition(!parts.isEmpty, "no partitions to merge")
+        var whole = parts[0]
+        guard parts.count > 1 else { return whole }
+        for part in parts.dropFirst() { whole.partition.absorb(part.partition) }
+        whole.partition.orderNotices()
+        return whole
+    }
+}
+
+/// Something a stream of facts builds: a state of one partition or of several. What a store's
+/// rebuild folds its facts into.
+public protocol FactFolding: Sendable {
+    mutating func fold(_ fact: Fact)
+}
+
+extension TallyState: FactFolding {
+    public mutating func fold(_ fact: Fact) { apply(fact) }
 }

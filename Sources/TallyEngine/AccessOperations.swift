@@ -2,6 +2,7 @@ import TallyCore
 
 /// Issues an API key. The caller hashes the secret; the engine keeps only the digest.
 public struct IssueKey: Operation {
+    public var placement: Placement { .shared(account: account) }
     public let role: Role
     public let account: String?
     public let digest: String
@@ -31,6 +32,7 @@ public struct IssueKey: Operation {
 
 /// Revokes an API key: from then on it authenticates nothing.
 public struct RevokeKey: Operation {
+    public var placement: Placement { .shared(account: nil) }
     public let id: String
 
     public init(id: String) { self.id = id }
@@ -44,6 +46,7 @@ public struct RevokeKey: Operation {
 
 /// Adds a webhook endpoint; it receives the notices made from now on.
 public struct AddWebhookEndpoint: Operation {
+    public var placement: Placement { .shared(account: account) }
     public static let endpointsPerAccountMax = 16
     public static let urlLengthMax = 2_048
 
@@ -68,7 +71,7 @@ public struct AddWebhookEndpoint: Operation {
             throw TallyError(.limitExceeded, "at most \(AddWebhookEndpoint.endpointsPerAccountMax) webhook endpoints per owner")
         }
         let endpoint = WebhookEndpoint(id: env.ids.next("whe"), url: url, secret: secret, account: account, created: env.now,
-                                       firstNotice: state.tally.notices.count)
+                                       firstNotice: 0)
         state.emit(.webhookEndpointAdded(endpoint: endpoint))
         return endpoint
     }
@@ -76,6 +79,7 @@ public struct AddWebhookEndpoint: Operation {
 
 /// Removes a webhook endpoint: nothing more is delivered to it.
 public struct RemoveWebhookEndpoint: Operation {
+    public var placement: Placement { .shared(account: nil) }
     public let id: String
 
     public init(id: String) { self.id = id }
@@ -88,6 +92,7 @@ public struct RemoveWebhookEndpoint: Operation {
 
 /// Records that notices reached an endpoint (a 2xx answer), which ends their retries.
 public struct RecordDeliveries: Operation {
+    public var placement: Placement { .shared(account: nil) }
     public let deliveries: [DeliveryKey]
 
     public init(deliveries: [DeliveryKey]) { self.deliveries = deliveries }

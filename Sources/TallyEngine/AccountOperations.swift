@@ -2,6 +2,7 @@ import TallyCore
 
 /// Opens an account.
 public struct OpenAccount: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let subject: Subject
     public let verified: Bool
@@ -21,6 +22,7 @@ public struct OpenAccount: Operation {
 
 /// Records real-name verification (实名认证), optionally correcting the subject type.
 public struct Verify: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let subject: Subject?
 
@@ -38,6 +40,7 @@ public struct Verify: Operation {
 /// Adds money to the sub-accounts: cash (a payment), income (收益转入) or gift (赠送).
 /// A top-up that brings an account in arrears back to zero or above restores service at once.
 public struct TopUp: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let cash: Money
     public let income: Money
@@ -72,6 +75,7 @@ public struct TopUp: Operation {
 
 /// Grants a voucher (代金券).
 public struct GrantVoucher: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let amount: Money
     public let expires: Instant
@@ -103,6 +107,7 @@ public struct GrantVoucher: Operation {
 
 /// Suspends an account for content violations, or lifts the suspension.
 public struct Suspend: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let suspended: Bool
 
@@ -120,6 +125,7 @@ public struct Suspend: Operation {
 
 /// Lifts a content suspension.
 public struct Unsuspend: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
 
     public init(account: String) { self.account = account }
@@ -131,6 +137,7 @@ public struct Unsuspend: Operation {
 
 /// Puts an account's refunds on hold for review (suspected abuse), or releases the hold.
 public struct ReviewRefunds: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let hold: Bool
 

@@ -3,16 +3,43 @@ import TallyCore
 /// The bill run for a month (SPEC 4): closes the month to usage, then makes one bill per account
 /// and product with post-paid calls, deducts it (gift, income, then cash, which may go negative)
 /// and puts accounts left below zero in arrears. Running it again charges nothing twice.
-public struct RunBills: Operation {
+public struct RunBills: AcrossPartitions {
+    public var placement: Placement { .across }
     public let month: Month
     /// The accounts to bill in this call; nil for all. The command line bills in chunks so that it
     /// can show progress and restart where it stopped (bill ids are deterministic, so a chunk run
     /// twice charges nothing twice).
     public let accounts: [String]?
 
+    /// Whether this part closes the month when it is still open: the first part does.
+    let closesMonth: Bool
+
     public init(month: Month, accounts: [String]? = nil) {
+        self.init(month: month, accounts: accounts, closesMonth: true)
+    }
+
+    init(month: Month, accounts: [String]?, closesMonth: Bool) {
         self.month = month
         self.accounts = accounts
+        self.closesMonth = closesMonth
+    }
+
+    public func parts(_ partitioning: Partitioning) -> [(partition: Int, part: RunBills)] {
+        guard let accounts else {
+            return (0..<partitioning.count).map { ($0, RunBills(month: month, accounts: nil, closesMonth: $0 == 0)) }
+        }
+        let groups = partitioning.split(accounts)
+        guard !groups.isEmpty else { return [(0, self)] }
+        return groups.enumerated().map { ($1.partition, RunBills(month: month, accounts: $1.accounts, closesMonth: $0 == 0)) }
+    }
+
+    /// A run that closes its month holds every partition: no usage for the month is taken
+    /// anywhere once it is closed.
+    public func sharesFacts(_ global: GlobalState) -> Bool { global.closedThrough.map { month > $0 } ?? true }
+
+    public func gather(_ parts: [(part: RunBills, output: Result)]) -> Result {
+        let created = parts.flatMap(\.output.created).sorted { ($0.account, $0.product) < ($1.account, $1.product) }
+        return Result(created: created, existing: parts.reduce(0) { $0 + $1.output.existing })
     }
 
     /// The accounts with usage in `month`, sorted: what a chunked bill run walks through.
@@ -34,7 +61,7 @@ public struct RunBills: Operation {
         guard env.now >= zone.end(of: month) else {
             throw TallyError(.monthNotOver, "\(month) is not over yet; its bill run starts on the 1st of the next month")
         }
-        if state.tally.closedThrough.map({ month > $0 }) ?? true {
+        if closesMonth, state.tally.closedThrough.map({ month > $0 }) ?? true {
             state.emit(.monthClosed(month: month, at: env.now))
         }
         var byAccount: [String: [String: MonthlyUsage]] = [:]
@@ -94,6 +121,7 @@ public struct RunBills: Operation {
 
 /// Assigns a seat of the account's membership to a user (the premium edition has 6).
 public struct AssignSeat: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let product: String?
     public let user: String
@@ -127,6 +155,7 @@ public struct AssignSeat: Operation {
 /// Answers whether a user of an account may use a feature; with `use`, spends one of a limited
 /// feature's monthly uses.
 public struct CheckEntitlement: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let feature: String
     public let user: String?
@@ -151,16 +180,36 @@ public struct CheckEntitlement: Operation {
 
 /// Publishes a catalog change (SPEC 2.4). A change that cuts a free quota or raises a price must
 /// take effect at least 30 days after publishing unless forced; every affected account is told.
-public struct PublishCatalog: Operation {
+public struct PublishCatalog: AcrossPartitions {
+    public var placement: Placement { .across }
     public let effective: Instant
     /// The change as YAML: `products: [...]` for a whole version or `changes: [...]` for edits.
     public let changes: String
     public let force: Bool
 
+    /// Whether this part publishes the change (the first does); the others tell their accounts.
+    let publishes: Bool
+
     public init(effective: Instant, changes: String, force: Bool = false) {
+        self.init(effective: effective, changes: changes, force: force, publishes: true)
+    }
+
+    init(effective: Instant, changes: String, force: Bool, publishes: Bool) {
         self.effective = effective
         self.changes = changes
         self.force = force
+        self.publishes = publishes
+    }
+
+    /// One part a partition; each judges the change against the catalog before it.
+    public func parts(_ partitioning: Partitioning) -> [(partition: Int, part: PublishCatalog)] {
+        (0..<partitioning.count).map { ($0, PublishCatalog(effective: effective, changes: changes, force: force, publishes: $0 == 0)) }
+    }
+
+    public func sharesFacts(_ global: GlobalState) -> Bool { true }
+
+    public func gather(_ parts: [(part: PublishCatalog, output: [String])]) -> [String] {
+        parts.flatMap(\.output).sorted()
     }
 
     /// It walks every account for its notices.
@@ -178,7 +227,7 @@ public struct PublishCatalog: Operation {
             throw TallyError(.noticePeriodTooShort,
                              "a change that cuts a free quota or raises a price takes effect at least \(CatalogChange.noticeDaysMin) days after publishing (\(reasons))")
         }
-        state.emit(.catalogPublished(effective: effective, changes: changes, at: env.now))
+        if publishes { state.emit(.catalogPublished(effective: effective, changes: changes, at: env.now)) }
         let zone = state.tally.zone
         var affected: [String] = []
         for id in state.tally.accounts.keys.sorted() {
@@ -217,9 +266,13 @@ extension Tally {
     /// deterministic, and each chunk is durable on its own). The first step closes the month even
     /// when no account had usage.
     public func runBills(month: Month, progress: (_ done: Int, _ of: Int) -> Void = { _, _ in }) async throws(TallyError) -> BillRunTotals {
-        let accounts = read { RunBills.accountsWithUsage(in: month, $0) }
-        let chunks = accounts.isEmpty ? [[]] : accounts.chunks(of: Tally.billRunChunkAccounts)
-        var created = 0, existing = 0, done = 0
+        // The month is closed first, holding every partition; then each partition's accounts are
+        // billed in steps of its own.
+        let closing = try await perform(RunBills(month: month, accounts: []))
+        let byPartition = readEach { RunBills.accountsWithUsage(in: month, $0) }
+        let accounts = byPartition.flatMap { $0 }
+        let chunks = byPartition.flatMap { $0.chunks(of: Tally.billRunChunkAccounts) }
+        var created = closing.created.count, existing = closing.existing, done = 0
         var total = Money.zero
         do {
             try await forEach(chunks, atMost: Tally.billRunChunksInFlight) { chunk in

@@ -26,6 +26,7 @@ public struct GatewayDecision: Sendable, Hashable {
 /// One event a gateway request: a request refused by one of two events would have to take back
 /// the other's draws, or bill a call that is never served (docs/decisions.md).
 public struct GatewayCheck: Operation {
+    public var placement: Placement { .account(event.account) }
     public let event: RecordUsage
 
     public init(event: RecordUsage) {

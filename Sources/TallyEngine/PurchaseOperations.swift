@@ -6,6 +6,7 @@ public typealias Receipt = Order
 /// Activates a product that needs it (Image Tagging's 立即开通): from then on its calls are served,
 /// and the month's free quota is granted at once.
 public struct Activate: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let product: String
 
@@ -34,6 +35,7 @@ public struct Activate: Operation {
 /// Buys packs (`count` of an API pack item) or a membership term (`months` or `years` of an edition).
 /// Buying the edition one holds extends it from its current expiry.
 public struct Buy: Operation {
+    public var placement: Placement { .account(account) }
     public enum Quantity: Sendable, Hashable {
         case count(Int64)
         case months(Int64)
@@ -153,6 +155,7 @@ public struct Buy: Operation {
 
 /// Renews the membership one holds (or last held) of a product for more months or years.
 public struct Renew: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let product: String
     public let quantity: Buy.Quantity
@@ -176,6 +179,7 @@ public struct Renew: Operation {
 /// Upgrades an active membership to a higher edition of the same subject, keeping its expiry and
 /// charging the yearly price difference for the remaining term (SPEC 2.1).
 public struct Upgrade: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let to: String
     public let ref: String?
@@ -236,6 +240,7 @@ public struct Upgrade: Operation {
 /// Refunds an order of packs in full when SPEC 5 allows it: each sub-account gets back what it
 /// paid (vouchers are not returned) and the packs are revoked.
 public struct Refund: Operation {
+    public var placement: Placement { .account(account) }
     public let account: String
     public let ref: String
 

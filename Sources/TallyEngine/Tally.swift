@@ -79,9 +79,9 @@ public final class RandomIDs: IDSource {
     }
 }
 
-/// The state an operation works on: the facts-derived `TallyState`, the token buckets (kept in
-/// memory only: a restart refills them, which errs toward letting calls through), and the facts
-/// the operation has emitted so far.
+/// The state an operation works on: one partition's `TallyState` (its accounts, and the shared
+/// part every partition holds alike), the token buckets (kept in memory only: a restart refills
+/// them, which errs toward letting calls through), and the facts the operation has emitted so far.
 public struct EngineState: Sendable {
     public private(set) var tally: TallyState
     var buckets: [String: TokenBucket] = [:]
@@ -97,6 +97,7 @@ public struct EngineState: Sendable {
 
     init(tally: TallyState, journal: Journal) {
         self.tally = tally
+        self.tally.holdsRotation = true
         self.journal = journal
     }
 
@@ -111,12 +112,29 @@ public struct EngineState: Sendable {
 
     /// Puts stored events back into the idempotency index (no fact: the store has them).
     mutating func remember(_ stored: [TallyState.UsageKey: UsageEntry]) { tally.remember(stored) }
+
+    fileprivate mutating func adopt(_ global: GlobalState) { tally.adopt(global) }
+
+    fileprivate mutating func rotateIfFull() { tally.rotateIfFull() }
 }
 
 /// What every operation is handed besides the state: the instant it happens at and the id source.
 public struct Environment: Sendable {
     public let now: Instant
     public let ids: any IDSource
+}
+
+/// Where an operation runs (docs/decisions.md, "Partitions").
+public enum Placement: Sendable {
+    /// In the account's partition: everything it reads and changes is the account's, and the
+    /// shared part (catalog, keys, months closed) as it stands.
+    case account(String)
+    /// It emits shared facts (a key, a webhook endpoint, a delivery): it holds every partition's
+    /// gate, runs in the account's partition (the first for none), and every partition then takes
+    /// the new shared part.
+    case shared(account: String?)
+    /// Over the accounts of many partitions: the operation is `AcrossPartitions`.
+    case across
 }
 
 /// One operation of the engine (open an account, buy, record usage, run bills ...): checks the
@@ -131,11 +149,42 @@ public protocol Operation: Sendable {
     /// Whether the operation is bulk work (a report's slice, a bill run's step, a sweep over
     /// accounts): it waits in the gate's bulk lane, behind the small operations a gateway waits on.
     var isBulk: Bool { get }
+    /// Where it runs: every operation says, so that none runs in a partition that does not hold
+    /// what it reads.
+    var placement: Placement { get }
 }
 
 extension Operation {
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] { [] }
     public var isBulk: Bool { false }
+}
+
+/// An operation over the accounts of many partitions (a report, a bill run, a sweep, a catalog
+/// publication): the engine runs one part of it in each partition that holds some of its
+/// accounts, and puts the parts' answers together.
+public protocol AcrossPartitions: Operation {
+    /// Its parts, each with the partition it runs in, at most one a partition. When the first
+    /// part emits shared facts (`sharesFacts`), the others must not.
+    func parts(_ partitioning: Partitioning) -> [(partition: Int, part: Self)]
+    /// Whether its first part emits shared facts, given the shared part now (a bill run that
+    /// closes its month, a catalog publication): the whole operation then holds every partition's
+    /// gate, each part sees the shared part as it was before the operation, and its facts are one
+    /// journal entry. Otherwise the parts run side by side, each under its own partition.
+    func sharesFacts(_ global: GlobalState) -> Bool
+    /// The answer from each part's answer.
+    func gather(_ parts: [(part: Self, output: Output)]) -> Output
+    /// Runs one part in its partition (a sliced operation runs sliced).
+    func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> Output
+}
+
+extension AcrossPartitions {
+    public func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> Output {
+        try await engine.perform(self, in: partition)
+    }
+
+    fileprivate func performAcross(on engine: Tally) async throws(TallyError) -> Output {
+        try await engine.performAcross(self)
+    }
 }
 
 /// An operation whose work grows with its input (a report of 10,000 events): the engine applies
@@ -153,34 +202,74 @@ public protocol SlicedOperation: Operation {
 }
 
 /// An operation run after putting stored events back into the index: the ids its events may
-/// repeat from before the index's window, as the store holds them.
+/// repeat from before the index's window, as the store holds them (`stored`), and every key
+/// looked up in the store, found or not (`looked`): its suspects are those not looked up yet.
 struct Remembering<Base: Operation>: Operation {
     let base: Base
-    let stored: [TallyState.UsageKey: UsageEntry]
+    private(set) var stored: [TallyState.UsageKey: UsageEntry] = [:]
+    private(set) var looked: Set<TallyState.UsageKey> = []
+
+    init(_ base: Base) { self.base = base }
 
     func execute(_ state: inout EngineState, _ environment: Environment) throws(TallyError) -> Base.Output {
-        state.remember(stored)
+        if !stored.isEmpty { state.remember(stored) }
         return try base.execute(&state, environment)
     }
 
+    func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
+        let suspects = base.suspects(in: retired)
+        return looked.isEmpty ? suspects : suspects.filter { !looked.contains($0) }
+    }
+
+    /// Adds what the store holds of `keys`.
+    mutating func add(_ found: [TallyState.UsageKey: UsageEntry], lookedFor keys: [TallyState.UsageKey]) {
+        stored.merge(found) { first, _ in first }
+        looked.formUnion(keys)
+    }
+
     var isBulk: Bool { base.isBulk }
+    var placement: Placement { base.placement }
 }
 
-/// The engine: the state in memory, rebuilt from the store at start; operations applied one at a
-/// time under a lock; their facts made durable through the journal before the caller hears back.
+/// What applying an operation under its partition's lock came to: applied (its output, the
+/// ticket to wait on, the journal that holds it, the state's generation), or not applied because
+/// some of its events may repeat ids that left the index since it looked (`missing`): the caller
+/// reads those from the store and applies again.
+enum Applied<Output> {
+    case applied(Output, Journal.Ticket?, Journal, Int)
+    case missing([TallyState.UsageKey])
+}
+
+/// One partition of the engine: its state behind its own lock, and the gate its operations wait
+/// at, suspended, before they take the lock.
+final class Partition: Sendable {
+    let index: Int
+    let gate = Gate()
+    let state: Mutex<EngineState>
+
+    init(index: Int, state: EngineState) {
+        self.index = index
+        self.state = Mutex(state)
+    }
+}
+
+/// The engine: the state in memory, split into partitions by account and rebuilt from the store
+/// at start; each partition's operations applied one at a time under its lock, side by side with
+/// other partitions'; their facts made durable through the journal before the caller hears back.
 public final class Tally: Sendable {
     public let clock: TallyClock
     public let ids: any IDSource
     public let store: any TallyStore
     public let logger: Logger
-    private let state: Mutex<EngineState>
-    /// What operations and `reading` wait at, suspended, before they take `state`'s lock.
-    private let gate = Gate()
+    private let partitions: [Partition]
+    /// The shared part as the last operation that changed it left it: read without waiting for
+    /// any partition (keys, the catalog), and taken by every partition after a shared write.
+    private let shared: Mutex<GlobalState>
     private let reloading = Mutex<Int?>(nil)
     private let betweenSlices = Mutex<(@Sendable (Int) async -> Void)?>(nil)
     /// The keys of events recorded before the index's window (nil when the index keeps every
-    /// event): the state's own filter, kept here too so that asking it does not wait for the
-    /// engine's lock, which a long operation holds; replaced with the state on a reload.
+    /// event): one filter that every partition's state adds to, kept here too so that asking it
+    /// does not wait for a partition's lock, which a long operation holds; replaced on a reload.
     private let retired: Mutex<RetiredUsageKeys?>
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
@@ -198,18 +287,20 @@ public final class Tally: Sendable {
     /// How many days of usage ids the index keeps; nil keeps every one (`tally audit` on stores
     /// that cannot stream a recount).
     public let usageIndexDays: Int64?
-    /// The events a generation of the index holds by default (`TallyState.usageCacheGeneration`):
-    /// between 131,072 and 262,144 of the latest events stay in memory, about 60 MB at most;
-    /// older ids of the window are in the filter of retired keys (docs/decisions.md).
+    /// The events a generation of the index holds by default, over all partitions (each holds its
+    /// share, `TallyState.usageCacheGeneration`): between 131,072 and 262,144 of the latest
+    /// events stay in memory, about 60 MB at most; older ids of the window are in the filter of
+    /// retired keys (docs/decisions.md).
     public static let usageCacheGeneration = 1 << 17
-    /// The events a generation of the index holds; nil keeps every event of the window in memory.
+    /// The events a generation of the index holds, over all partitions; nil keeps every event of
+    /// the window in memory.
     public let usageCacheGeneration: Int?
     /// While small operations wait, the most facts of bulk ones a store write takes (`Journal`).
     public let journalBulkFacts: Int
     /// How the store's accounts are spread over partitions, as recorded with its data.
     public let partitioning: Partitioning
 
-    /// Starts an engine on `store`: streams every fact from it and folds them over the catalog.
+    /// Starts an engine on `store`: streams every fact from it and folds them into the partitions.
     /// `partitions`: the number the store's data is split into. A store that has one recorded
     /// keeps it, and another number is refused (`partition_count_mismatch`); a store with none
     /// records this one (nil: the recorded one, or `Partitioning.countDefault`).
@@ -223,16 +314,32 @@ public final class Tally: Sendable {
             throw TallyError(.countOutOfRange, "the journal's bulk facts a write are from \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound), got \(journalBulkFacts)")
         }
         let partitioning = try await Tally.partitioning(of: store, asked: partitions)
-        let tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
+        let built = try await store.rebuild(Tally.emptyState(catalog, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
-        if let retired = tally.retiredKeys {
+        let whole = Totals(built.parts)
+        if let retired = built.parts[0].retiredKeys {
             logger.info("ids older than the index", metadata: ["keys": "\(retired.count)", "bytes": "\(retired.bytes)"])
         }
-        logger.info("engine started", metadata: ["store": "\(store.kind)", "facts": "\(tally.factCount)", "accounts": "\(tally.accounts.count)",
-                                                 "usage_events": "\(tally.usageEvents)", "indexed": "\(tally.usage.count)"])
-        return Tally(state: EngineState(tally: tally, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)), store: store,
+        logger.info("engine started", metadata: ["store": "\(store.kind)", "partitions": "\(partitioning.count)", "facts": "\(whole.facts)",
+                                                 "accounts": "\(whole.accounts)", "usage_events": "\(whole.usageEvents)", "indexed": "\(whole.indexed)"])
+        return Tally(built: built, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts), store: store,
                      clock: clock, ids: ids, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration,
-                     journalBulkFacts: journalBulkFacts, partitioning: partitioning, logger: logger)
+                     journalBulkFacts: journalBulkFacts, logger: logger)
+    }
+
+    /// A few sums over every partition, for the log.
+    private struct Totals {
+        var facts: Int64 = 0, accounts = 0, usageEvents: Int64 = 0, indexed = 0
+
+        init(_ parts: [TallyState]) {
+            facts = parts.first?.global.factCount ?? 0
+            for part in parts {
+                facts += part.partition.factCount
+                accounts += part.accounts.count
+                usageEvents += part.usageEvents
+                indexed += part.usage.count
+            }
+        }
     }
 
     /// The partitioning the store's data was made with: the recorded count, checked against the
@@ -250,60 +357,129 @@ public final class Tally: Sendable {
         return partitioning
     }
 
-    /// The state a rebuild starts from: the catalog, the instant before which usage ids stay out
-    /// of memory, the bound on the index's generations, and a new filter for the keys of the ids
-    /// memory does not keep.
-    static func emptyState(_ catalog: Catalog, now: Instant, usageIndexDays: Int64?, usageCacheGeneration: Int?) -> TallyState {
+    /// The states a rebuild starts from, one a partition: the catalog, the instant before which
+    /// usage ids stay out of memory, each partition's share of the bound on the index's
+    /// generations, and one new filter, shared by all, for the keys of the ids memory does not keep.
+    static func emptyState(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
+                           usageCacheGeneration: Int?) -> PartitionedState {
         var tally = TallyState(catalog: catalog)
         if let days = usageIndexDays {
             tally.retiredKeys = RetiredUsageKeys()
-            tally.usageCacheGeneration = usageCacheGeneration
+            tally.usageCacheGeneration = usageCacheGeneration.map { max(1, ($0 + partitioning.count - 1) / partitioning.count) }
             tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400))
         }
-        return tally
+        return PartitionedState(Array(repeating: tally, count: partitioning.count), partitioning: partitioning)
     }
 
-    private init(state: EngineState, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
-                 usageCacheGeneration: Int?, journalBulkFacts: Int, partitioning: Partitioning, logger: Logger) {
+    private init(built: PartitionedState, journal: Journal, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
+                 usageCacheGeneration: Int?, journalBulkFacts: Int, logger: Logger) {
         self.journalBulkFacts = journalBulkFacts
-        self.partitioning = partitioning
+        self.partitioning = built.partitioning
         self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
-        self.state = Mutex(state)
+        self.partitions = built.parts.enumerated().map { Partition(index: $0.offset, state: EngineState(tally: $0.element, journal: journal)) }
+        self.shared = Mutex(built.parts[0].global)
         self.store = store
         self.clock = clock
         self.ids = ids
         self.usageIndexDays = usageIndexDays
-        retired = Mutex(state.tally.retiredKeys)
+        retired = Mutex(built.parts[0].retiredKeys)
     }
+
+    /// The partition an account's operations and reads go to.
+    private func partition(of account: String) -> Partition { partitions[partitioning.partition(of: account)] }
 
     /// Drops from memory the ids of usage events recorded more than `usageIndexDays` ago: the
     /// scheduler's daily housekeeping. Returns how many ids the index still holds.
-    /// It waits at the gate like an operation; its hold is bounded by the index's own bound (two
-    /// generations of `usageCacheGeneration` events).
+    /// It waits at each partition's gate like an operation; its hold is bounded by the index's own
+    /// bound (two generations of the partition's share of `usageCacheGeneration` events).
     @discardableResult
     public func forgetOldUsage() async -> Int {
-        guard let days = usageIndexDays else { return await reading { $0.usage.count } }
-        let cutoff = clock.now().adding(seconds: -days * 86_400)
-        return await gate.pass(.bulk) {
-            state.withLock { state in
-                state.forgetUsage(recordedBefore: cutoff)
-                return state.tally.usage.count
+        let cutoff = usageIndexDays.map { clock.now().adding(seconds: -$0 * 86_400) }
+        var indexed = 0
+        for partition in partitions {
+            indexed += await partition.gate.pass(.bulk) {
+                partition.state.withLock { state in
+                    if let cutoff { state.forgetUsage(recordedBefore: cutoff) }
+                    return state.tally.usage.count
+                }
             }
         }
+        return indexed
     }
 
     /// Runs an operation now and returns once its facts are durable.
     @discardableResult
     public func perform<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
-        let stored = try await storedUsage(repeatedBy: operation)
-        return stored.isEmpty ? try await run(operation) : try await run(Remembering(base: operation, stored: stored))
+        switch operation.placement {
+        case .account(let account):
+            return try await perform(operation, in: partitioning.partition(of: account))
+        case .shared(let account):
+            let home = account.map { partition(of: $0) } ?? partitions[0]
+            return try await runHoldingEvery([(home, operation)], lane: operation.isBulk ? .bulk : .small)[0]
+        case .across:
+            guard let across = operation as? any AcrossPartitions else {
+                preconditionFailure("\(Op.self) runs across partitions but is not AcrossPartitions")
+            }
+            return try await across.performAcross(on: self) as! Op.Output
+        }
     }
 
-    /// Runs a sliced operation a slice at a time, each slice through the gate on its own; returns
-    /// once every slice is durable. Slices are written while later ones are applied.
+    /// Runs an operation in one partition, after reading from the store the events it may repeat
+    /// from before the index's window.
+    func perform<Op: Operation>(_ operation: Op, in index: Int) async throws(TallyError) -> Op.Output {
+        try await run(operation, in: partitions[index])
+    }
+
+    /// Runs each part of an operation across partitions: side by side, each under its own
+    /// partition, or, when it emits shared facts, holding every partition's gate.
+    func performAcross<Op: AcrossPartitions>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        let parts = operation.parts(partitioning)
+        if operation.sharesFacts(shared.withLock { $0 }) {
+            let steps = parts.map { (partitions[$0.partition], $0.part) }
+            let outputs = try await runHoldingEvery(steps, lane: operation.isBulk ? .bulk : .small)
+            return operation.gather(Array(zip(parts.map(\.part), outputs)))
+        }
+        if parts.count == 1 {
+            return operation.gather([(parts[0].part, try await parts[0].part.performPart(on: self, in: parts[0].partition))])
+        }
+        let results = await withTaskGroup(of: (Int, Result<Op.Output, TallyError>).self) { group in
+            for (position, part) in parts.enumerated() {
+                group.addTask {
+                    do throws(TallyError) {
+                        return (position, .success(try await part.part.performPart(on: self, in: part.partition)))
+                    } catch {
+                        return (position, .failure(error))
+                    }
+                }
+            }
+            var results = [Result<Op.Output, TallyError>?](repeating: nil, count: parts.count)
+            for await (position, result) in group { results[position] = result }
+            return results
+        }
+        var gathered: [(part: Op, output: Op.Output)] = []
+        gathered.reserveCapacity(parts.count)
+        for (part, result) in zip(parts, results) { gathered.append((part.part, try result!.get())) }
+        return operation.gather(gathered)
+    }
+
+    /// Runs a sliced operation in one partition a slice at a time, each slice through the gate on
+    /// its own; returns once every slice is durable. Slices are written while later ones are applied.
     @discardableResult
     public func perform<Op: SlicedOperation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        switch operation.placement {
+        case .account(let account): return try await performSliced(operation, in: partitioning.partition(of: account))
+        case .shared, .across:
+            guard let across = operation as? any AcrossPartitions else {
+                preconditionFailure("\(Op.self) is sliced and must run in one account's partition or across partitions")
+            }
+            return try await across.performAcross(on: self) as! Op.Output
+        }
+    }
+
+    func performSliced<Op: SlicedOperation>(_ operation: Op, in index: Int) async throws(TallyError) -> Op.Output {
+        let partition = partitions[index]
+        let gate = partition.gate
         let slices = operation.slices
         var outputs: [Op.Slice.Output] = []
         outputs.reserveCapacity(slices.count)
@@ -319,17 +495,23 @@ public final class Tally: Sendable {
                 await gate.enter(.bulk)
                 holding = true
             }
-            let suspects = suspects(of: slice)
-            var stored: [TallyState.UsageKey: UsageEntry] = [:]
-            if !suspects.isEmpty {
-                gate.leave()
-                holding = false
-                stored = try await storedUsage(suspects)
-                await gate.enter(.bulk)
-                holding = true
+            var remembering = Remembering(slice)
+            var suspects = suspects(of: slice)
+            var applied: (Op.Slice.Output, Journal.Ticket?, Journal, Int)?
+            while applied == nil {
+                if !suspects.isEmpty {
+                    gate.leave()
+                    holding = false
+                    remembering.add(try await storedUsage(suspects), lookedFor: suspects)
+                    await gate.enter(.bulk)
+                    holding = true
+                }
+                switch try applyHoldingGate(remembering, in: partition) {
+                case .applied(let output, let ticket, let journal, let generation): applied = (output, ticket, journal, generation)
+                case .missing(let keys): suspects = keys
+                }
             }
-            let (output, ticket, journal, generation) = stored.isEmpty ? try applyHoldingGate(slice)
-                : try applyHoldingGate(Remembering(base: slice, stored: stored))
+            let (output, ticket, journal, generation) = applied!
             if let ticket { journal.submit(ticket) }
             outputs.append(output)
             written.append(ticket.map { ($0, journal, generation) })
@@ -345,7 +527,7 @@ public final class Tally: Sendable {
             gate.leave()
             holding = false
         }
-        for (index, entry) in written.enumerated() {
+        for (position, entry) in written.enumerated() {
             guard let (ticket, journal, generation) = entry else { continue }
             do {
                 try await journal.waitDurable(ticket, submitted: true)
@@ -356,9 +538,9 @@ public final class Tally: Sendable {
                 }
                 // The slices before this one are durable; this one and the rest were rolled back
                 // with the journal: reload, and run them again, one by one.
-                logger.info("retrying the rest of a sliced operation after a conflict with another process", metadata: ["slice": "\(index)"])
+                logger.info("retrying the rest of a sliced operation after a conflict with another process", metadata: ["slice": "\(position)"])
                 try await reload(from: generation)
-                for rest in index..<slices.count { outputs[rest] = try await perform(slices[rest]) }
+                for rest in position..<slices.count { outputs[rest] = try await perform(slices[rest], in: index) }
                 break
             }
         }
@@ -378,13 +560,10 @@ public final class Tally: Sendable {
         return operation.suspects(in: retired)
     }
 
-    /// The stored events whose ids the operation may repeat from before the index's window. Read
-    /// outside the lock, so that an old id sent again is answered from the index as a duplicate,
-    /// rather than failing at the store's unique index and costing every caller a reload.
-    private func storedUsage<Op: Operation>(repeatedBy operation: Op) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
-        try await storedUsage(suspects(of: operation))
-    }
-
+    /// The stored events among `suspects`: the ids an operation may repeat from before the
+    /// index's window. Read outside the lock, so that an old id sent again is answered from the
+    /// index as a duplicate, rather than failing at the store's unique index and costing every
+    /// caller a reload.
     private func storedUsage(_ suspects: [TallyState.UsageKey]) async throws(TallyError) -> [TallyState.UsageKey: UsageEntry] {
         guard !suspects.isEmpty else { return [:] }
         do {
@@ -394,12 +573,39 @@ public final class Tally: Sendable {
         }
     }
 
-    private func run<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+    /// Runs an operation in its partition: reads first what the store holds of the ids its events
+    /// may repeat from before the index's window, and again for any that left the index before
+    /// its turn came (`Applied.missing`).
+    private func run<Op: Operation>(_ operation: Op, in partition: Partition) async throws(TallyError) -> Op.Output {
+        var remembering = Remembering(operation)
+        var suspects = suspects(of: operation)
+        return try await retrying { () throws(TallyError) in
+            while true {
+                if !suspects.isEmpty { remembering.add(try await storedUsage(suspects), lookedFor: suspects) }
+                switch try await apply(remembering, in: partition) {
+                case .applied(let output, let ticket, let journal, let generation): return (output, ticket, journal, generation)
+                case .missing(let keys): suspects = keys
+                }
+            }
+        }
+    }
+
+    /// Applies, then waits until the facts are durable; after a lost race with another process,
+    /// reloads and applies again (at most `conflictRetriesMax` times).
+    private func retrying<Output>(
+        _ apply: () async throws(TallyError) -> (Output, Journal.Ticket?, Journal, Int)
+    ) async throws(TallyError) -> Output {
         for retry in 0...Tally.conflictRetriesMax {
-            switch try await attemptOnce(operation) {
-            case .done(let output):
+            let (output, ticket, journal, generation) = try await apply()
+            guard let ticket else { return output }
+            do {
+                try await journal.waitDurable(ticket)
                 return output
-            case .lostRace(let generation):
+            } catch {
+                guard error.code == .storeConflict else {
+                    failed(error, generation: generation)
+                    throw error
+                }
                 logger.info("retrying after a conflict with another process", metadata: ["retry": "\(retry + 1)"])
                 try await reload(from: generation)
                 // A little jitter, so that processes racing for one pack do not collide in lockstep.
@@ -409,67 +615,122 @@ public final class Tally: Sendable {
         throw TallyError(.storeConflict, "the operation lost \(Tally.conflictRetriesMax + 1) races with other processes in a row; try again")
     }
 
-    /// One try of an operation: done, or rolled back because another process won a race while the
-    /// state was at `generation`.
-    private enum Attempt<Output> {
-        case done(Output)
-        case lostRace(generation: Int)
+    /// Applies an operation under its partition's lock (after the operations queued at that
+    /// partition's gate before it) and queues its facts; returns its output, the ticket to wait
+    /// on, the journal that holds it, and the state's generation.
+    private func apply<Op: Operation>(_ operation: Op, in partition: Partition) async throws(TallyError) -> Applied<Op.Output> {
+        try await partition.gate.pass(operation.isBulk ? .bulk : .small) { () throws(TallyError) in try applyHoldingGate(operation, in: partition) }
     }
 
-    /// Applies an operation under the lock (after the operations queued at the gate before it)
-    /// and queues its facts; returns its output, the ticket to wait on, the journal that holds
-    /// it, and the state's generation.
-    private func apply<Op: Operation>(_ operation: Op) async throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
-        try await gate.pass(operation.isBulk ? .bulk : .small) { () throws(TallyError) in try applyHoldingGate(operation) }
-    }
-
-    /// `apply` for a caller that holds the gate.
-    private func applyHoldingGate<Op: Operation>(_ operation: Op) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
+    /// `apply` for a caller that holds the partition's gate.
+    private func applyHoldingGate<Op: Operation>(_ operation: Op, in partition: Partition) throws(TallyError) -> Applied<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
-        return try state.withLock { (state: inout EngineState) throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) in
-            // Memory may hold facts the store did not take: nothing more is applied on top of them
-            // until the state is reloaded from the store (`recover`).
-            if let failure = state.journal.stoppedBy { throw Tally.unavailable(failure) }
-            let output: Op.Output
-            do throws(TallyError) {
-                output = try operation.execute(&state, environment)
-            } catch {
-                // Operations check before they emit; one that refused after emitting would leave
-                // the memory ahead of what the caller was told, so that is a programmer error.
-                precondition(state.emitted.isEmpty, "an operation emitted facts and then refused: \(error)")
-                throw error
+        return try partition.state.withLock { (state: inout EngineState) throws(TallyError) -> Applied<Op.Output> in
+            // Ids that left the index since the operation looked (another operation filled a
+            // generation meanwhile) are read from the store first: applied without them, a
+            // repeated id would count twice in memory and fail at the store's unique index.
+            if let retired = state.tally.retiredKeys, !retired.isEmpty {
+                let missing = operation.suspects(in: retired).filter { state.tally.usage[$0] == nil }
+                if !missing.isEmpty { return .missing(missing) }
             }
+            let shared = state.tally.global.factCount
+            let output = try Tally.execute(operation, &state, environment)
+            precondition(state.tally.global.factCount == shared, "\(Op.self) emitted a shared fact without holding every partition")
             let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted)
             // Handed to the journal, not kept: the journal holds this buffer until it is written,
             // so the next operation's first fact would copy it into a new buffer of the same
             // capacity, the largest batch's (a megabyte mapped and unmapped for a single check
             // once a report of 10,000 events had passed).
             state.emitted = []
-            return (output, ticket, state.journal, state.generation)
+            return .applied(output, ticket, state.journal, state.generation)
         }
     }
 
-    private func attemptOnce<Op: Operation>(_ operation: Op) async throws(TallyError) -> Attempt<Op.Output> {
-        let (output, ticket, journal, generation) = try await apply(operation)
-        if let ticket {
-            do {
-                try await journal.waitDurable(ticket)
-            } catch {
-                if error.code == .storeConflict { return .lostRace(generation: generation) }
-                failed(error, generation: generation)
-                throw error
+    /// Executes an operation on a state, unless the state may hold facts the store did not take.
+    private static func execute<Op: Operation>(_ operation: Op, _ state: inout EngineState, _ environment: Environment) throws(TallyError) -> Op.Output {
+        // Memory may hold facts the store did not take: nothing more is applied on top of them
+        // until the state is reloaded from the store (`recover`).
+        if let failure = state.journal.stoppedBy { throw Tally.unavailable(failure) }
+        do throws(TallyError) {
+            let output = try operation.execute(&state, environment)
+            state.rotateIfFull()
+            return output
+        } catch {
+            // Operations check before they emit; one that refused after emitting would leave
+            // the memory ahead of what the caller was told, so that is a programmer error.
+            precondition(state.emitted.isEmpty, "an operation emitted facts and then refused: \(error)")
+            throw error
+        }
+    }
+
+    /// Runs steps (each an operation and the partition it runs in) holding every partition's
+    /// gate, so that nothing else applies meanwhile: the shared facts the first step emits reach
+    /// every partition before any other operation runs, and the steps' facts are one journal
+    /// entry, durable or rolled back together. Later steps see the shared part as it was before.
+    private func runHoldingEvery<Op: Operation>(_ steps: [(Partition, Op)], lane: Gate.Lane) async throws(TallyError) -> [Op.Output] {
+        try await retrying { () throws(TallyError) in
+            await enterEvery(lane)
+            defer { leaveEvery() }
+            return try applyHoldingEvery(steps)
+        }
+    }
+
+    private func applyHoldingEvery<Op: Operation>(_ steps: [(Partition, Op)]) throws(TallyError) -> ([Op.Output], Journal.Ticket?, Journal, Int) {
+        let environment = Environment(now: clock.now(), ids: ids)
+        var outputs: [Op.Output] = []
+        var facts: [Fact] = []
+        var sharedBy: Partition?
+        var journal: Journal?, generation = 0
+        for (position, (partition, operation)) in steps.enumerated() {
+            try partition.state.withLock { (state: inout EngineState) throws(TallyError) in
+                let shared = state.tally.global.factCount
+                let output: Op.Output
+                do throws(TallyError) {
+                    output = try Tally.execute(operation, &state, environment)
+                } catch {
+                    // Only the first step may refuse: later ones would leave the earlier ones'
+                    // facts applied and the caller told of a refusal.
+                    precondition(facts.isEmpty, "a step across partitions refused after others had emitted: \(error)")
+                    throw error
+                }
+                if state.tally.global.factCount != shared {
+                    precondition(position == 0, "only the first step across partitions emits shared facts")
+                    sharedBy = partition
+                }
+                outputs.append(output)
+                facts.append(contentsOf: state.emitted)
+                state.emitted = []
+                journal = state.journal
+                generation = state.generation
             }
         }
-        return .done(output)
+        if let sharedBy {
+            let global = sharedBy.state.withLock { $0.tally.global }
+            for partition in partitions where partition !== sharedBy { partition.state.withLock { $0.adopt(global) } }
+            shared.withLock { $0 = global }
+        }
+        guard let journal else { preconditionFailure("no step to run") }
+        return (outputs, facts.isEmpty ? nil : journal.enqueue(facts), journal, generation)
+    }
+
+    /// Enters every partition's gate, in partition order (so two callers cannot hold parts of
+    /// each other's).
+    private func enterEvery(_ lane: Gate.Lane) async {
+        for partition in partitions { await partition.gate.enter(lane) }
+    }
+
+    private func leaveEvery() {
+        for partition in partitions.reversed() { partition.gate.leave() }
     }
 
     /// Rebuilds the state from the store after a lost race: the memory had run ahead of what was
     /// kept, and the other process's facts were not in it. One caller reloads; the others wait.
     private func reload(from generation: Int) async throws(TallyError) {
+        let first = partitions[0]
         // Wait while another caller reloads; take the reload over if nobody holds it (a reloader
         // that failed leaves it free), and stop when the caller is cancelled.
         while true {
-            if state.withLock({ $0.generation }) != generation { return }
+            if first.state.withLock({ $0.generation }) != generation { return }
             let mine = reloading.withLock { current -> Bool in
                 guard current == nil else { return false }
                 current = generation
@@ -480,29 +741,35 @@ public final class Tally: Sendable {
             try? await Task.sleep(for: .milliseconds(1))
         }
         defer { reloading.withLock { $0 = nil } }
-        let (generationNow, catalog, known) = state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal.knownAfterConflict) }
+        let (generationNow, catalog, known) = first.state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal.knownAfterConflict) }
         if generationNow != generation { return }
-        var tally: TallyState
+        var built: PartitionedState
         do {
-            tally = try await store.rebuild(Tally.emptyState(catalog, now: clock.now(), usageIndexDays: usageIndexDays,
+            built = try await store.rebuild(Tally.emptyState(catalog, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
         } catch {
             let failure = TallyError(.storeUnavailable, "reloading from the store failed: \(error)")
             // The state may hold facts the store refused: stop taking work until a reload succeeds.
-            state.withLock { $0.journal.stop(failure) }
+            first.state.withLock { $0.journal.stop(failure) }
             failed(failure, generation: generation)
             throw failure
         }
+        var parts = built.parts
         // Ids the store refused as already counted but older than the index: back into it, so
         // that the retry answers them as duplicates.
-        tally.remember(known)
-        let store = self.store
-        retired.withLock { $0 = tally.retiredKeys }
-        state.withLock { state in
-            var fresh = EngineState(tally: tally, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts))
-            fresh.buckets = state.buckets
-            fresh.generation = state.generation + 1
-            state = fresh
+        for (key, entry) in known { parts[partitioning.partition(of: key.account)].remember([key: entry]) }
+        let journal = Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)
+        await enterEvery(.small)
+        defer { leaveEvery() }
+        retired.withLock { $0 = parts[0].retiredKeys }
+        shared.withLock { $0 = parts[0].global }
+        for (partition, tally) in zip(partitions, parts) {
+            partition.state.withLock { state in
+                var fresh = EngineState(tally: tally, journal: journal)
+                fresh.buckets = state.buckets
+                fresh.generation = state.generation + 1
+                state = fresh
+            }
         }
     }
 
@@ -510,7 +777,7 @@ public final class Tally: Sendable {
     /// reloaded from the store. Meanwhile memory may hold facts the store did not take, so a
     /// server answers reads, like writes, with `store_unavailable` (`/health/ready` says 503).
     public var isReady: Bool {
-        state.withLock { $0.journal.stoppedBy == nil }
+        partitions[0].state.withLock { $0.journal.stoppedBy == nil }
     }
 
     static func unavailable(_ failure: TallyError) -> TallyError {
@@ -556,11 +823,17 @@ public final class Tally: Sendable {
         return true
     }
 
-    /// What an operation would do now, without doing it: it runs on a copy of the state and its
-    /// facts are thrown away (the price preview before paying). The copy is copy-on-write, so a
-    /// preview costs a copy of what the operation changes, outside the engine's lock.
+    /// What an operation would do now, without doing it: it runs on a copy of its partition's
+    /// state and its facts are thrown away (the price preview before paying). The copy is
+    /// copy-on-write, so a preview costs a copy of what the operation changes, outside the lock.
     public func preview<Op: Operation>(_ operation: Op) throws(TallyError) -> Op.Output {
-        var copy = state.withLock { $0 }
+        let partition: Partition
+        switch operation.placement {
+        case .account(let account): partition = self.partition(of: account)
+        case .shared(let account): partition = account.map { self.partition(of: $0) } ?? partitions[0]
+        case .across: preconditionFailure("an operation across partitions has no preview")
+        }
+        var copy = partition.state.withLock { $0 }
         copy.emitted.removeAll()
         return try operation.execute(&copy, Environment(now: clock.now(), ids: ids))
     }
@@ -569,27 +842,62 @@ public final class Tally: Sendable {
     /// only recent ones). For a quiet engine: writes between the recount and the read would show
     /// as mismatches (`tally audit` on SQLite reads both in one snapshot instead).
     public func audit() async throws -> Audit.Report {
-        let recount = try await store.recountUsage(zone: read { $0.zone })
+        let recount = try await store.recountUsage(zone: readShared { $0.zone })
         return read { Audit.run($0, recount: recount) }
     }
 
     /// How many times the state was rebuilt from the store after a write lost a race (another
     /// process's facts, or an id the store held and the memory did not).
-    public var reloads: Int { state.withLock { $0.generation } }
+    public var reloads: Int { partitions[0].state.withLock { $0.generation } }
 
-    /// What waits: operations at the gate, and journal entries not yet committed.
+    /// What waits: operations at the partitions' gates, and journal entries not yet committed.
     public var queueDepth: (gate: Int, journal: Int) {
-        (gate.waiting, state.withLock { $0.journal }.outstandingEntries)
+        (partitions.reduce(0) { $0 + $1.gate.waiting }, partitions[0].state.withLock { $0.journal }.outstandingEntries)
     }
 
-    /// Reads the state.
+    /// Reads every partition as one state (`TallyState.merged`): for readers of every account at
+    /// once (the audit, an operator's lists, the command line, tests). Each partition is read in
+    /// turn, not all at one instant. The request path reads one account's partition instead.
     public func read<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> T {
-        try state.withLock { try body($0.tally) }
+        try body(TallyState.merged(partitions.map { partition in partition.state.withLock { $0.tally } }))
     }
 
-    /// Reads the state after the operations before it, suspended rather than blocked while one
-    /// runs: what a server's request path uses, so that a long report holds no thread but its own.
-    public func reading<T: Sendable, E: Error>(_ body: (TallyState) throws(E) -> T) async throws(E) -> T {
-        try await gate.pass { () throws(E) in try state.withLock { (state: inout EngineState) throws(E) -> T in try body(state.tally) } }
+    /// Reads the partition that holds `account` (and the shared part).
+    public func read<T: Sendable, E: Error>(account: String, _ body: (TallyState) throws(E) -> T) throws(E) -> T {
+        try partition(of: account).state.withLock { (state: inout EngineState) throws(E) -> T in try body(state.tally) }
+    }
+
+    /// Reads one partition.
+    public func read<T: Sendable>(partition index: Int, _ body: (TallyState) throws -> T) rethrows -> T {
+        try partitions[index].state.withLock { try body($0.tally) }
+    }
+
+    /// Reads each partition in turn: one answer a partition, in partition order.
+    public func readEach<T: Sendable>(_ body: (TallyState) throws -> T) rethrows -> [T] {
+        try partitions.map { partition in try partition.state.withLock { try body($0.tally) } }
+    }
+
+    /// The first thing `body` finds in a partition, looking in each in turn (a bill by its id).
+    public func find<T: Sendable>(_ body: (TallyState) -> T?) -> T? {
+        for partition in partitions {
+            if let found = partition.state.withLock({ body($0.tally) }) { return found }
+        }
+        return nil
+    }
+
+    /// Reads the shared part (catalog, keys, webhook endpoints, months closed) without waiting for
+    /// any partition.
+    public func readShared<T: Sendable>(_ body: (GlobalState) throws -> T) rethrows -> T {
+        try shared.withLock { try body($0) }
+    }
+
+    /// Reads the partition that holds `account` after the operations queued there before it,
+    /// suspended rather than blocked while one runs: what a server's request path uses, so that
+    /// a long report holds no thread but its own.
+    public func reading<T: Sendable, E: Error>(account: String, _ body: (TallyState) throws(E) -> T) async throws(E) -> T {
+        let partition = partition(of: account)
+        return try await partition.gate.pass { () throws(E) in
+            try partition.state.withLock { (state: inout EngineState) throws(E) -> T in try body(state.tally) }
+        }
     }
 }

@@ -54,6 +54,7 @@ public struct UsageOutcome: Sendable, Hashable {
 /// for quota or arrears records nothing either; a report is recorded even when refused, because
 /// its calls were served.
 public struct RecordUsage: Operation {
+    public var placement: Placement { .account(account) }
     public enum Mode: String, Sendable, Hashable { case check, report }
 
     public let account: String
@@ -151,7 +152,8 @@ public struct RecordUsage: Operation {
 
 /// Grants the month's free packs to every account with a product activated (00:00 on the 1st,
 /// and at activation). Idempotent: a pack already granted for the month is not granted again.
-public struct GrantFreeQuota: Operation {
+public struct GrantFreeQuota: AccountSweep {
+    public var placement: Placement { .across }
     /// The accounts to grant to in this call; nil for all (`Tally.grantFreeQuota()` sweeps in slices).
     public let accounts: [String]?
 
@@ -167,6 +169,24 @@ public struct GrantFreeQuota: Operation {
         }
         return state.emitted.count - before
     }
+}
+
+/// An operation over some accounts, or every account (nil): a part in each partition that holds
+/// some, side by side; the answer is the sum of the parts' counts.
+public protocol AccountSweep: AcrossPartitions where Output == Int {
+    var accounts: [String]? { get }
+    init(accounts: [String]?)
+}
+
+extension AccountSweep {
+    public func parts(_ partitioning: Partitioning) -> [(partition: Int, part: Self)] {
+        guard let accounts else { return (0..<partitioning.count).map { ($0, Self(accounts: nil)) } }
+        return partitioning.split(accounts).map { ($0.partition, Self(accounts: $0.accounts)) }
+    }
+
+    public func sharesFacts(_ global: GlobalState) -> Bool { false }
+
+    public func gather(_ parts: [(part: Self, output: Int)]) -> Int { parts.reduce(0) { $0 + $1.output } }
 }
 
 /// The month an account's free packs were last granted for, and for how many activated products.
@@ -216,7 +236,8 @@ extension EngineState {
 /// The scheduler's expiry pass: notices for packs and memberships that expire within 7 days
 /// (once each). Expiry itself needs no action: a pack or membership past its instant is simply
 /// no longer usable.
-public struct Expire: Operation {
+public struct Expire: AccountSweep {
+    public var placement: Placement { .across }
     /// The accounts to look at in this call; nil for all (`Tally.expire()` sweeps in slices).
     public let accounts: [String]?
 
@@ -255,13 +276,53 @@ public struct Expire: Operation {
 /// Records many usage events under one lock and one journal ticket: the report path's batch, and
 /// what `tally ingest` feeds. Each event gets its own result, as TigerBeetle's batches do: one bad
 /// event refuses only itself.
-public struct RecordUsageBatch: SlicedOperation {
+public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
+    public var placement: Placement { .across }
     /// The most events one batch may carry (the HTTP report route's limit too).
     public static let eventsMax = 10_000
 
     public let events: [RecordUsage]
 
-    public init(events: [RecordUsage]) { self.events = events }
+    /// For a part of a batch split by partition: each event's position in the whole batch.
+    let positions: [Int]?
+
+    public init(events: [RecordUsage]) { self.init(events: events, positions: nil) }
+
+    init(events: [RecordUsage], positions: [Int]?) {
+        self.events = events
+        self.positions = positions
+    }
+
+    /// The events of each partition, in their order; a batch over `eventsMax` stays whole, to be
+    /// refused.
+    public func parts(_ partitioning: Partitioning) -> [(partition: Int, part: RecordUsageBatch)] {
+        guard partitioning.count > 1, events.count <= RecordUsageBatch.eventsMax, let first = events.first else { return [(0, self)] }
+        let partitions = events.map { partitioning.partition(of: $0.account) }
+        guard partitions.contains(where: { $0 != partitions[0] }) else { return [(partitioning.partition(of: first.account), self)] }
+        var groups: [Int: (events: [RecordUsage], positions: [Int])] = [:]
+        for (position, (event, partition)) in zip(events, partitions).enumerated() {
+            groups[partition, default: ([], [])].events.append(event)
+            groups[partition]!.positions.append(position)
+        }
+        return groups.keys.sorted().map { ($0, RecordUsageBatch(events: groups[$0]!.events, positions: groups[$0]!.positions)) }
+    }
+
+    public func sharesFacts(_ global: GlobalState) -> Bool { false }
+
+    /// Each event's answer in the batch's order.
+    public func gather(_ parts: [(part: RecordUsageBatch, output: [Result<UsageOutcome, TallyError>])]) -> [Result<UsageOutcome, TallyError>] {
+        if parts.count == 1, parts[0].part.positions == nil { return parts[0].output }
+        var results = [Result<UsageOutcome, TallyError>?](repeating: nil, count: events.count)
+        for (part, output) in parts {
+            for (position, result) in zip(part.positions!, output) { results[position] = result }
+        }
+        return results.map { $0! }
+    }
+
+    /// A part runs a slice at a time.
+    public func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> [Result<UsageOutcome, TallyError>] {
+        try await engine.performSliced(self, in: partition)
+    }
 
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
         retired.suspects(among: events.lazy.map { TallyState.usageKey(account: $0.account, id: $0.id) })
@@ -317,10 +378,12 @@ extension Tally {
         try await sweep { Expire(accounts: $0) }
     }
 
+    /// A partition at a time, a slice of its accounts at a time.
     private func sweep<Op: Operation>(_ slice: ([String]) -> Op) async throws(TallyError) -> Int where Op.Output == Int {
-        let accounts = await reading { $0.accounts.keys.sorted() }
         var total = 0
-        for chunk in accounts.chunks(of: Tally.sweepSliceAccounts) { total += try await perform(slice(chunk)) }
+        for accounts in readEach({ $0.accounts.keys.sorted() }) {
+            for chunk in accounts.chunks(of: Tally.sweepSliceAccounts) { total += try await perform(slice(chunk)) }
+        }
         return total
     }
 }

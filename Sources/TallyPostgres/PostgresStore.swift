@@ -265,9 +265,9 @@ public final class PostgresStore: TallyStore {
         return facts
     }
 
-    public func rebuild(_ state: TallyState) async throws -> TallyState {
+    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
         var state = state
-        try await forEachFact { state.apply($0) }
+        try await forEachFact { state.fold($0) }
         return state
     }
 

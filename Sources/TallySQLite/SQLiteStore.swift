@@ -240,10 +240,10 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
-    public func rebuild(_ state: TallyState) async throws -> TallyState {
+    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
         try await pool.read { db in
             var state = state
-            try SQLiteStore.forEachFact(db) { state.apply($0) }
+            try SQLiteStore.forEachFact(db) { state.fold($0) }
             return state
         }
     }

@@ -29,10 +29,12 @@ enum AccountRoutes {
                 throw TallyError(.invalidRequest, "status is active, arrears or suspended")
             }
             let now = call.now
-            return .json(try call.tally.read { state throws(TallyError) in
+            // Each partition's first page, rendered under its own lock; then the first of those.
+            let pages = try call.tally.readEach { state throws(TallyError) in
                 let accounts = state.accounts.values.lazy.filter { status == nil || $0.status == status }
-                return try Pagination.json(unordered: accounts, id: \.id, call: call) { Views.account($0, state, now: now) }
-            })
+                return try Pagination.smallest(unordered: accounts, id: \.id, call: call).map { ($0.id, Views.account($0, state, now: now)) }
+            }
+            return .json(try Pagination.json(pages: pages, call: call))
         },
         Endpoint(.get, "/v1/accounts/{account}", .holders) { call in try accountAnswer(call, call.account) },
         Endpoint(.post, "/v1/accounts/{account}/verification", .operators) { call in
@@ -51,7 +53,7 @@ enum AccountRoutes {
             try call.fields.end()
             let balance = try await call.tally.perform(TopUp(account: call.account, cash: cash, income: income, gift: gift))
             return .json(.object([("account", .string(call.account)), ("balance", Report.money(balance)),
-                                  ("status", .string(call.tally.read { $0.accounts[call.account]!.status }))]), status: .created)
+                                  ("status", .string(call.tally.read(account: call.account) { $0.accounts[call.account]!.status }))]), status: .created)
         },
         Endpoint(.post, "/v1/accounts/{account}/vouchers", .operators) { call in
             guard let amount = try call.fields.money("amount") else { throw TallyError(.invalidRequest, "amount is required") }
@@ -59,7 +61,7 @@ enum AccountRoutes {
             let product = try call.fields.optionalString("product", lengthMax: 64)
             try call.fields.end()
             let voucher = try await call.tally.perform(GrantVoucher(account: call.account, amount: amount, expires: expires, product: product))
-            let zone = call.tally.read { $0.zone }
+            let zone = call.tally.readShared { $0.zone }
             var fields: [(String, JSON)] = [("id", .string(voucher.id)), ("amount", Report.money(voucher.amount)),
                                             ("remaining", Report.money(voucher.remaining)), ("expires", .string(voucher.expires.rfc3339(in: zone)))]
             if let product = voucher.product { fields.append(("product", .string(product))) }
@@ -85,7 +87,7 @@ enum AccountRoutes {
         },
         Endpoint(.get, "/v1/accounts/{account}/packs", .holders) { call in
             let now = call.now
-            return .json(try call.tally.read { state throws(TallyError) in
+            return .json(try call.tally.read(account: call.account) { state throws(TallyError) in
                 let holder = state.accounts[call.account]!
                 let packs = holder.packs.compactMap { state.packs[$0] }.sorted { $0.id < $1.id }
                 return try Pagination.json(packs, id: \.id, call: call) { Views.pack($0, zone: state.zone, now: now) }
@@ -93,13 +95,13 @@ enum AccountRoutes {
         },
         Endpoint(.get, "/v1/accounts/{account}/usage", .holders) { call in
             let month = try call.month()
-            return .json(call.tally.read { state in
+            return .json(call.tally.read(account: call.account) { state in
                 .object([("account", .string(call.account)), ("month", .string(month.description)),
                          ("apis", .object(Report.usage(account: call.account, month: month, state, daily: true)))])
             })
         },
         Endpoint(.get, "/v1/accounts/{account}/notifications", .holders) { call in
-            .json(try call.tally.read { state throws(TallyError) in
+            .json(try call.tally.read(account: call.account) { state throws(TallyError) in
                 let notices = state.notices(of: call.account)
                 return try Pagination.json(notices, id: \.id, call: call, render: Report.notice(state.zone))
             })
@@ -108,6 +110,6 @@ enum AccountRoutes {
 
     static func accountAnswer(_ call: Call, _ id: String, status: HTTPResponse.Status = .ok) throws -> Answer {
         let now = call.now
-        return .json(try call.tally.read { state throws(TallyError) in Views.account(try state.account(id), state, now: now) }, status: status)
+        return .json(try call.tally.read(account: id) { state throws(TallyError) in Views.account(try state.account(id), state, now: now) }, status: status)
     }
 }

@@ -7,10 +7,10 @@ enum AdminRoutes {
     static let all: [Endpoint] = [
         Endpoint(.get, "/v1/catalog", .everyone) { call in
             let now = call.now
-            return .json(call.tally.read { Views.catalog($0.catalog.version(at: now), zone: $0.zone) })
+            return .json(call.tally.readShared { Views.catalog($0.catalog.version(at: now), zone: $0.zone) })
         },
         Endpoint(.get, "/v1/catalog/versions", .everyone) { call in
-            .json(call.tally.read { state in
+            .json(call.tally.readShared { state in
                 .object([("data", .array(state.catalog.versions.map { version in
                     var fields: [(String, JSON)] = [("effective", .string(version.effective.rfc3339(in: state.zone)))]
                     if !version.note.isEmpty { fields.append(("note", .string(version.note))) }
@@ -27,7 +27,7 @@ enum AdminRoutes {
             let force = try call.fields.bool("force", default: false)
             try call.fields.end()
             let notified = try await call.tally.perform(PublishCatalog(effective: effective, changes: changes, force: force))
-            let zone = call.tally.read { $0.zone }
+            let zone = call.tally.readShared { $0.zone }
             return .json(.object([("effective", .string(effective.rfc3339(in: zone))), ("notified", .array(notified.map { .string($0) }))]),
                          status: .created)
         },
@@ -37,7 +37,7 @@ enum AdminRoutes {
             let months = try call.integer("months") ?? 1
             let qps = try call.integer("qps")
             let now = call.now
-            let offer = try call.tally.read { state throws(TallyError) in try QuoteView.resolve(api, in: state.catalog.version(at: now)) }
+            let offer = try call.tally.readShared { state throws(TallyError) in try QuoteView.resolve(api, in: state.catalog.version(at: now)) }
             return .json(QuoteView.json(try Advisor.quote(api: offer, calls: calls, months: months, qps: qps)))
         },
         Endpoint(.post, "/v1/keys", .operators) { call in
@@ -48,10 +48,10 @@ enum AdminRoutes {
             try call.fields.end()
             let secret = Keys.secret(role: role)
             let key = try await call.tally.perform(IssueKey(role: role, account: account, digest: Keys.digest(secret)))
-            return .json(Views.key(key, zone: call.tally.read { $0.zone }, secret: secret), status: .created)
+            return .json(Views.key(key, zone: call.tally.readShared { $0.zone }, secret: secret), status: .created)
         },
         Endpoint(.get, "/v1/keys", .operators) { call in
-            .json(try call.tally.read { state in
+            .json(try call.tally.readShared { state in
                 try Pagination.json(state.keys.values.sorted { $0.id < $1.id }, id: \.id, call: call) { Views.key($0, zone: state.zone) }
             })
         },
@@ -61,7 +61,7 @@ enum AdminRoutes {
                 throw TallyError(.invalidRequest, "a key cannot revoke itself; revoke it with another operator key")
             }
             try await call.tally.perform(RevokeKey(id: call.parameter("key")))
-            return .json(call.tally.read { Views.key($0.keys[call.parameter("key")]!, zone: $0.zone) })
+            return .json(call.tally.readShared { Views.key($0.keys[call.parameter("key")]!, zone: $0.zone) })
         },
         Endpoint(.post, "/v1/webhook-endpoints", .holders) { call in
             let url = try call.fields.string("url", lengthMax: AddWebhookEndpoint.urlLengthMax)
@@ -72,10 +72,10 @@ enum AdminRoutes {
                 account = call.principal.account
             }
             let endpoint = try await call.tally.perform(AddWebhookEndpoint(url: url, secret: Keys.secret(role: .operator).replacingPrefix("whsec_"), account: account))
-            return .json(Views.endpoint(endpoint, zone: call.tally.read { $0.zone }, withSecret: true), status: .created)
+            return .json(Views.endpoint(endpoint, zone: call.tally.readShared { $0.zone }, withSecret: true), status: .created)
         },
         Endpoint(.get, "/v1/webhook-endpoints", .holders) { call in
-            .json(try call.tally.read { state in
+            .json(try call.tally.readShared { state in
                 let endpoints = state.webhookEndpoints.values.filter { call.principal.role == .operator || $0.account == call.principal.account }
                     .sorted { $0.id < $1.id }
                 return try Pagination.json(endpoints, id: \.id, call: call) { Views.endpoint($0, zone: state.zone, withSecret: false) }
@@ -83,7 +83,7 @@ enum AdminRoutes {
         },
         Endpoint(.delete, "/v1/webhook-endpoints/{endpoint}", .holders) { call in
             let id = call.parameter("endpoint")
-            let owned = call.tally.read { $0.webhookEndpoints[id].map { call.principal.role == .operator || $0.account == call.principal.account } }
+            let owned = call.tally.readShared { $0.webhookEndpoints[id].map { call.principal.role == .operator || $0.account == call.principal.account } }
             guard owned == true else { throw TallyError(.webhookEndpointNotFound, "there is no webhook endpoint \(id)") }
             try await call.tally.perform(RemoveWebhookEndpoint(id: id))
             return .json(.object([("id", .string(id)), ("deleted", .bool(true))]))

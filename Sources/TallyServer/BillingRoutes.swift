@@ -6,23 +6,20 @@ import TallyEngine
 enum BillingRoutes {
     static let all: [Endpoint] = [
         Endpoint(.get, "/v1/accounts/{account}/bills", .holders) { call in
-            .json(try call.tally.read { state in
+            .json(try call.tally.read(account: call.account) { state in
                 let bills = state.bills(of: call.account)
                 return try Pagination.json(bills, id: \.id, call: call, render: Report.bill)
             })
         },
         Endpoint(.get, "/v1/bills/{bill}", .holders) { call in
             let id = call.parameter("bill")
-            let bill = try call.tally.read { state throws(TallyError) in
-                guard let bill = state.bills[id], call.principal.mayTouch(bill.account) else {
-                    throw TallyError(.billNotFound, "there is no bill \(id)")
-                }
-                return bill
+            guard let bill = call.tally.find({ $0.bills[id] }), call.principal.mayTouch(bill.account) else {
+                throw TallyError(.billNotFound, "there is no bill \(id)")
             }
             switch call.query("format") ?? "json" {
             case "json": return .json(Report.bill(bill))
             case "csv": return .text(BillDocuments.csv(bill), contentType: "text/csv; charset=utf-8")
-            case "html": return .text(BillDocuments.html(bill, zone: call.tally.read { $0.zone }), contentType: "text/html; charset=utf-8")
+            case "html": return .text(BillDocuments.html(bill, zone: call.tally.readShared { $0.zone }), contentType: "text/html; charset=utf-8")
             default: throw TallyError(.invalidRequest, "format is json, csv or html")
             }
         },

@@ -157,7 +157,7 @@ enum Console {
         router.get("/console/accounts/{account}/bills/{bill}") { request, context in
             guard let (_, _, principal) = try await signedIn(request, server, sessions) else { return redirect("/console") }
             let account = context.parameters.get("account") ?? "", billID = context.parameters.get("bill") ?? ""
-            guard principal.mayTouch(account), let (bill, zone) = server.tally.read({ state in state.bills[billID].map { ($0, state.zone) } }),
+            guard principal.mayTouch(account), let (bill, zone) = server.tally.read(account: account, { state in state.bills[billID].map { ($0, state.zone) } }),
                   bill.account == account else {
                 return notFound(request)
             }
@@ -176,7 +176,7 @@ enum Console {
             // A refund asks first: the button leads to a page that says what comes back, whose
             // own button (confirm=yes) refunds.
             guard form["confirm"] == "yes" else {
-                let state = server.tally.read { $0 }
+                let state = server.tally.read(account: account) { $0 }
                 guard let placed = state.order(account: account, ref: order) else { return notFound(request) }
                 return page("confirm-refund", ["title": "确认退款 Confirm the refund", "signedIn": true, "csrf": session.csrf,
                                                "accountID": account, "ref": order, "amount": Display.yuan(placed.amount),
@@ -197,8 +197,9 @@ enum Console {
     static func account(_ id: String, _ server: ServerEnvironment, principal: Principal, session: Session, flash: Flash?,
                         _ request: Request) -> Response {
         let now = server.tally.clock.now()
-        // A copy of the state (copy-on-write: references only) so the page renders outside the lock.
-        let state = server.tally.read { $0 }
+        // A copy of the account's partition (copy-on-write: references only) so the page renders
+        // outside the lock.
+        let state = server.tally.read(account: id) { $0 }
         guard principal.mayTouch(id), let holder = state.accounts[id] else { return notFound(request) }
         var values = accountContext(holder, state, now: now)
         values["csrf"] = session.csrf
@@ -341,10 +342,8 @@ enum Console {
     }
 
     static func arrears(_ server: ServerEnvironment, session: Session, _ request: Request) -> Response {
-        let state = server.tally.read { $0 }
-        let accounts: [[String: Any]] = state.accounts.values.filter(\.inArrears).sorted { $0.id < $1.id }.map {
-                ["id": $0.id, "subject": $0.subject.rawValue, "total": $0.balance.description]
-            }
+        let accounts: [[String: Any]] = server.tally.readEach { $0.accounts.values.filter(\.inArrears) }.joined()
+            .sorted { $0.id < $1.id }.map { ["id": $0.id, "subject": $0.subject.rawValue, "total": $0.balance.description] }
         let shown = Array(accounts.prefix(arrearsShownMax))
         return page("arrears", ["title": "欠费账户 Accounts in arrears", "signedIn": true, "csrf": session.csrf, "accounts": shown,
                                 "hasAccounts": !shown.isEmpty, "count": accounts.count, "more": accounts.count > shown.count,
@@ -356,7 +355,7 @@ enum Console {
     static func signedIn(_ request: Request, _ server: ServerEnvironment, _ sessions: Sessions) async throws -> (String, Session, Principal)? {
         guard let id = request.cookies[cookieName]?.value, id.utf8.count <= cookieLengthMax,
               let session = try await sessions.find(id, now: server.tally.clock.now()) else { return nil }
-        guard let key = server.tally.read({ $0.keys[session.keyID] }), key.revoked == nil else {
+        guard let key = server.tally.readShared({ $0.keys[session.keyID] }), key.revoked == nil else {
             try await sessions.close(id)
             return nil
         }

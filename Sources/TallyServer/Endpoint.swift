@@ -51,7 +51,7 @@ struct Call {
     /// Reads the catalog version on sale now, when a route needs it.
     var onSale: () -> CatalogVersion {
         let tally = server.tally
-        return { tally.read { $0.catalog.version(at: tally.clock.now()) } }
+        return { tally.readShared { $0.catalog.version(at: tally.clock.now()) } }
     }
 
     func parameter(_ name: String) -> String { parameters[name]! }
@@ -79,7 +79,7 @@ struct Call {
 
     /// A month from `?month=YYYY-MM`, this month in the catalog's zone when absent.
     func month() throws(TallyError) -> Month {
-        guard let text = query("month") else { return tally.read { $0.zone.month(of: now) } }
+        guard let text = query("month") else { return tally.readShared { $0.zone.month(of: now) } }
         guard let month = Month(parsing: text) else { throw TallyError(.invalidRequest, "month must be YYYY-MM") }
         return month
     }
@@ -113,6 +113,21 @@ enum Pagination {
     /// page is seldom touched.
     static func json<T>(unordered items: some Sequence<T>, id: (T) -> String, call: Call, render: (T) -> JSON) throws(TallyError) -> JSON {
         let limit = try call.limit()
+        let kept = try smallest(unordered: items, id: id, call: call)
+        return .object([("data", .array(kept.prefix(limit).map(render))), ("has_more", .bool(kept.count > limit))])
+    }
+
+    /// The page over every partition from each partition's `smallest` items, rendered with their
+    /// ids: the `limit` smallest of them all, and whether more follow.
+    static func json(pages: [[(id: String, json: JSON)]], call: Call) throws(TallyError) -> JSON {
+        let limit = try call.limit()
+        let items = pages.joined().sorted { $0.id < $1.id }
+        return .object([("data", .array(items.prefix(limit).map(\.json))), ("has_more", .bool(items.count > limit))])
+    }
+
+    /// The `limit + 1` items with the smallest ids after the cursor, in order (see `json(unordered:)`).
+    static func smallest<T>(unordered items: some Sequence<T>, id: (T) -> String, call: Call) throws(TallyError) -> [T] {
+        let limit = try call.limit()
         let cursor = call.query("starting_after")
         var kept: [T] = []
         kept.reserveCapacity(limit + 1)
@@ -128,8 +143,7 @@ enum Pagination {
             kept.insert(item, at: low)
             if kept.count > limit + 1 { kept.removeLast() }
         }
-        let hasMore = kept.count > limit
-        return .object([("data", .array(kept.prefix(limit).map(render))), ("has_more", .bool(hasMore))])
+        return kept
     }
 }
 

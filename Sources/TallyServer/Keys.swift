@@ -54,8 +54,8 @@ public enum Keys {
         try await authenticate(header, tally: tally, account: nil).principal
     }
 
-    /// Finds the principal, and whether `account` exists, in one read of the state: a request
-    /// waits at the engine's gate once, not twice, behind whatever is queued there. The caller
+    /// Finds the principal (in the shared part, without waiting for any partition), and whether
+    /// `account` exists (after what is queued at its partition's gate). The caller
     /// decides what the account's absence means (after the role check, so refusals keep their
     /// order: 401, then 403, then 404).
     static func authenticate(_ header: String?, tally: Tally, account: String?) async throws(Problem)
@@ -67,10 +67,10 @@ public enum Keys {
         let unknown = Problem(.unauthorized, TallyError(.unauthenticated, "the API key is unknown or revoked"))
         guard !secret.isEmpty, secret.utf8.count <= secretLengthMax else { throw unknown }
         let digest = digest(secret)
-        let (key, accountExists) = await tally.reading { state in
-            (state.keyIDsByDigest[digest].flatMap { state.keys[$0] }, account.map { state.accounts[$0] != nil } ?? false)
-        }
+        let key = tally.readShared { shared in shared.keyIDsByDigest[digest].flatMap { shared.keys[$0] } }
         guard let key, key.revoked == nil else { throw unknown }
+        var accountExists = false
+        if let account { accountExists = await tally.reading(account: account) { $0.accounts[account] != nil } }
         return (Principal(keyID: key.id, role: key.role, account: key.account), accountExists)
     }
 
@@ -79,12 +79,12 @@ public enum Keys {
     public static func bootstrapOperator(_ tally: Tally, secret: String?) async throws -> String? {
         if let secret {
             let digest = digest(secret)
-            if tally.read({ $0.keyIDsByDigest[digest] }) == nil {
+            if tally.readShared({ $0.keyIDsByDigest[digest] }) == nil {
                 try await tally.perform(IssueKey(role: .operator, account: nil, digest: digest))
             }
             return nil
         }
-        guard !tally.read({ $0.keys.values.contains { $0.role == .operator && $0.revoked == nil } }) else { return nil }
+        guard !tally.readShared({ $0.keys.values.contains { $0.role == .operator && $0.revoked == nil } }) else { return nil }
         let fresh = Keys.secret(role: .operator)
         try await tally.perform(IssueKey(role: .operator, account: nil, digest: digest(fresh)))
         return fresh

@@ -132,7 +132,7 @@ public final class ServerMetrics: Sendable {
         journalOutstanding.set(Double(depth.journal))
         reloads.set(Double(tally.reloads))
         ready.set(Double(tally.isReady ? 1 : 0))
-        inArrears.set(Double(tally.read { $0.accounts.values.lazy.filter(\.inArrears).count }))
+        inArrears.set(Double(tally.readEach { $0.accounts.values.lazy.filter(\.inArrears).count }.reduce(0, +)))
         return ServerMetrics.registry.emitToString()
     }
 }
@@ -146,7 +146,7 @@ struct ObservedStore: TallyStore {
     var concurrentWrites: Bool { base.concurrentWrites }
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
-    func rebuild(_ state: TallyState) async throws -> TallyState { try await base.rebuild(state) }
+    func rebuild<State: FactFolding>(_ state: State) async throws -> State { try await base.rebuild(state) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }

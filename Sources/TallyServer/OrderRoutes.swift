@@ -7,7 +7,7 @@ enum OrderRoutes {
     static let all: [Endpoint] = [
         Endpoint(.get, "/v1/accounts/{account}/orders", .holders) { call in
             let now = call.now
-            return .json(try call.tally.read { state in
+            return .json(try call.tally.read(account: call.account) { state in
                 let orders = state.orders(of: call.account)
                 return try Pagination.json(orders, id: \.id, call: call) { Views.order($0, state, now: now) }
             })
@@ -56,13 +56,13 @@ enum OrderRoutes {
         Endpoint(.post, "/v1/accounts/{account}/orders/{order}/refund", .holders) { call in
             try call.fields.end()
             let refunded = try await call.tally.perform(Refund(account: call.account, ref: call.parameter("order")))
-            let order = try call.tally.read { state throws(TallyError) in
+            let order = try call.tally.read(account: call.account) { state throws(TallyError) in
                 guard let order = state.order(account: call.account, ref: call.parameter("order")) else {
                     throw TallyError(.orderNotFound, "the account has no order \(call.parameter("order"))")
                 }
                 return order
             }
-            return .json(.object([("refunded", Report.money(refunded)), ("order", call.tally.read { Views.order(order, $0, now: call.now) })]))
+            return .json(.object([("refunded", Report.money(refunded)), ("order", call.tally.read(account: call.account) { Views.order(order, $0, now: call.now) })]))
         },
         Endpoint(.post, "/v1/accounts/{account}/seats", .holders) { call in
             let product = try call.fields.optionalString("product", lengthMax: 64)
@@ -122,7 +122,7 @@ enum OrderRoutes {
     }
 
     static func orderAnswer(_ call: Call, _ order: Order, status: HTTPResponse.Status) throws -> Answer {
-        .json(call.tally.read { Views.order(order, $0, now: call.now) }, status: status)
+        .json(call.tally.read(account: order.account) { Views.order(order, $0, now: call.now) }, status: status)
     }
 
     /// What an order would cost and how it would be paid, without placing it.

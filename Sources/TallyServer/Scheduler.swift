@@ -54,7 +54,7 @@ struct Scheduler: Service {
     static func tick(_ server: ServerEnvironment) async throws -> Tick {
         var tick = Tick()
         let now = server.tally.clock.now()
-        let month = server.tally.read { $0.zone.month(of: now) }
+        let month = server.tally.readShared { $0.zone.month(of: now) }
         let (grantedMonth, scanned, trimmed) = server.schedulerMemory.last.withLock { $0 }
         if grantedMonth != month {
             tick.freePacks = try await server.tally.grantFreeQuota()
@@ -64,14 +64,14 @@ struct Scheduler: Service {
             tick.notices = try await server.tally.expire()
             server.schedulerMemory.last.withLock { $0.scanned = now }
         }
-        let today = server.tally.read { $0.zone.date(of: now) }
+        let today = server.tally.readShared { $0.zone.date(of: now) }
         if trimmed != today {
             tick.usageIDsIndexed = await server.tally.forgetOldUsage()
             server.schedulerMemory.last.withLock { $0.trimmed = today }
         }
         try await server.tally.store.pruneAnswers(before: now.adding(seconds: -IdempotencyTable.storeLifetimeSeconds))
         try await server.tally.store.pruneConsoleSessions(expiredBefore: now)
-        for month in server.tally.read({ monthsDue($0, now: now) }) {
+        for month in Set(server.tally.readEach { monthsDue($0, now: now) }.joined()).sorted() {
             let totals = try await server.billRun(month)
             server.tally.logger.info("bill run done", metadata: ["month": "\(month)", "bills": "\(totals.created)", "total": "\(totals.total)"])
             tick.billed.append(month)

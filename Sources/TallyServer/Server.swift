@@ -175,7 +175,7 @@ public enum TallyServer {
             Answer.text(server.metrics.text(server.tally), contentType: "text/plain; version=0.0.4").response
         }
         router.get("/openapi.yaml") { _, _ in
-            let onSale = server.tally.read { $0.catalog.version(at: server.tally.clock.now()) }
+            let onSale = server.tally.readShared { $0.catalog.version(at: server.tally.clock.now()) }
             return Answer.text(openAPIDocument(for: onSale), contentType: "application/yaml").response
         }
         Console.routes(router, server)

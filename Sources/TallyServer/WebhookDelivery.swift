@@ -39,9 +39,15 @@ struct WebhookDelivery: Service {
     /// at once, which is what an outbox owes.
     final class Retries: Sendable {
         let next = Mutex<[DeliveryKey: (attempts: Int64, at: Instant)]>([:])
-        /// Per endpoint, the index of the first notice not yet settled (delivered, or not its
-        /// endpoint's): a pass starts there, so it does not rescan the whole outbox every second.
-        let cursors = Mutex<[String: Int]>([:])
+        /// Per endpoint and partition, the index in the partition's notices of the first one not
+        /// yet settled (delivered, or not its endpoint's): a pass starts there, so it does not
+        /// rescan the whole outbox every second.
+        let cursors = Mutex<[Cursor: Int]>([:])
+    }
+
+    struct Cursor: Hashable {
+        let endpoint: String
+        let partition: Int
     }
 
     /// What a receiver gets: the notice as JSON.
@@ -60,25 +66,27 @@ struct WebhookDelivery: Service {
         return "t=\(timestamp),v1=" + Keys.hex(mac)
     }
 
-    /// The (notice, endpoint) pairs owed at `now`, oldest first, at most `passDeliveriesMax`.
-    static func owed(_ state: TallyState, retries: Retries, now: Instant) -> [(Notice, WebhookEndpoint)] {
+    /// The (notice, endpoint) pairs of one partition's notices owed at `now`, oldest first, at
+    /// most `budget`. An endpoint is owed the notices made at or after it was added.
+    static func owed(_ state: TallyState, partition: Int, retries: Retries, now: Instant, budget: Int) -> [(Notice, WebhookEndpoint)] {
         let waiting = retries.next.withLock { $0 }
         var cursors = retries.cursors.withLock { $0 }
         var owed: [(Notice, WebhookEndpoint)] = []
         for endpoint in state.webhookEndpoints.values.sorted(by: { $0.id < $1.id }) {
-            var index = max(endpoint.firstNotice, cursors[endpoint.id] ?? 0)
+            let cursor = Cursor(endpoint: endpoint.id, partition: partition)
+            var index = cursors[cursor] ?? 0
             var settledThrough = index
-            while index < state.notices.count, owed.count < passDeliveriesMax {
+            while index < state.notices.count, owed.count < budget {
                 let notice = state.notices[index]
                 index += 1
                 let key = DeliveryKey(notice: notice.id, endpoint: endpoint.id)
-                let settled = !endpoint.receives(notice) || state.deliveries.contains(key)
+                let settled = notice.at < endpoint.created || !endpoint.receives(notice) || state.deliveries.contains(key)
                 if settled, settledThrough == index - 1 { settledThrough = index }
                 guard !settled else { continue }
                 if let retry = waiting[key], retry.at > now { continue }
                 owed.append((notice, endpoint))
             }
-            cursors[endpoint.id] = settledThrough
+            cursors[cursor] = settledThrough
         }
         retries.cursors.withLock { $0 = cursors }
         return owed
@@ -87,8 +95,13 @@ struct WebhookDelivery: Service {
     /// One pass: send what is owed, record what arrived. Returns how many arrived.
     static func pass(_ server: ServerEnvironment, retries: Retries, logger: Logger) async -> Int {
         let now = server.tally.clock.now()
-        let zone = server.tally.read { $0.zone }
-        let owed: [(Notice, WebhookEndpoint)] = server.tally.read { state in WebhookDelivery.owed(state, retries: retries, now: now) }
+        let zone = server.tally.readShared { $0.zone }
+        var owed: [(Notice, WebhookEndpoint)] = []
+        for partition in 0..<server.tally.partitioning.count where owed.count < passDeliveriesMax {
+            owed += server.tally.read(partition: partition) { state in
+                WebhookDelivery.owed(state, partition: partition, retries: retries, now: now, budget: passDeliveriesMax - owed.count)
+            }
+        }
         guard !owed.isEmpty else { return 0 }
         var delivered: [DeliveryKey] = []
         for (notice, endpoint) in owed {

@@ -9,7 +9,7 @@ public protocol TallyStore: Sendable {
     func loadFacts() async throws -> [Fact]
     /// Applies every fact appended so far, in order, to `state` and returns it: how the engine
     /// rebuilds at start. The durable stores stream their usage rows rather than holding them all.
-    func rebuild(_ state: TallyState) async throws -> TallyState
+    func rebuild<State: FactFolding>(_ state: State) async throws -> State
     /// Every stored usage event recounted into monthly totals as it streams past: what the audit
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
@@ -198,9 +198,9 @@ public struct StoreConflict: Error, Sendable {
 }
 
 extension TallyStore {
-    public func rebuild(_ state: TallyState) async throws -> TallyState {
+    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
         var state = state
-        for fact in try await loadFacts() { state.apply(fact) }
+        for fact in try await loadFacts() { state.fold(fact) }
         return state
     }
 

@@ -181,8 +181,8 @@ struct Bench: AsyncParsableCommand {
             ("baseline_events", .int(Int64(baselineEvents))),
             ("baseline_events_per_second", .int(Int64(baselineRate))),
             ("ratio", .string(String(format: "%.1f", rate / baselineRate))),
-            ("indexed", .int(Int64(tally.read { $0.usage.count }))),
-            ("retired_filter_bytes", .int(Int64(tally.read { $0.retiredKeys?.bytes ?? 0 }))),
+            ("indexed", .int(Int64(tally.readEach { $0.usage.count }.reduce(0, +)))),
+            ("retired_filter_bytes", .int(Int64(tally.read(partition: 0) { $0.retiredKeys?.bytes ?? 0 }))),
             ("max_resident_bytes", .int(Bench.maxResidentBytes())),
         ])
     }
@@ -383,7 +383,7 @@ extension Bench {
             let reopened = try await backing(sqlitePath: path, postgresURL: url)
             let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
                                               ids: SequentialIDs(), usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
-            facts = tally.read { $0.factCount }
+            facts = tally.readShared { $0.factCount } + tally.readEach { $0.partition.factCount }.reduce(0, +)
         }
         return .object([
             ("scenario", .string("restart")), ("store", .string(store)), ("events", .int(Int64(events))), ("accounts", .int(Int64(accounts))),
@@ -399,8 +399,18 @@ final class ReportProgress: Sendable {
 }
 
 /// Opens and activates benchmark accounts in one operation.
-struct Setup: TallyEngine.Operation {
+struct Setup: AcrossPartitions {
     let accounts: [String]
+
+    var placement: Placement { .across }
+
+    func parts(_ partitioning: Partitioning) -> [(partition: Int, part: Setup)] {
+        partitioning.split(accounts).map { ($0.partition, Setup(accounts: $0.accounts)) }
+    }
+
+    func sharesFacts(_ global: GlobalState) -> Bool { false }
+
+    func gather(_ parts: [(part: Setup, output: Void)]) {}
 
     func execute(_ state: inout EngineState, _ env: Environment) throws(TallyError) {
         for account in accounts {

@@ -190,7 +190,7 @@ struct Audit: AsyncParsableCommand {
             } else {
                 let tally = try await store.start(readOnly: true)
                 report = try await tally.audit()
-                events = tally.read { Int($0.usageEvents) }
+                events = tally.readEach { Int($0.usageEvents) }.reduce(0, +)
             }
             mismatches = report.mismatches + differences
         } catch {

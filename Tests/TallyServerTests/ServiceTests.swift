@@ -69,7 +69,9 @@ struct ServiceTests {
             #expect(await WebhookDelivery.pass(harness.server, retries: retries, logger: logger) == 1)
             #expect(await WebhookDelivery.pass(harness.server, retries: retries, logger: logger) == 0, "delivered once")
             #expect(tally.read { $0.deliveries.contains(DeliveryKey(notice: notice.id, endpoint: endpoint.id)) })
-            #expect(retries.cursors.withLock { $0[endpoint.id] } == tally.read { $0.notices.count }, "later passes start after what is settled")
+            let cursor = WebhookDelivery.Cursor(endpoint: endpoint.id, partition: tally.partitioning.partition(of: "acme"))
+            #expect(retries.cursors.withLock { $0[cursor] } == tally.read(account: "acme") { $0.notices.count },
+                    "later passes start after what is settled in the account's partition")
 
             let last = try #require(received.withLock { $0.last })
             #expect(last.id == notice.id)

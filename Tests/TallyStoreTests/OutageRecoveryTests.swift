@@ -20,7 +20,7 @@ final class OutageStore: TallyStore {
 
     var kind: String { base.kind }
     func loadFacts() async throws -> [Fact] { try check(); return try await base.loadFacts() }
-    func rebuild(_ state: TallyState) async throws -> TallyState { try check(); return try await base.rebuild(state) }
+    func rebuild<State: FactFolding>(_ state: State) async throws -> State { try check(); return try await base.rebuild(state) }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try check(); return try await base.recountUsage(zone: zone) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         try check()
