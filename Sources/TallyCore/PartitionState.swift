@@ -81,7 +81,9 @@ public struct PartitionState: Sendable {
     /// one and two generations of the latest events (a gateway's retries are answered from
     /// memory) and every older id costs 2 bytes in the filter and one store read if it comes back.
     /// Nil: the index keeps every event of its window.
-    public var usageCacheGeneration: Int?
+    public var usageCacheGeneration: Int? {
+        didSet { if usage.isEmpty { usage = UsageIndex(generation: usageCacheGeneration) } }
+    }
     /// Whether a full generation waits for `rotateIfFull` rather than rotating as an event is
     /// recorded: the engine's states do, so that no id leaves the index in the middle of an
     /// operation, after the operation looked for the ids it may repeat (a rebuild rotates as

@@ -32,7 +32,13 @@ public struct UsageIndex: Sendable, Sequence {
 
     static let shardBits = 8
     static let shardCount = 1 << shardBits
-    private var shards: [[Key: Stored]] = Array(repeating: [:], count: UsageIndex.shardCount)
+    /// The fewest entries a shard of a full generation holds: a smaller index takes fewer shards,
+    /// or its shards would be dictionaries of a few entries, each grown from empty again at every
+    /// rotation.
+    static let shardEntriesMin = 512
+    /// This index's shards: a power of two, at most `shardCount`.
+    private let shardMask: Int
+    private var shards: [[Key: Stored]]
     /// The generation before `shards`, empty until the first `rotate()`.
     private var previous: [[Key: Stored]] = []
     /// How many entries the current generation holds.
@@ -42,7 +48,20 @@ public struct UsageIndex: Sendable, Sequence {
     private var numbers: [String: UInt32] = [:]
     public private(set) var count = 0
 
-    public init() {}
+    /// An index whose generations hold at most `generation` entries (nil: no bound), with as many
+    /// shards as keep each at `shardEntriesMin` entries or more.
+    public init(generation: Int? = nil) {
+        var count = UsageIndex.shardCount
+        if let generation {
+            count = 1
+            while count < UsageIndex.shardCount, count * 2 * UsageIndex.shardEntriesMin <= generation { count *= 2 }
+        }
+        shardMask = count - 1
+        shards = Array(repeating: [:], count: count)
+    }
+
+    /// How many shards the index has.
+    public var shardTotal: Int { shardMask + 1 }
 
     public var isEmpty: Bool { count == 0 }
 
@@ -52,7 +71,7 @@ public struct UsageIndex: Sendable, Sequence {
     /// dictionaries' doubling points at the same moment, and the 256 resizes, each under the
     /// engine's lock, came together as one pause (a few hundred milliseconds at 4M events);
     /// spread over a doubling, the resizes are spread over the time the index takes to double.
-    static func shard(_ key: Key) -> Int { Int(shardOfPrefix[Int(UInt64(UInt(bitPattern: key.digest)) >> 48)]) }
+    func shard(_ key: Key) -> Int { Int(UsageIndex.shardOfPrefix[Int(UInt64(UInt(bitPattern: key.digest)) >> 48)]) & shardMask }
 
     /// The shard of each 16-bit prefix: shard i owns a run of prefixes as long as its weight.
     /// A bare pointer, made once and never freed or written again: read on every lookup from
@@ -74,12 +93,12 @@ public struct UsageIndex: Sendable, Sequence {
 
     public subscript(key: Key) -> UsageEntry? {
         get {
-            let shard = UsageIndex.shard(key)
+            let shard = self.shard(key)
             if let found = shards[shard][key] { return entry(found) }
             return previous.isEmpty ? nil : previous[shard][key].map(entry)
         }
         set {
-            let shard = UsageIndex.shard(key)
+            let shard = self.shard(key)
             if !previous.isEmpty, previous[shard].removeValue(forKey: key) != nil { count -= 1 }
             if let newValue {
                 if shards[shard].updateValue(stored(newValue), forKey: key) == nil {
@@ -100,7 +119,7 @@ public struct UsageIndex: Sendable, Sequence {
         dropped.reserveCapacity(count - currentCount)
         for shard in previous { dropped.append(contentsOf: shard.keys) }
         previous = shards
-        shards = Array(repeating: [:], count: UsageIndex.shardCount)
+        shards = Array(repeating: [:], count: shardMask + 1)
         count = currentCount
         currentCount = 0
         return dropped

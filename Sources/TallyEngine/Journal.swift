@@ -67,11 +67,13 @@ public final class Journal: Sendable {
         let sequence: UInt64
         let facts: [Fact]
         var bodies: [[UInt8]?]?
+        /// Whether it is a bulk operation's, whatever its size (a small part of a large report).
+        let bulk: Bool
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
         var accounts: Set<String>??
 
-        var isSmall: Bool { facts.count <= Journal.smallEntryFactsMax }
+        var isSmall: Bool { !bulk && facts.count <= Journal.smallEntryFactsMax }
 
         mutating func route() -> Set<String>? {
             if let accounts { return accounts }
@@ -283,14 +285,15 @@ public final class Journal: Sendable {
     }
 
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
-    /// account's facts queue in the order in which they were applied.
-    public func enqueue(_ facts: [Fact]) -> Ticket {
+    /// account's facts queue in the order in which they were applied. `bulk`: the facts are a
+    /// bulk operation's, never written ahead of others however few they are.
+    public func enqueue(_ facts: [Fact], bulk: Bool = false) -> Ticket {
         precondition(!facts.isEmpty, "an entry carries facts")
         let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
         return state.withLock { state in
             state.enqueuedThrough += 1
             let sequence = state.enqueuedThrough
-            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil)
+            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk)
             state.pending.append(entry)
             state.outstanding.insert(sequence)
             if plain { state.ready += 1 }

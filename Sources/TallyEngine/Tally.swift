@@ -173,13 +173,25 @@ public protocol AcrossPartitions: Operation {
     func sharesFacts(_ global: GlobalState) -> Bool
     /// The answer from each part's answer.
     func gather(_ parts: [(part: Self, output: Output)]) -> Output
-    /// Runs one part in its partition (a sliced operation runs sliced).
-    func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> Output
+    /// Applies one part in its partition and returns what waits for it to be durable: the engine
+    /// applies a few parts at a time and waits for them all together, so that their facts share
+    /// the journal's writes. By default the part is run whole (applied and durable) here.
+    func applyPart(on engine: Tally, in partition: Int) async throws(TallyError) -> PartPending<Output>
+}
+
+/// A part of an operation across partitions, applied: its wait until durable gives its output.
+public struct PartPending<Output: Sendable>: Sendable {
+    let result: @Sendable () async -> Result<Output, TallyError>
+
+    public init(_ result: @escaping @Sendable () async -> Result<Output, TallyError>) { self.result = result }
+
+    func wait() async throws(TallyError) -> Output { try await result().get() }
 }
 
 extension AcrossPartitions {
-    public func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> Output {
-        try await engine.perform(self, in: partition)
+    public func applyPart(on engine: Tally, in partition: Int) async throws(TallyError) -> PartPending<Output> {
+        let output = try await engine.perform(self, in: partition)
+        return PartPending { .success(output) }
     }
 
     fileprivate func performAcross(on engine: Tally) async throws(TallyError) -> Output {
@@ -271,6 +283,10 @@ public final class Tally: Sendable {
     /// event): one filter that every partition's state adds to, kept here too so that asking it
     /// does not wait for a partition's lock, which a long operation holds; replaced on a reload.
     private let retired: Mutex<RetiredUsageKeys?>
+    /// The parts of an operation across partitions applied at once: one a core here. Each part is
+    /// a task that takes a pool thread while it applies; a report split into 64 parts all at once
+    /// kept a check's task waiting behind them for a thread (docs/decisions.md, "Partitions").
+    public static let partsInFlightMax = 2
     /// How often an operation is retried after losing a race with another process.
     public static let conflictRetriesMax = 32
     /// After the store refused a write, how long the engine waits between two attempts to reload
@@ -297,6 +313,7 @@ public final class Tally: Sendable {
     public let usageCacheGeneration: Int?
     /// While small operations wait, the most facts of bulk ones a store write takes (`Journal`).
     public let journalBulkFacts: Int
+
     /// How the store's accounts are spread over partitions, as recorded with its data.
     public let partitioning: Partitioning
 
@@ -441,26 +458,48 @@ public final class Tally: Sendable {
             return operation.gather(Array(zip(parts.map(\.part), outputs)))
         }
         if parts.count == 1 {
-            return operation.gather([(parts[0].part, try await parts[0].part.performPart(on: self, in: parts[0].partition))])
+            return operation.gather([(parts[0].part, try await parts[0].part.applyPart(on: self, in: parts[0].partition).wait())])
         }
-        let results = await withTaskGroup(of: (Int, Result<Op.Output, TallyError>).self) { group in
-            for (position, part) in parts.enumerated() {
-                group.addTask {
-                    do throws(TallyError) {
-                        return (position, .success(try await part.part.performPart(on: self, in: part.partition)))
-                    } catch {
-                        return (position, .failure(error))
-                    }
+        // Applied a few at a time (each applying part is a task that takes a pool thread), and
+        // then waited for together.
+        let applied = await withTaskGroup(of: (Int, Result<PartPending<Op.Output>, TallyError>).self) { group in
+            var results = [Result<PartPending<Op.Output>, TallyError>?](repeating: nil, count: parts.count)
+            var next = 0, running = 0
+            while next < parts.count || running > 0 {
+                if next < parts.count, running < Tally.partsInFlightMax {
+                    let position = next, part = parts[next]
+                    group.addTask { (position, await Tally.applying(part.part, on: self, in: part.partition)) }
+                    next += 1
+                    running += 1
+                } else if let (position, result) = await group.next() {
+                    results[position] = result
+                    running -= 1
                 }
             }
-            var results = [Result<Op.Output, TallyError>?](repeating: nil, count: parts.count)
-            for await (position, result) in group { results[position] = result }
             return results
         }
+        // Every applied part is waited for, even after another failed: its facts are on their way.
         var gathered: [(part: Op, output: Op.Output)] = []
         gathered.reserveCapacity(parts.count)
-        for (part, result) in zip(parts, results) { gathered.append((part.part, try result!.get())) }
+        var failure: TallyError?
+        for (part, result) in zip(parts, applied) {
+            do throws(TallyError) {
+                gathered.append((part.part, try await result!.get().wait()))
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
         return operation.gather(gathered)
+    }
+
+    /// Applies one part of an operation across partitions, its refusal as a value.
+    private static func applying<Op: AcrossPartitions>(_ part: Op, on engine: Tally, in partition: Int) async -> Result<PartPending<Op.Output>, TallyError> {
+        do throws(TallyError) {
+            return .success(try await part.applyPart(on: engine, in: partition))
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// Runs a sliced operation in one partition a slice at a time, each slice through the gate on
@@ -478,35 +517,37 @@ public final class Tally: Sendable {
     }
 
     func performSliced<Op: SlicedOperation>(_ operation: Op, in index: Int) async throws(TallyError) -> Op.Output {
+        try await awaitSlices(operation, try await applySlices(operation, in: index), in: index)
+    }
+
+    /// A sliced operation's slices as applied: their outputs, and what each waits for.
+    struct SlicesApplied<Output: Sendable>: Sendable {
+        var outputs: [Output] = []
+        var written: [(ticket: Journal.Ticket, journal: Journal, generation: Int)?] = []
+    }
+
+    /// Applies a sliced operation's slices in its partition and hands their facts to the journal,
+    /// without waiting for them to be durable (`awaitSlices`).
+    func applySlices<Op: SlicedOperation>(_ operation: Op, in index: Int) async throws(TallyError) -> SlicesApplied<Op.Slice.Output> {
         let partition = partitions[index]
         let gate = partition.gate
         let slices = operation.slices
         var outputs: [Op.Slice.Output] = []
         outputs.reserveCapacity(slices.count)
         var written: [(ticket: Journal.Ticket, journal: Journal, generation: Int)?] = []
-        // The gate is held from slice to slice, and let go between two slices only when a small
-        // operation waits (or a store read or a test's hook comes between): bulk work alone runs
-        // without a hand-off per slice, and a check waits for the slice under way only.
-        await gate.enter(.bulk)
-        var holding = true
-        defer { if holding { gate.leave() } }
+        // Each slice holds the partition's gate while it is applied and lets it go before the
+        // next: a check waits for the slice under way only.
         for (index, slice) in slices.enumerated() {
-            if !holding {
-                await gate.enter(.bulk)
-                holding = true
-            }
             var remembering = Remembering(slice)
             var suspects = suspects(of: slice)
             var applied: (Op.Slice.Output, Journal.Ticket?, Journal, Int)?
             while applied == nil {
                 if !suspects.isEmpty {
-                    gate.leave()
-                    holding = false
                     remembering.add(try await storedUsage(suspects), lookedFor: suspects)
-                    await gate.enter(.bulk)
-                    holding = true
+                    suspects = []
                 }
-                switch try applyHoldingGate(remembering, in: partition) {
+                let result = try await gate.pass(.bulk) { () throws(TallyError) in try applyHoldingGate(remembering, in: partition) }
+                switch result {
                 case .applied(let output, let ticket, let journal, let generation): applied = (output, ticket, journal, generation)
                 case .missing(let keys): suspects = keys
                 }
@@ -515,19 +556,17 @@ public final class Tally: Sendable {
             if let ticket { journal.submit(ticket) }
             outputs.append(output)
             written.append(ticket.map { ($0, journal, generation) })
-            guard index < slices.count - 1 else { break }
-            let hook = betweenSlices.withLock { $0 }
-            if hook != nil || gate.smallWaiting {
-                gate.leave()
-                holding = false
-                await hook?(index)
-            }
+            if index < slices.count - 1, let hook = betweenSlices.withLock({ $0 }) { await hook(index) }
         }
-        if holding {
-            gate.leave()
-            holding = false
-        }
-        for (position, entry) in written.enumerated() {
+        return SlicesApplied(outputs: outputs, written: written)
+    }
+
+    /// Waits until every applied slice is durable; after a lost race, reloads and runs the slices
+    /// not yet durable again, one by one.
+    func awaitSlices<Op: SlicedOperation>(_ operation: Op, _ applied: SlicesApplied<Op.Slice.Output>, in index: Int) async throws(TallyError) -> Op.Output {
+        let slices = operation.slices
+        var outputs = applied.outputs
+        for (position, entry) in applied.written.enumerated() {
             guard let (ticket, journal, generation) = entry else { continue }
             do {
                 try await journal.waitDurable(ticket, submitted: true)
@@ -581,7 +620,10 @@ public final class Tally: Sendable {
         var suspects = suspects(of: operation)
         return try await retrying { () throws(TallyError) in
             while true {
-                if !suspects.isEmpty { remembering.add(try await storedUsage(suspects), lookedFor: suspects) }
+                if !suspects.isEmpty {
+                    remembering.add(try await storedUsage(suspects), lookedFor: suspects)
+                    suspects = []
+                }
                 switch try await apply(remembering, in: partition) {
                 case .applied(let output, let ticket, let journal, let generation): return (output, ticket, journal, generation)
                 case .missing(let keys): suspects = keys
@@ -636,7 +678,7 @@ public final class Tally: Sendable {
             let shared = state.tally.global.factCount
             let output = try Tally.execute(operation, &state, environment)
             precondition(state.tally.global.factCount == shared, "\(Op.self) emitted a shared fact without holding every partition")
-            let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted)
+            let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted, bulk: operation.isBulk)
             // Handed to the journal, not kept: the journal holds this buffer until it is written,
             // so the next operation's first fact would copy it into a new buffer of the same
             // capacity, the largest batch's (a megabyte mapped and unmapped for a single check
@@ -710,7 +752,7 @@ public final class Tally: Sendable {
             shared.withLock { $0 = global }
         }
         guard let journal else { preconditionFailure("no step to run") }
-        return (outputs, facts.isEmpty ? nil : journal.enqueue(facts), journal, generation)
+        return (outputs, facts.isEmpty ? nil : journal.enqueue(facts, bulk: steps.contains { $0.1.isBulk }), journal, generation)
     }
 
     /// Enters every partition's gate, in partition order (so two callers cannot hold parts of

@@ -285,12 +285,15 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
 
     /// For a part of a batch split by partition: each event's position in the whole batch.
     let positions: [Int]?
+    /// Whether the whole batch this is a part or a slice of is bulk work.
+    let bulk: Bool
 
-    public init(events: [RecordUsage]) { self.init(events: events, positions: nil) }
+    public init(events: [RecordUsage]) { self.init(events: events, positions: nil, bulk: events.count > Journal.smallEntryFactsMax) }
 
-    init(events: [RecordUsage], positions: [Int]?) {
+    init(events: [RecordUsage], positions: [Int]?, bulk: Bool) {
         self.events = events
         self.positions = positions
+        self.bulk = bulk
     }
 
     /// The events of each partition, in their order; a batch over `eventsMax` stays whole, to be
@@ -299,12 +302,13 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
         guard partitioning.count > 1, events.count <= RecordUsageBatch.eventsMax, let first = events.first else { return [(0, self)] }
         let partitions = events.map { partitioning.partition(of: $0.account) }
         guard partitions.contains(where: { $0 != partitions[0] }) else { return [(partitioning.partition(of: first.account), self)] }
-        var groups: [Int: (events: [RecordUsage], positions: [Int])] = [:]
-        for (position, (event, partition)) in zip(events, partitions).enumerated() {
-            groups[partition, default: ([], [])].events.append(event)
-            groups[partition]!.positions.append(position)
+        var positions = [[Int]](repeating: [], count: partitioning.count)
+        for (position, partition) in partitions.enumerated() { positions[partition].append(position) }
+        return positions.indices.compactMap { partition in
+            let mine = positions[partition]
+            guard !mine.isEmpty else { return nil }
+            return (partition, RecordUsageBatch(events: mine.map { events[$0] }, positions: mine, bulk: bulk))
         }
-        return groups.keys.sorted().map { ($0, RecordUsageBatch(events: groups[$0]!.events, positions: groups[$0]!.positions)) }
     }
 
     public func sharesFacts(_ global: GlobalState) -> Bool { false }
@@ -319,9 +323,16 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
         return results.map { $0! }
     }
 
-    /// A part runs a slice at a time.
-    public func performPart(on engine: Tally, in partition: Int) async throws(TallyError) -> [Result<UsageOutcome, TallyError>] {
-        try await engine.performSliced(self, in: partition)
+    /// A part is applied a slice at a time, and waited for with the others.
+    public func applyPart(on engine: Tally, in partition: Int) async throws(TallyError) -> PartPending<[Result<UsageOutcome, TallyError>]> {
+        let applied = try await engine.applySlices(self, in: partition)
+        return PartPending {
+            do throws(TallyError) {
+                return .success(try await engine.awaitSlices(self, applied, in: partition))
+            } catch {
+                return .failure(error)
+            }
+        }
     }
 
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
@@ -335,11 +346,13 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
     /// Slices of at most `sliceEventsMax` events; a batch over `eventsMax` stays whole, to be refused.
     public var slices: [RecordUsageBatch] {
         guard events.count > RecordUsageBatch.sliceEventsMax, events.count <= RecordUsageBatch.eventsMax else { return [self] }
-        return events.chunks(of: RecordUsageBatch.sliceEventsMax).map(RecordUsageBatch.init(events:))
+        return events.chunks(of: RecordUsageBatch.sliceEventsMax).map { RecordUsageBatch(events: $0, positions: nil, bulk: bulk) }
     }
 
-    /// A batch of more events than a small journal entry holds is bulk work.
-    public var isBulk: Bool { events.count > Journal.smallEntryFactsMax }
+    /// A batch of more events than a small journal entry holds is bulk work, and so are its parts
+    /// and slices, however few events they carry: they wait behind checks at the gate and in the
+    /// journal.
+    public var isBulk: Bool { bulk }
 
     public func combine(_ outputs: [[Result<UsageOutcome, TallyError>]]) -> [Result<UsageOutcome, TallyError>] {
         outputs.count == 1 ? outputs[0] : Array(outputs.joined())

@@ -64,6 +64,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "While checks wait, the most facts of bulk work one store write takes (as tally serve's).")
     var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
 
+    @Option(help: "Partitions the fresh store's accounts are split into (1 to 1,024).")
+    var partitions: Int = Partitioning.countDefault
+
     @OptionGroup var catalog: CatalogOptions
 
     func run() async throws {
@@ -120,7 +123,7 @@ struct Bench: AsyncParsableCommand {
         let clock = VirtualClock(start: Instant(rfc3339: "2026-11-02T10:00:00+08:00")!)
         let tally = try await Tally.start(catalog: catalog, store: backing, clock: clock.clock, ids: SequentialIDs(),
                                           usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration,
-                                          journalBulkFacts: journalBulkFacts)
+                                          journalBulkFacts: journalBulkFacts, partitions: partitions)
         var index = 0
         while index < count {
             let chunk = (index..<min(index + 5_000, count)).map { "acct\($0)" }

@@ -269,6 +269,22 @@ import Testing
         #expect(index.shardSizes.max()! < 120)
     }
 
+    /// A bounded index takes as many shards as keep a full generation's shards at 512 entries or
+    /// more (a partition's small index is not 256 dictionaries of a few entries each); an unbounded
+    /// one takes all 256.
+    @Test func shardsFollowTheGeneration() {
+        #expect(UsageIndex().shardTotal == 256)
+        #expect(UsageIndex(generation: 131_072).shardTotal == 256)
+        #expect(UsageIndex(generation: 2_048).shardTotal == 4)
+        #expect(UsageIndex(generation: 100).shardTotal == 1)
+        var index = UsageIndex(generation: 2_048)
+        for n in 0..<3_000 {
+            index[TallyState.usageKey(account: "a", id: "\(n)")] = UsageEntry(api: "x", edition: nil, calls: 1, at: Instant(microseconds: 0),
+                                                                             recorded: Instant(microseconds: 0), free: 1, pack: 0, postpaid: 0, refused: 0, refusal: nil)
+        }
+        #expect(index.count == 3_000 && index[TallyState.usageKey(account: "a", id: "2999")] != nil)
+    }
+
     /// Shard i takes a share proportional to 256 + i: the last shards hold about twice what the
     /// first hold, so they do not all grow their tables at the same moment.
     @Test func shardSizesSpreadOverOneDoubling() {
