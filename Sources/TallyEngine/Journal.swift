@@ -42,7 +42,7 @@ public final class Journal: Sendable {
     /// that the write a check shares is short; an engine setting (`--journal-bulk-facts`), since
     /// it trades a check's latency for the reports' throughput (docs/decisions.md, "Fair group
     /// commit").
-    public static let bulkFactsWhileSmallWaitDefault = 4_096
+    public static let bulkFactsWhileSmallWaitDefault = 512
     /// The bounds of that setting.
     public static let bulkFactsWhileSmallWaitRange = 64...batchSizeMax
     /// Small entries count as waiting for this long after the last one was queued: a gateway's
