@@ -17,11 +17,17 @@ public struct Partitioning: Sendable, Hashable {
         self.count = count
     }
 
+    /// The positions of `accounts` grouped by partition, in partition order, each group in the
+    /// accounts' order; partitions with none are left out.
+    public func positions(of accounts: some Sequence<String>) -> [(partition: Int, positions: [Int])] {
+        var groups = [[Int]](repeating: [], count: count)
+        for (position, account) in accounts.enumerated() { groups[partition(of: account)].append(position) }
+        return groups.indices.compactMap { groups[$0].isEmpty ? nil : ($0, groups[$0]) }
+    }
+
     /// Accounts grouped by partition, in partition order; each group keeps the accounts' order.
     public func split(_ accounts: [String]) -> [(partition: Int, accounts: [String])] {
-        var groups: [Int: [String]] = [:]
-        for account in accounts { groups[partition(of: account), default: []].append(account) }
-        return groups.keys.sorted().map { ($0, groups[$0]!) }
+        positions(of: accounts).map { ($0.partition, $0.positions.map { accounts[$0] }) }
     }
 
     /// The partition an account belongs to.

@@ -245,8 +245,8 @@ struct Remembering<Base: Operation>: Operation {
 
 /// What applying an operation under its partition's lock came to: applied (its output, the
 /// ticket to wait on, the journal that holds it, the state's generation), or not applied because
-/// some of its events may repeat ids that left the index since it looked (`missing`): the caller
-/// reads those from the store and applies again.
+/// some of its events may repeat ids the index does not hold (`missing`): the caller reads those
+/// from the store and applies again.
 enum Applied<Output> {
     case applied(Output, Journal.Ticket?, Journal, Int)
     case missing([TallyState.UsageKey])
@@ -255,14 +255,10 @@ enum Applied<Output> {
 /// One partition of the engine: its state behind its own lock, and the gate its operations wait
 /// at, suspended, before they take the lock.
 final class Partition: Sendable {
-    let index: Int
     let gate = Gate()
     let state: Mutex<EngineState>
 
-    init(index: Int, state: EngineState) {
-        self.index = index
-        self.state = Mutex(state)
-    }
+    init(state: EngineState) { self.state = Mutex(state) }
 }
 
 /// The engine: the state in memory, split into partitions by account and rebuilt from the store
@@ -279,10 +275,6 @@ public final class Tally: Sendable {
     private let shared: Mutex<GlobalState>
     private let reloading = Mutex<Int?>(nil)
     private let betweenSlices = Mutex<(@Sendable (Int) async -> Void)?>(nil)
-    /// The keys of events recorded before the index's window (nil when the index keeps every
-    /// event): one filter that every partition's state adds to, kept here too so that asking it
-    /// does not wait for a partition's lock, which a long operation holds; replaced on a reload.
-    private let retired: Mutex<RetiredUsageKeys?>
     /// The parts of an operation across partitions applied at once: one a core here. Each part is
     /// a task that takes a pool thread while it applies; a report split into 64 parts all at once
     /// kept a check's task waiting behind them for a thread (docs/decisions.md, "Partitions").
@@ -394,13 +386,12 @@ public final class Tally: Sendable {
         self.partitioning = built.partitioning
         self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
-        self.partitions = built.parts.enumerated().map { Partition(index: $0.offset, state: EngineState(tally: $0.element, journal: journal)) }
+        self.partitions = built.parts.map { Partition(state: EngineState(tally: $0, journal: journal)) }
         self.shared = Mutex(built.parts[0].global)
         self.store = store
         self.clock = clock
         self.ids = ids
         self.usageIndexDays = usageIndexDays
-        retired = Mutex(built.parts[0].retiredKeys)
     }
 
     /// The partition an account's operations and reads go to.
@@ -435,11 +426,16 @@ public final class Tally: Sendable {
             let home = account.map { partition(of: $0) } ?? partitions[0]
             return try await runHoldingEvery([(home, operation)], lane: operation.isBulk ? .bulk : .small)[0]
         case .across:
-            guard let across = operation as? any AcrossPartitions else {
-                preconditionFailure("\(Op.self) runs across partitions but is not AcrossPartitions")
-            }
-            return try await across.performAcross(on: self) as! Op.Output
+            return try await across(operation)
         }
+    }
+
+    /// Runs an operation placed `.across`, which must be `AcrossPartitions`.
+    private func across<Op: Operation>(_ operation: Op) async throws(TallyError) -> Op.Output {
+        guard let across = operation as? any AcrossPartitions else {
+            preconditionFailure("\(Op.self) runs across partitions but is not AcrossPartitions")
+        }
+        return try await across.performAcross(on: self) as! Op.Output
     }
 
     /// Runs an operation in one partition, after reading from the store the events it may repeat
@@ -508,11 +504,7 @@ public final class Tally: Sendable {
     public func perform<Op: SlicedOperation>(_ operation: Op) async throws(TallyError) -> Op.Output {
         switch operation.placement {
         case .account(let account): return try await performSliced(operation, in: partitioning.partition(of: account))
-        case .shared, .across:
-            guard let across = operation as? any AcrossPartitions else {
-                preconditionFailure("\(Op.self) is sliced and must run in one account's partition or across partitions")
-            }
-            return try await across.performAcross(on: self) as! Op.Output
+        case .shared, .across: return try await across(operation)
         }
     }
 
@@ -530,7 +522,6 @@ public final class Tally: Sendable {
     /// without waiting for them to be durable (`awaitSlices`).
     func applySlices<Op: SlicedOperation>(_ operation: Op, in index: Int) async throws(TallyError) -> SlicesApplied<Op.Slice.Output> {
         let partition = partitions[index]
-        let gate = partition.gate
         let slices = operation.slices
         var outputs: [Op.Slice.Output] = []
         outputs.reserveCapacity(slices.count)
@@ -539,20 +530,7 @@ public final class Tally: Sendable {
         // next: a check waits for the slice under way only.
         for (index, slice) in slices.enumerated() {
             var remembering = Remembering(slice)
-            var suspects = suspects(of: slice)
-            var applied: (Op.Slice.Output, Journal.Ticket?, Journal, Int)?
-            while applied == nil {
-                if !suspects.isEmpty {
-                    remembering.add(try await storedUsage(suspects), lookedFor: suspects)
-                    suspects = []
-                }
-                let result = try await gate.pass(.bulk) { () throws(TallyError) in try applyHoldingGate(remembering, in: partition) }
-                switch result {
-                case .applied(let output, let ticket, let journal, let generation): applied = (output, ticket, journal, generation)
-                case .missing(let keys): suspects = keys
-                }
-            }
-            let (output, ticket, journal, generation) = applied!
+            let (output, ticket, journal, generation) = try await applyRemembering(&remembering, in: partition)
             if let ticket { journal.submit(ticket) }
             outputs.append(output)
             written.append(ticket.map { ($0, journal, generation) })
@@ -592,13 +570,6 @@ public final class Tally: Sendable {
         betweenSlices.withLock { $0 = hook }
     }
 
-    /// The keys of the operation's events that may repeat ids from before the index's window: a
-    /// store read is due for them before it runs. Asked outside the lock.
-    private func suspects<Op: Operation>(of operation: Op) -> [TallyState.UsageKey] {
-        guard let retired = retired.withLock({ $0 }), !retired.isEmpty else { return [] }
-        return operation.suspects(in: retired)
-    }
-
     /// The stored events among `suspects`: the ids an operation may repeat from before the
     /// index's window. Read outside the lock, so that an old id sent again is answered from the
     /// index as a duplicate, rather than failing at the store's unique index and costing every
@@ -612,22 +583,21 @@ public final class Tally: Sendable {
         }
     }
 
-    /// Runs an operation in its partition: reads first what the store holds of the ids its events
-    /// may repeat from before the index's window, and again for any that left the index before
-    /// its turn came (`Applied.missing`).
+    /// Runs an operation in its partition and waits until its facts are durable.
     private func run<Op: Operation>(_ operation: Op, in partition: Partition) async throws(TallyError) -> Op.Output {
         var remembering = Remembering(operation)
-        var suspects = suspects(of: operation)
-        return try await retrying { () throws(TallyError) in
-            while true {
-                if !suspects.isEmpty {
-                    remembering.add(try await storedUsage(suspects), lookedFor: suspects)
-                    suspects = []
-                }
-                switch try await apply(remembering, in: partition) {
-                case .applied(let output, let ticket, let journal, let generation): return (output, ticket, journal, generation)
-                case .missing(let keys): suspects = keys
-                }
+        return try await retrying { () throws(TallyError) in try await applyRemembering(&remembering, in: partition) }
+    }
+
+    /// Applies an operation in its partition. When some of its events may repeat ids that are no
+    /// longer in the index (`Applied.missing`), it lets the lock go, reads those from the store and
+    /// applies again with them; `remembering` keeps what was read, for a retry after a lost race.
+    private func applyRemembering<Op: Operation>(_ remembering: inout Remembering<Op>, in partition: Partition)
+        async throws(TallyError) -> (Op.Output, Journal.Ticket?, Journal, Int) {
+        while true {
+            switch try await apply(remembering, in: partition) {
+            case .applied(let output, let ticket, let journal, let generation): return (output, ticket, journal, generation)
+            case .missing(let keys): remembering.add(try await storedUsage(keys), lookedFor: keys)
             }
         }
     }
@@ -668,9 +638,9 @@ public final class Tally: Sendable {
     private func applyHoldingGate<Op: Operation>(_ operation: Op, in partition: Partition) throws(TallyError) -> Applied<Op.Output> {
         let environment = Environment(now: clock.now(), ids: ids)
         return try partition.state.withLock { (state: inout EngineState) throws(TallyError) -> Applied<Op.Output> in
-            // Ids that left the index since the operation looked (another operation filled a
-            // generation meanwhile) are read from the store first: applied without them, a
-            // repeated id would count twice in memory and fail at the store's unique index.
+            // Ids the operation may repeat that are not in the index (older than it, or gone since
+            // another operation filled a generation) are read from the store first: applied without
+            // them, a repeated id would count twice in memory and fail at the store's unique index.
             if let retired = state.tally.retiredKeys, !retired.isEmpty {
                 let missing = operation.suspects(in: retired).filter { state.tally.usage[$0] == nil }
                 if !missing.isEmpty { return .missing(missing) }
@@ -803,7 +773,6 @@ public final class Tally: Sendable {
         let journal = Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)
         await enterEvery(.small)
         defer { leaveEvery() }
-        retired.withLock { $0 = parts[0].retiredKeys }
         shared.withLock { $0 = parts[0].global }
         for (partition, tally) in zip(partitions, parts) {
             partition.state.withLock { state in

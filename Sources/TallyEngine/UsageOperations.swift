@@ -299,16 +299,10 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
     /// The events of each partition, in their order; a batch over `eventsMax` stays whole, to be
     /// refused.
     public func parts(_ partitioning: Partitioning) -> [(partition: Int, part: RecordUsageBatch)] {
-        guard partitioning.count > 1, events.count <= RecordUsageBatch.eventsMax, let first = events.first else { return [(0, self)] }
-        let partitions = events.map { partitioning.partition(of: $0.account) }
-        guard partitions.contains(where: { $0 != partitions[0] }) else { return [(partitioning.partition(of: first.account), self)] }
-        var positions = [[Int]](repeating: [], count: partitioning.count)
-        for (position, partition) in partitions.enumerated() { positions[partition].append(position) }
-        return positions.indices.compactMap { partition in
-            let mine = positions[partition]
-            guard !mine.isEmpty else { return nil }
-            return (partition, RecordUsageBatch(events: mine.map { events[$0] }, positions: mine, bulk: bulk))
-        }
+        guard partitioning.count > 1, events.count <= RecordUsageBatch.eventsMax, !events.isEmpty else { return [(0, self)] }
+        let groups = partitioning.positions(of: events.lazy.map(\.account))
+        guard groups.count > 1 else { return [(groups[0].partition, self)] }
+        return groups.map { ($0.partition, RecordUsageBatch(events: $0.positions.map { events[$0] }, positions: $0.positions, bulk: bulk)) }
     }
 
     public func sharesFacts(_ global: GlobalState) -> Bool { false }
