@@ -84,10 +84,10 @@ public struct LedgerTransaction: Hashable, Sendable, Codable {
 }
 
 /// Balances recomputed from transactions alone: what `tally audit` compares the state against.
-public struct LedgerBalances: Sendable {
+public struct LedgerBalances: Sendable, Hashable, Codable {
     /// One account's sums, a field per unit: posting an entry is one lookup of the account, not a
     /// second one of the unit in a table of its own.
-    struct Sums: Sendable {
+    struct Sums: Sendable, Hashable, Codable {
         var microyuan: Int64 = 0
         var calls: Int64 = 0
 

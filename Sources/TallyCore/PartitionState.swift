@@ -315,3 +315,90 @@ public struct PartitionState: Sendable {
         return new
     }
 }
+
+// MARK: - Images: what a snapshot keeps
+
+extension PartitionState {
+    /// Everything a partition's state holds, as plain values: what its snapshot keeps. The
+    /// catalog's zone, the bound on the index and the rest of the engine's settings are not in
+    /// it: they come from the engine that loads it.
+    public struct Image: Sendable, Hashable {
+        public var records: Records
+        /// The usage index's two generations, in key order.
+        public var usageCurrent: [IndexedUsage]
+        public var usagePrevious: [IndexedUsage]
+        /// The filter of the ids that left the index, when the partition keeps one.
+        public var retired: RetiredUsageKeys.Image?
+
+        public init(records: Records, usageCurrent: [IndexedUsage], usagePrevious: [IndexedUsage], retired: RetiredUsageKeys.Image?) {
+            self.records = records
+            self.usageCurrent = usageCurrent
+            self.usagePrevious = usagePrevious
+            self.retired = retired
+        }
+    }
+
+    /// The partition's tables and counters, the usage index and its filter aside.
+    public struct Records: Sendable, Hashable, Codable {
+        public var accounts: [String: Account]
+        public var packs: [String: Pack]
+        public var orders: [String: Order]
+        public var orderRefs: [String: [String: String]]
+        public var usageIndexedFrom: Instant?
+        public var usageEvents: Int64
+        public var monthly: [MonthlyKey: MonthlyUsage]
+        public var bills: [String: Bill]
+        public var ledger: [LedgerTransaction]
+        public var ledgerBalances: LedgerBalances
+        public var transactionCount: Int
+        public var notices: [Notice]
+        public var billIDsByAccount: [String: [String]]
+        public var orderIDsByAccount: [String: [String]]
+        public var noticesByAccount: [String: [Int]]
+        public var monthlyKeysByAccount: [String: [MonthlyKey]]
+        public var noticeIDs: Set<String>
+        public var packSequence: Int64
+        public var factCount: Int64
+    }
+
+    /// The state's image, taken from a copy (the tables are shared with it until either changes).
+    public var image: Image {
+        let generations = usage.generations
+        return Image(records: Records(accounts: accounts, packs: packs, orders: orders, orderRefs: orderRefs, usageIndexedFrom: usageIndexedFrom,
+                                      usageEvents: usageEvents, monthly: monthly, bills: bills, ledger: ledger, ledgerBalances: ledgerBalances,
+                                      transactionCount: transactionCount, notices: notices, billIDsByAccount: billIDsByAccount,
+                                      orderIDsByAccount: orderIDsByAccount, noticesByAccount: noticesByAccount,
+                                      monthlyKeysByAccount: monthlyKeysByAccount, noticeIDs: noticeIDs, packSequence: packSequence,
+                                      factCount: factCount),
+                     usageCurrent: generations.current, usagePrevious: generations.previous, retired: retiredKeys?.image)
+    }
+
+    /// A partition's state as its image left it: `zone` is the catalog's, `usageCacheGeneration`
+    /// the bound on the index's generations the engine runs with.
+    public init(image: Image, zone: Zone, usageCacheGeneration: Int?) throws(TallyError) {
+        self.zone = zone
+        let records = image.records
+        accounts = records.accounts
+        packs = records.packs
+        orders = records.orders
+        orderRefs = records.orderRefs
+        usageIndexedFrom = records.usageIndexedFrom
+        usageEvents = records.usageEvents
+        monthly = records.monthly
+        bills = records.bills
+        ledger = records.ledger
+        ledgerBalances = records.ledgerBalances
+        transactionCount = records.transactionCount
+        notices = records.notices
+        billIDsByAccount = records.billIDsByAccount
+        orderIDsByAccount = records.orderIDsByAccount
+        noticesByAccount = records.noticesByAccount
+        monthlyKeysByAccount = records.monthlyKeysByAccount
+        noticeIDs = records.noticeIDs
+        packSequence = records.packSequence
+        factCount = records.factCount
+        retiredKeys = try image.retired.map { image throws(TallyError) in try RetiredUsageKeys(image) }
+        usage = UsageIndex(generation: usageCacheGeneration, current: image.usageCurrent, previous: image.usagePrevious)
+        self.usageCacheGeneration = usageCacheGeneration
+    }
+}

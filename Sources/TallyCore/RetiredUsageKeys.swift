@@ -12,16 +12,68 @@ import Synchronization
 /// with every event that leaves the index, in segments four times the size of the one before, so
 /// that no segment is ever rehashed (a Bloom filter keeps no keys to rehash).
 ///
+/// Each partition has its own, hashed under a key of its own (`SipHash`, not the process's seeded
+/// hasher), so that it can be written into the partition's snapshot and read back by the next
+/// process.
+///
 /// Shared, not copied, by the states that hold it (a preview's copy adds nothing to it): adding a
 /// key that was stored can only make the engine read the store once more.
 public final class RetiredUsageKeys: Sendable {
-    private let segments = Mutex<[SplitBlockBloomFilter]>([])
+    private let segments: Mutex<[SplitBlockBloomFilter]>
     /// The keys the first segment is sized for; each later one is sized for four times as many.
     let firstCapacity: Int
+    /// The key of the filter's hash: random for a new filter, kept with it in a snapshot.
+    let hashKey: (UInt64, UInt64)
 
     public init(firstCapacity: Int = 1 << 20) {
         precondition(firstCapacity > 0, "a filter holds at least one key")
         self.firstCapacity = firstCapacity
+        var random = SystemRandomNumberGenerator()
+        hashKey = (random.next(), random.next())
+        segments = Mutex([])
+    }
+
+    /// A filter as an image left it.
+    public init(_ image: Image) throws(TallyError) {
+        guard image.firstCapacity > 0, image.hashKey.count == 2 else {
+            throw TallyError(.snapshotUnusable, "the filter's image has no capacity or no key")
+        }
+        firstCapacity = image.firstCapacity
+        hashKey = (image.hashKey[0], image.hashKey[1])
+        segments = Mutex(try image.segments.map { segment throws(TallyError) in try SplitBlockBloomFilter(segment) })
+    }
+
+    /// What the filter holds, as plain values: what a partition's snapshot keeps of it.
+    public struct Image: Sendable, Hashable {
+        public let firstCapacity: Int
+        /// The hash's key: two words.
+        public let hashKey: [UInt64]
+        public let segments: [Segment]
+
+        public init(firstCapacity: Int, hashKey: [UInt64], segments: [Segment]) {
+            self.firstCapacity = firstCapacity
+            self.hashKey = hashKey
+            self.segments = segments
+        }
+
+        public struct Segment: Sendable, Hashable {
+            public let capacity: Int
+            public let count: Int
+            /// The bits, eight 32-bit words a block.
+            public let words: [UInt32]
+
+            public init(capacity: Int, count: Int, words: [UInt32]) {
+                self.capacity = capacity
+                self.count = count
+                self.words = words
+            }
+        }
+    }
+
+    /// The filter's image: a copy of its bits, taken under its lock.
+    public var image: Image {
+        Image(firstCapacity: firstCapacity, hashKey: [hashKey.0, hashKey.1],
+              segments: segments.withLock { $0.map(\.image) })
     }
 
     public func insert(_ key: TallyState.UsageKey) { insert(contentsOf: CollectionOfOne(key)) }
@@ -32,28 +84,33 @@ public final class RetiredUsageKeys: Sendable {
                 if segments.last.map({ $0.count >= $0.capacity }) ?? true {
                     segments.append(SplitBlockBloomFilter(capacity: segments.last.map { $0.capacity * 4 } ?? firstCapacity))
                 }
-                segments[segments.count - 1].insert(RetiredUsageKeys.hash(key))
+                segments[segments.count - 1].insert(hash(key))
             }
         }
     }
 
     /// False when the key was never inserted; true when it was, or by chance.
     public func mightContain(_ key: TallyState.UsageKey) -> Bool {
-        segments.withLock { RetiredUsageKeys.mayHold(key, $0) }
+        segments.withLock { mayHold(key, $0) }
     }
 
     /// The keys in `keys` the filter may hold, in one pass under its lock.
     public func suspects<Keys: Sequence>(among keys: Keys) -> [TallyState.UsageKey] where Keys.Element == TallyState.UsageKey {
         segments.withLock { segments in
             guard !segments.isEmpty else { return [] }
-            return keys.filter { RetiredUsageKeys.mayHold($0, segments) }
+            return keys.filter { mayHold($0, segments) }
         }
     }
 
-    /// The filter's hash of a key: the digest the key already carries.
-    private static func hash(_ key: TallyState.UsageKey) -> UInt64 { UInt64(UInt(bitPattern: key.digest)) }
+    /// The filter's hash of a key, under the filter's own key: the same in every process.
+    private func hash(_ key: TallyState.UsageKey) -> UInt64 {
+        var hasher = SipHash(key: hashKey)
+        hasher.combine(key.account)
+        hasher.combine(key.id)
+        return hasher.finalize()
+    }
 
-    private static func mayHold(_ key: TallyState.UsageKey, _ segments: [SplitBlockBloomFilter]) -> Bool {
+    private func mayHold(_ key: TallyState.UsageKey, _ segments: [SplitBlockBloomFilter]) -> Bool {
         let hash = hash(key)
         return segments.contains { $0.mightContain(hash) }
     }
@@ -82,6 +139,23 @@ struct SplitBlockBloomFilter: Sendable {
     }
 
     var bytes: Int { blocks.count * MemoryLayout<SIMD8<UInt32>>.stride }
+
+    var image: RetiredUsageKeys.Image.Segment {
+        var words: [UInt32] = []
+        words.reserveCapacity(blocks.count * 8)
+        for block in blocks { for lane in 0..<8 { words.append(block[lane]) } }
+        return RetiredUsageKeys.Image.Segment(capacity: capacity, count: count, words: words)
+    }
+
+    init(_ image: RetiredUsageKeys.Image.Segment) throws(TallyError) {
+        guard image.capacity > 0, image.count >= 0, image.count <= image.capacity,
+              image.words.count == 8 * max(1, (image.capacity * SplitBlockBloomFilter.bitsPerKey + 255) / 256) else {
+            throw TallyError(.snapshotUnusable, "a segment of the filter's image does not match its capacity")
+        }
+        capacity = image.capacity
+        count = image.count
+        blocks = stride(from: 0, to: image.words.count, by: 8).map { SIMD8(image.words[$0..<$0 + 8]) }
+    }
 
     /// The block: the hash's upper half scaled to the block count (no division).
     private func block(_ hash: UInt64) -> Int { Int(((hash >> 32) &* UInt64(blocks.count)) >> 32) }

@@ -28,6 +28,9 @@ public struct TallyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidRequest = Code(rawValue: "invalid_request")
         /// A store's data is split into another number of partitions than the engine was told.
         public static let partitionCountMismatch = Code(rawValue: "partition_count_mismatch")
+        /// A partition's snapshot that cannot be used (another format, a bad checksum, damaged
+        /// contents): it is ignored and the partition is replayed from its facts.
+        public static let snapshotUnusable = Code(rawValue: "snapshot_unusable")
         // Accounts
         public static let accountNotFound = Code(rawValue: "account_not_found")
         public static let accountExists = Code(rawValue: "account_exists")

@@ -14,6 +14,12 @@ public struct TallyState: Sendable {
         partition = PartitionState(zone: catalog.zone)
     }
 
+    /// A partition's state (loaded from its snapshot) beside the shared part.
+    public init(global: GlobalState, partition: PartitionState) {
+        self.global = global
+        self.partition = partition
+    }
+
     // MARK: What every partition shares
 
     public var catalog: Catalog { _read { yield global.catalog } }

@@ -171,6 +171,23 @@ public struct UsageIndex: Sendable, Sequence {
         for (key, entry) in entries where self[key] == nil { self[key] = entry }
     }
 
+    /// Each generation's entries, in key order: what a partition's snapshot keeps of the index.
+    public var generations: (current: [IndexedUsage], previous: [IndexedUsage]) {
+        func listed(_ generation: [[Key: Stored]]) -> [IndexedUsage] {
+            generation.joined().map { IndexedUsage(account: $0.key.account, id: $0.key.id, entry: entry($0.value)) }
+                .sorted { ($0.account, $0.id) < ($1.account, $1.id) }
+        }
+        return (listed(shards), listed(previous))
+    }
+
+    /// An index holding these generations, as `generations` gave them.
+    public init(generation: Int?, current: [IndexedUsage], previous: [IndexedUsage]) {
+        self.init(generation: generation)
+        for usage in previous { self[TallyState.usageKey(account: usage.account, id: usage.id)] = usage.entry }
+        if !previous.isEmpty { _ = rotate() }
+        for usage in current { self[TallyState.usageKey(account: usage.account, id: usage.id)] = usage.entry }
+    }
+
     /// How many entries each shard of the current generation holds (for tests of the spread).
     public var shardSizes: [Int] { shards.map(\.count) }
 
@@ -183,5 +200,18 @@ public struct UsageIndex: Sendable, Sequence {
         public mutating func next() -> Element? {
             shards.next().map { (key: $0.key, value: index.entry($0.value)) }
         }
+    }
+}
+
+/// An entry of the index with its key's texts: how a snapshot lists the index.
+public struct IndexedUsage: Sendable, Hashable {
+    public let account: String
+    public let id: String
+    public let entry: UsageEntry
+
+    public init(account: String, id: String, entry: UsageEntry) {
+        self.account = account
+        self.id = id
+        self.entry = entry
     }
 }

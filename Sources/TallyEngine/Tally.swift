@@ -326,8 +326,10 @@ public final class Tally: Sendable {
         let built = try await store.rebuild(Tally.emptyState(catalog, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
                                                              usageCacheGeneration: usageCacheGeneration))
         let whole = Totals(built.parts)
-        if let retired = built.parts[0].retiredKeys {
-            logger.info("ids older than the index", metadata: ["keys": "\(retired.count)", "bytes": "\(retired.bytes)"])
+        if built.parts[0].retiredKeys != nil {
+            let retired = built.parts.compactMap(\.retiredKeys)
+            logger.info("ids older than the index", metadata: ["keys": "\(retired.reduce(0) { $0 + $1.count })",
+                                                               "bytes": "\(retired.reduce(0) { $0 + $1.bytes })"])
         }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "partitions": "\(partitioning.count)", "facts": "\(whole.facts)",
                                                  "accounts": "\(whole.accounts)", "usage_events": "\(whole.usageEvents)", "indexed": "\(whole.indexed)"])
@@ -371,13 +373,25 @@ public final class Tally: Sendable {
     /// generations, and one new filter, shared by all, for the keys of the ids memory does not keep.
     static func emptyState(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
                            usageCacheGeneration: Int?) -> PartitionedState {
+        PartitionedState((0..<partitioning.count).map { _ in
+            emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration)
+        }, partitioning: partitioning)
+    }
+
+    /// The keys the first segment of the filter of retired ids is sized for, over all partitions
+    /// (each partition's filter takes its share): 2 MB in all once every partition has one.
+    static let retiredFirstKeys = 1 << 20
+
+    /// One partition's empty state, with a filter of its own (hashed under a key of its own).
+    static func emptyPartition(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
+                               usageCacheGeneration: Int?) -> TallyState {
         var tally = TallyState(catalog: catalog)
         if let days = usageIndexDays {
-            tally.retiredKeys = RetiredUsageKeys()
+            tally.retiredKeys = RetiredUsageKeys(firstCapacity: max(1, retiredFirstKeys / partitioning.count))
             tally.usageCacheGeneration = usageCacheGeneration.map { max(1, ($0 + partitioning.count - 1) / partitioning.count) }
             tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400))
         }
-        return PartitionedState(Array(repeating: tally, count: partitioning.count), partitioning: partitioning)
+        return tally
     }
 
     private init(built: PartitionedState, journal: Journal, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,

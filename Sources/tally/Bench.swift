@@ -185,7 +185,7 @@ struct Bench: AsyncParsableCommand {
             ("baseline_events_per_second", .int(Int64(baselineRate))),
             ("ratio", .string(String(format: "%.1f", rate / baselineRate))),
             ("indexed", .int(Int64(tally.readEach { $0.usage.count }.reduce(0, +)))),
-            ("retired_filter_bytes", .int(Int64(tally.read(partition: 0) { $0.retiredKeys?.bytes ?? 0 }))),
+            ("retired_filter_bytes", .int(Int64(tally.readEach { $0.retiredKeys?.bytes ?? 0 }.reduce(0, +)))),
             ("max_resident_bytes", .int(Bench.maxResidentBytes())),
         ])
     }
