@@ -29,6 +29,10 @@ public enum FactRoute: Sendable, Hashable {
 
     /// Whether the fact is one every partition shares (`GlobalState`): the catalog, keys, webhook
     /// endpoints and deliveries, the months closed.
+    /// The kinds (`Fact.kind`) of the shared facts: what a store reads whatever the snapshots.
+    public static let sharedKinds = ["month_closed", "catalog_published", "key_issued", "key_revoked", "webhook_endpoint_added",
+                                      "webhook_endpoint_removed", "webhook_delivered"]
+
     public static func isShared(_ fact: Fact) -> Bool {
         switch fact {
         case .monthClosed, .catalogPublished, .keyIssued, .keyRevoked, .webhookEndpointAdded, .webhookEndpointRemoved,

@@ -194,9 +194,10 @@ public struct TallyState: Sendable {
 /// Something a stream of facts builds: a state of one partition or of several. What a store's
 /// rebuild folds its facts into.
 public protocol FactFolding: Sendable {
-    mutating func fold(_ fact: Fact)
+    /// Applies a fact; `position` is its place in the store's order.
+    mutating func fold(_ fact: Fact, at position: Int64)
 }
 
 extension TallyState: FactFolding {
-    public mutating func fold(_ fact: Fact) { apply(fact) }
+    public mutating func fold(_ fact: Fact, at position: Int64) { apply(fact) }
 }

@@ -240,7 +240,21 @@ public final class PostgresStore: TallyStore {
         ]),
         // What the data was made with and must be read with again (the partition count).
         ("008_settings", ["CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]),
+        // A partition's snapshots (the newest two are kept), and the shared facts found by an
+        // index of their own: a start from snapshots reads every shared fact and only the facts
+        // after the oldest snapshot's position.
+        ("009_snapshots", [
+            """
+            CREATE TABLE snapshots (
+            partition INTEGER NOT NULL, position BIGINT NOT NULL, taken BIGINT NOT NULL, body BYTEA NOT NULL,
+            PRIMARY KEY (partition, position))
+            """,
+            "CREATE INDEX facts_shared ON facts (seq) WHERE \(PostgresStore.sharedCondition)",
+        ]),
     ]
+
+    /// The facts a row of `facts` is shared by: the condition of the index that finds them.
+    static let sharedCondition = "kind IN (\(FactRoute.sharedKinds.map { "'\($0)'" }.joined(separator: ", ")))"
 
     func migrate() async throws {
         try await client.withTransaction(logger: logger) { connection in
@@ -261,14 +275,46 @@ public final class PostgresStore: TallyStore {
 
     public func loadFacts() async throws -> [Fact] {
         var facts: [Fact] = []
-        try await forEachFact { facts.append($0) }
+        try await forEachFact { facts.append($1) }
         return facts
     }
 
-    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
+    public func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State {
         var state = state
-        try await forEachFact { state.fold($0) }
+        try await forEachFact(after: position) { state.fold($1, at: $0) }
         return state
+    }
+
+    /// The sequence's last value handed out, by any session (0 before the first).
+    public func position() async throws -> Int64 {
+        let rows = try await client.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM fact_seq", logger: logger)
+        for try await value in rows.decode(Int64.self) { return value }
+        return 0
+    }
+
+    public func saveSnapshot(_ snapshot: StoredSnapshot) async throws {
+        let partition = snapshot.partition, position = snapshot.position, taken = snapshot.taken.microseconds
+        let body = ByteBuffer(bytes: snapshot.bytes), kept = StoredSnapshot.keptPerPartition, logger = logger
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("""
+                INSERT INTO snapshots (partition, position, taken, body) VALUES (\(partition), \(position), \(taken), \(body))
+                ON CONFLICT (partition, position) DO UPDATE SET taken = EXCLUDED.taken, body = EXCLUDED.body
+                """, logger: logger)
+            try await connection.query("""
+                DELETE FROM snapshots WHERE partition = \(partition) AND position NOT IN
+                    (SELECT position FROM snapshots WHERE partition = \(partition) ORDER BY position DESC LIMIT \(kept))
+                """, logger: logger)
+        }
+    }
+
+    public func snapshots() async throws -> [StoredSnapshot] {
+        var found: [StoredSnapshot] = []
+        let rows = try await client.query("SELECT partition, position, taken, body FROM snapshots ORDER BY partition, position DESC", logger: logger)
+        for try await (partition, position, taken, body) in rows.decode((Int, Int64, Int64, ByteBuffer).self) {
+            found.append(StoredSnapshot(partition: partition, position: position, taken: Instant(microseconds: taken),
+                                        bytes: body.getBytes(at: body.readerIndex, length: body.readableBytes) ?? []))
+        }
+        return found
     }
 
     typealias UsageTuple = (Int64, String, String, String, String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, String?, String, String?)
@@ -279,16 +325,27 @@ public final class PostgresStore: TallyStore {
     }
 
     /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
-    private func forEachFact(_ body: (Fact) throws -> Void) async throws {
+    /// Hands to `body` in order, one at a time, with its position, every shared fact and every
+    /// fact after `position`: usage rows are never all in memory.
+    private func forEachFact(after position: Int64 = 0, _ body: (Int64, Fact) throws -> Void) async throws {
         let decoder = JSONDecoder()
         var facts: [(Int64, Fact)] = []
-        for try await (seq, body) in try await client.query("SELECT seq, body FROM facts ORDER BY seq", logger: logger).decode((Int64, ByteBuffer).self) {
+        if position > 0 {
+            let shared = try await client.query("""
+                SELECT seq, body FROM facts WHERE \(unescaped: PostgresStore.sharedCondition) AND seq <= \(position) ORDER BY seq
+                """, logger: logger)
+            for try await (seq, body) in shared.decode((Int64, ByteBuffer).self) {
+                facts.append((seq, try decoder.decode(Fact.self, from: Data(buffer: body))))
+            }
+        }
+        let rest = try await client.query("SELECT seq, body FROM facts WHERE seq > \(position) ORDER BY seq", logger: logger)
+        for try await (seq, body) in rest.decode((Int64, ByteBuffer).self) {
             facts.append((seq, try decoder.decode(Fact.self, from: Data(buffer: body))))
         }
         var merger = FactMerger(facts: facts)
         let rows = try await client.query("""
             SELECT \(unescaped: UsageRow.columns)
-            FROM usage_events ORDER BY seq
+            FROM usage_events WHERE seq > \(position) ORDER BY seq
             """, logger: logger)
         for try await row in rows.decode(UsageTuple.self) {
             try merger.usage(row.0, try PostgresStore.usageRow(row).fact(), body)

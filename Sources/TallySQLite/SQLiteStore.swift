@@ -227,6 +227,21 @@ public final class SQLiteStore: TallyStore {
             // What the data was made with and must be read with again (the partition count).
             try db.execute(sql: "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         }
+        migrator.registerMigration("009_snapshots") { db in
+            // A partition's snapshots (the newest two are kept), and the shared facts found by an
+            // index of their own: a start from snapshots reads every shared fact and only the
+            // facts after the oldest snapshot's position.
+            try db.execute(sql: """
+                CREATE TABLE snapshots (
+                    partition INTEGER NOT NULL,
+                    position INTEGER NOT NULL,
+                    taken INTEGER NOT NULL,
+                    body BLOB NOT NULL,
+                    PRIMARY KEY (partition, position)
+                );
+                CREATE INDEX facts_shared ON facts(seq) WHERE \(SQLiteStore.sharedCondition);
+                """)
+        }
         return migrator
     }()
 
@@ -235,16 +250,42 @@ public final class SQLiteStore: TallyStore {
     public func loadFacts() async throws -> [Fact] {
         try await pool.read { db in
             var facts: [Fact] = []
-            try SQLiteStore.forEachFact(db) { facts.append($0) }
+            try SQLiteStore.forEachFact(db) { facts.append($1) }
             return facts
         }
     }
 
-    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
+    public func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State {
         try await pool.read { db in
             var state = state
-            try SQLiteStore.forEachFact(db) { state.fold($0) }
+            try SQLiteStore.forEachFact(db, after: position) { state.fold($1, at: $0) }
             return state
+        }
+    }
+
+    /// The facts a row of `facts` is shared by: the condition of the index that finds them.
+    static let sharedCondition = "kind IN (\(FactRoute.sharedKinds.map { "'\($0)'" }.joined(separator: ", ")))"
+
+    public func position() async throws -> Int64 { nextSequence.withLock { $0 } - 1 }
+
+    public func saveSnapshot(_ snapshot: StoredSnapshot) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO snapshots (partition, position, taken, body) VALUES (?, ?, ?, ?)",
+                           arguments: [snapshot.partition, snapshot.position, snapshot.taken.microseconds, Data(snapshot.bytes)])
+            try db.execute(sql: """
+                DELETE FROM snapshots WHERE partition = ? AND position NOT IN
+                    (SELECT position FROM snapshots WHERE partition = ? ORDER BY position DESC LIMIT ?)
+                """, arguments: [snapshot.partition, snapshot.partition, StoredSnapshot.keptPerPartition])
+        }
+        committed.store(true, ordering: .relaxed)
+    }
+
+    public func snapshots() async throws -> [StoredSnapshot] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT partition, position, taken, body FROM snapshots ORDER BY partition, position DESC").map { row in
+                let body: Data = row[3]
+                return StoredSnapshot(partition: row[0], position: row[1], taken: Instant(microseconds: row[2]), bytes: [UInt8](body))
+            }
         }
     }
 
@@ -257,17 +298,23 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
-    /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
-    static func forEachFact(_ db: Database, _ body: (Fact) throws -> Void) throws {
+    /// Hands to `body` in order, one at a time, with its position, every shared fact and every
+    /// fact after `position`: usage rows are never all in memory.
+    static func forEachFact(_ db: Database, after position: Int64 = 0, _ body: (Int64, Fact) throws -> Void) throws {
         let decoder = JSONDecoder()
         var facts: [(Int64, Fact)] = []
-        let rows = try Row.fetchCursor(db, sql: "SELECT seq, body FROM facts ORDER BY seq")
-        while let row = try rows.next() {
-            let body: Data = row[1]
-            facts.append((row[0], try decoder.decode(Fact.self, from: body)))
+        func read(_ rows: RowCursor) throws {
+            while let row = try rows.next() {
+                let body: Data = row[1]
+                facts.append((row[0], try decoder.decode(Fact.self, from: body)))
+            }
         }
+        if position > 0 {
+            try read(Row.fetchCursor(db, sql: "SELECT seq, body FROM facts WHERE \(sharedCondition) AND seq <= ? ORDER BY seq", arguments: [position]))
+        }
+        try read(Row.fetchCursor(db, sql: "SELECT seq, body FROM facts WHERE seq > ? ORDER BY seq", arguments: [position]))
         var merger = FactMerger(facts: facts)
-        let events = try Row.fetchCursor(db, sql: "SELECT \(UsageRow.columns) FROM usage_events ORDER BY seq")
+        let events = try Row.fetchCursor(db, sql: "SELECT \(UsageRow.columns) FROM usage_events WHERE seq > ? ORDER BY seq", arguments: [position])
         while let row = try events.next() { try merger.usage(row[0], try SQLiteStore.usageRow(row).fact(), body) }
         try merger.finish(body)
     }
@@ -472,7 +519,7 @@ extension SQLiteStore {
             var state = TallyState(catalog: catalog)
             state.forgetUsage(recordedBefore: Instant(microseconds: .max))
             var recount = UsageRecount(zone: state.zone)
-            try SQLiteStore.forEachFact(db) { fact in
+            try SQLiteStore.forEachFact(db) { _, fact in
                 state.apply(fact)
                 if case .usageRecorded(let record, _) = fact { recount.add(record) }
             }

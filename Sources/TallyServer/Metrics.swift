@@ -146,7 +146,10 @@ struct ObservedStore: TallyStore {
     var concurrentWrites: Bool { base.concurrentWrites }
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
-    func rebuild<State: FactFolding>(_ state: State) async throws -> State { try await base.rebuild(state) }
+    func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { try await base.rebuild(state, after: position) }
+    func position() async throws -> Int64 { try await base.position() }
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try await base.saveSnapshot(snapshot) }
+    func snapshots() async throws -> [StoredSnapshot] { try await base.snapshots() }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }

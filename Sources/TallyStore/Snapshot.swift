@@ -10,6 +10,10 @@ public struct StoredSnapshot: Sendable, Hashable {
     public let taken: Instant
     public let bytes: [UInt8]
 
+    /// How many snapshots of a partition a store keeps: the newest, and the one before it should
+    /// the newest be unusable.
+    public static let keptPerPartition = 2
+
     public init(partition: Int, position: Int64, taken: Instant, bytes: [UInt8]) {
         self.partition = partition
         self.position = position

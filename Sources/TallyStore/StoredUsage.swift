@@ -73,18 +73,18 @@ public struct FactMerger {
     public init(facts: [(Int64, Fact)]) { self.facts = facts }
 
     /// Hands over the facts that come before usage row `seq`, then the row's own fact.
-    public mutating func usage(_ seq: Int64, _ fact: Fact, _ body: (Fact) throws -> Void) rethrows {
+    public mutating func usage(_ seq: Int64, _ fact: Fact, _ body: (Int64, Fact) throws -> Void) rethrows {
         while next < facts.count, facts[next].0 < seq {
-            try body(facts[next].1)
+            try body(facts[next].0, facts[next].1)
             next += 1
         }
-        try body(fact)
+        try body(seq, fact)
     }
 
     /// Hands over the facts after the last usage row.
-    public mutating func finish(_ body: (Fact) throws -> Void) rethrows {
+    public mutating func finish(_ body: (Int64, Fact) throws -> Void) rethrows {
         while next < facts.count {
-            try body(facts[next].1)
+            try body(facts[next].0, facts[next].1)
             next += 1
         }
     }

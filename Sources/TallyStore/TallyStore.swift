@@ -7,9 +7,20 @@ import TallyCore
 public protocol TallyStore: Sendable {
     /// Every fact appended so far, in order (for tests and small stores: it holds them all at once).
     func loadFacts() async throws -> [Fact]
-    /// Applies every fact appended so far, in order, to `state` and returns it: how the engine
-    /// rebuilds at start. The durable stores stream their usage rows rather than holding them all.
-    func rebuild<State: FactFolding>(_ state: State) async throws -> State
+    /// Applies to `state`, in order and each with its position, every shared fact
+    /// (`FactRoute.isShared`) and every other fact after `position`, and returns it: how the engine
+    /// rebuilds at start, its partitions loaded from snapshots (each skips its own facts at or
+    /// before its snapshot's position). After 0: every fact. The durable stores stream their usage
+    /// rows rather than holding them all.
+    func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State
+    /// The position of the latest fact the store has given a place to: every fact committed so
+    /// far is at or before it, and every fact appended later comes after it.
+    func position() async throws -> Int64
+    /// Keeps a partition's snapshot, in one transaction, and forgets that partition's older ones
+    /// past the newest `StoredSnapshot.keptPerPartition`.
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws
+    /// The snapshots kept, newest first within each partition.
+    func snapshots() async throws -> [StoredSnapshot]
     /// Every stored usage event recounted into monthly totals as it streams past: what the audit
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
@@ -163,6 +174,21 @@ public final class InMemoryStore: TallyStore {
         answers.withLock { answers in answers = answers.filter { $0.value.created >= instant } }
     }
 
+    private let kept = Mutex<[Int: [StoredSnapshot]]>([:])
+
+    public func saveSnapshot(_ snapshot: StoredSnapshot) async throws {
+        kept.withLock { kept in
+            var list = kept[snapshot.partition, default: []].filter { $0.position != snapshot.position }
+            list.append(snapshot)
+            list.sort { $0.position > $1.position }
+            kept[snapshot.partition] = Array(list.prefix(StoredSnapshot.keptPerPartition))
+        }
+    }
+
+    public func snapshots() async throws -> [StoredSnapshot] {
+        kept.withLock { kept in kept.keys.sorted().flatMap { kept[$0]! } }
+    }
+
     private let partitions = Mutex<Int?>(nil)
 
     public func recordedPartitionCount() async throws -> Int? { partitions.withLock { $0 } }
@@ -198,11 +224,24 @@ public struct StoreConflict: Error, Sendable {
 }
 
 extension TallyStore {
-    public func rebuild<State: FactFolding>(_ state: State) async throws -> State {
+    /// Applies every fact appended so far, in order, to `state` and returns it.
+    public func rebuild<State: FactFolding>(_ state: State) async throws -> State { try await rebuild(state, after: 0) }
+}
+
+extension InMemoryStore {
+    /// A fact's position is its place in the list, from 1.
+    public func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State {
         var state = state
-        for fact in try await loadFacts() { state.fold(fact) }
+        for (offset, fact) in try await loadFacts().enumerated() where Int64(offset + 1) > position || FactRoute.isShared(fact) {
+            state.fold(fact, at: Int64(offset + 1))
+        }
         return state
     }
+
+    public func position() async throws -> Int64 { Int64(count) }
+}
+
+extension TallyStore {
 
     public func recountUsage(zone: Zone) async throws -> UsageRecount {
         var recount = UsageRecount(zone: zone)

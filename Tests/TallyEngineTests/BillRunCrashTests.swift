@@ -13,6 +13,10 @@ final class StoppingStore: TallyStore {
     var kind: String { base.kind }
 
     func loadFacts() async throws -> [Fact] { try await base.loadFacts() }
+    func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { try await base.rebuild(state, after: position) }
+    func position() async throws -> Int64 { try await base.position() }
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try await base.saveSnapshot(snapshot) }
+    func snapshots() async throws -> [StoredSnapshot] { try await base.snapshots() }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}

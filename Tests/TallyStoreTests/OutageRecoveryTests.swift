@@ -20,7 +20,13 @@ final class OutageStore: TallyStore {
 
     var kind: String { base.kind }
     func loadFacts() async throws -> [Fact] { try check(); return try await base.loadFacts() }
-    func rebuild<State: FactFolding>(_ state: State) async throws -> State { try check(); return try await base.rebuild(state) }
+    func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State {
+        try check()
+        return try await base.rebuild(state, after: position)
+    }
+    func position() async throws -> Int64 { try check(); return try await base.position() }
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try check(); try await base.saveSnapshot(snapshot) }
+    func snapshots() async throws -> [StoredSnapshot] { try check(); return try await base.snapshots() }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try check(); return try await base.recountUsage(zone: zone) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         try check()

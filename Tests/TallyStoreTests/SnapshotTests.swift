@@ -73,4 +73,53 @@ import TallyStore
         other[4] &+= 1
         #expect(refused(other))
     }
+
+    /// What a rebuild hands over: each fact's position and kind.
+    struct Recorder: FactFolding {
+        var seen: [(position: Int64, kind: String, shared: Bool)] = []
+        mutating func fold(_ fact: Fact, at position: Int64) { seen.append((position, fact.kind, FactRoute.isShared(fact))) }
+    }
+
+    /// A store keeps the newest two snapshots of each partition, across a reopen, newest first.
+    @Test(arguments: StoreKind.available)
+    func aStoreKeepsTheNewestTwoOfEachPartition(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let taken = PartitionTests.start
+        for position in [5, 9, 7, 12, 12] {
+            try await store.saveSnapshot(StoredSnapshot(partition: 0, position: Int64(position), taken: taken, bytes: [UInt8(position), 1, 2]))
+        }
+        try await store.saveSnapshot(StoredSnapshot(partition: 3, position: 4, taken: taken, bytes: []))
+        let kept = try await reopen().snapshots()
+        #expect(kept.map { [$0.partition, Int($0.position)] } == [[0, 12], [0, 9], [3, 4]])
+        #expect(kept[0].bytes == [12, 1, 2] && kept[0].taken == taken && kept[2].bytes.isEmpty)
+    }
+
+    /// A rebuild after a position hands over every shared fact and every fact after it, in
+    /// order and with the positions a full rebuild gives them; the store's position is at or
+    /// past every fact committed.
+    @Test(arguments: StoreKind.available)
+    func aRebuildAfterAPositionReadsTheSharedFactsAndTheTail(kind: StoreKind) async throws {
+        let (store, reopen) = try await kind.make()
+        let clock = VirtualClock(start: PartitionTests.start)
+        let tally = try await PartitionTests.engine(store, clock, partitions: 4)
+        try await PartitionTests.customers(tally, ["a", "b", "c"])
+        try await tally.perform(AddWebhookEndpoint(url: "http://127.0.0.1:9/one", secret: "s", account: nil))
+        _ = try await tally.perform(RecordUsageBatch(events: (0..<50).map {
+            RecordUsage(account: ["a", "b", "c"][$0 % 3], id: "e\($0)", api: "image-tagging.general", calls: 10, mode: .report)
+        }))
+        let middle = try await store.position()
+        try await tally.perform(AddWebhookEndpoint(url: "http://127.0.0.1:9/two", secret: "s", account: nil))
+        try await tally.perform(TopUp(account: "b", cash: Money(parsing: "5.00")!))
+        _ = try await tally.perform(RecordUsage(account: "c", id: "late", api: "image-tagging.general", calls: 3, mode: .check))
+        let again = try await reopen()
+        let all = try await again.rebuild(Recorder()).seen
+        let end = try await again.position()
+        #expect(all.count == tally.read { $0.factCount })
+        #expect(zip(all, all.dropFirst()).allSatisfy { $0.position < $1.position } && all.last!.position <= end)
+        #expect(middle > 0 && middle < end)
+        let tail = try await again.rebuild(Recorder(), after: middle).seen
+        let expected = all.filter { $0.position > middle || $0.shared }
+        #expect(tail.map(\.position) == expected.map(\.position) && tail.map(\.kind) == expected.map(\.kind))
+        #expect(tail.filter(\.shared).count == 2 && tail.contains { $0.kind == "usage_recorded" })
+    }
 }

@@ -397,6 +397,11 @@ final class ProbeStore: TallyStore {
     let failing = Mutex(false)
 
     func loadFacts() async throws -> [Fact] { [] }
+    /// It keeps what it writes only to count it: a start from it finds nothing, and it keeps no snapshots.
+    func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { state }
+    func position() async throws -> Int64 { Int64(written.withLock { $0.count }) }
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws { throw TallyError(.storeUnavailable, "the probe keeps no snapshots") }
+    func snapshots() async throws -> [StoredSnapshot] { [] }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { [:] }
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
