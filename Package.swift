@@ -102,7 +102,10 @@ let package = Package(
             name: "TallyCoreTests",
             dependencies: ["TallyCore", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "TallyEngine", "TallySQLite", "TallyPostgres"]),
+        .testTarget(
+            name: "TallyStoreTests",
+            dependencies: ["TallyStore", "TallyEngine", "TallySQLite", "TallyPostgres", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
         .testTarget(
             name: "TallyServerTests",
             dependencies: [

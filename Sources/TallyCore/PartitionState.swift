@@ -361,8 +361,13 @@ extension PartitionState {
         public var factCount: Int64
     }
 
-    /// The state's image, taken from a copy (the tables are shared with it until either changes).
-    public var image: Image {
+    /// The state's image.
+    public var image: Image { image(retired: retiredKeys?.image) }
+
+    /// The state's image with its filter's as given: a snapshot takes the filter's while no
+    /// operation adds to it, and the rest from a copy of the state, later (the tables are shared
+    /// with the copy until either changes).
+    public func image(retired: RetiredUsageKeys.Image?) -> Image {
         let generations = usage.generations
         return Image(records: Records(accounts: accounts, packs: packs, orders: orders, orderRefs: orderRefs, usageIndexedFrom: usageIndexedFrom,
                                       usageEvents: usageEvents, monthly: monthly, bills: bills, ledger: ledger, ledgerBalances: ledgerBalances,
@@ -370,7 +375,7 @@ extension PartitionState {
                                       orderIDsByAccount: orderIDsByAccount, noticesByAccount: noticesByAccount,
                                       monthlyKeysByAccount: monthlyKeysByAccount, noticeIDs: noticeIDs, packSequence: packSequence,
                                       factCount: factCount),
-                     usageCurrent: generations.current, usagePrevious: generations.previous, retired: retiredKeys?.image)
+                     usageCurrent: generations.current, usagePrevious: generations.previous, retired: retired)
     }
 
     /// A partition's state as its image left it: `zone` is the catalog's, `usageCacheGeneration`

@@ -71,9 +71,9 @@ public final class RetiredUsageKeys: Sendable {
     }
 
     /// The filter's image: a copy of its bits, taken under its lock.
+    /// Copied out of the lock (the segments are shared with the filter until it next changes).
     public var image: Image {
-        Image(firstCapacity: firstCapacity, hashKey: [hashKey.0, hashKey.1],
-              segments: segments.withLock { $0.map(\.image) })
+        Image(firstCapacity: firstCapacity, hashKey: [hashKey.0, hashKey.1], segments: segments.withLock { $0 }.map(\.image))
     }
 
     public func insert(_ key: TallyState.UsageKey) { insert(contentsOf: CollectionOfOne(key)) }
@@ -141,9 +141,8 @@ struct SplitBlockBloomFilter: Sendable {
     var bytes: Int { blocks.count * MemoryLayout<SIMD8<UInt32>>.stride }
 
     var image: RetiredUsageKeys.Image.Segment {
-        var words: [UInt32] = []
-        words.reserveCapacity(blocks.count * 8)
-        for block in blocks { for lane in 0..<8 { words.append(block[lane]) } }
+        // A block is eight 32-bit words side by side: the bits are copied as they lie.
+        let words = blocks.withUnsafeBytes { Array($0.bindMemory(to: UInt32.self)) }
         return RetiredUsageKeys.Image.Segment(capacity: capacity, count: count, words: words)
     }
 

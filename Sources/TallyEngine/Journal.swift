@@ -277,8 +277,19 @@ public final class Journal: Sendable {
     /// Whether a second writer may write small entries beside the first one's write.
     private let express: Bool
 
-    public init(store: any TallyStore, bulkFactsWhileSmallWait: Int = Journal.bulkFactsWhileSmallWaitDefault) {
+    /// The store's position when the state this journal writes for was read from it (nil: not
+    /// known), and the facts this journal has sent since, committed or not: while the store's
+    /// position is their sum, no other process has written to it (a write that fails still
+    /// takes its positions, and so counts). A snapshot is taken only then.
+    public let startPosition: Int64?
+    private let sent = Atomic<Int64>(0)
+
+    /// The position the store is at if only this journal wrote to it since `startPosition`.
+    public var positionIfAlone: Int64? { startPosition.map { $0 + sent.load(ordering: .acquiring) } }
+
+    public init(store: any TallyStore, bulkFactsWhileSmallWait: Int = Journal.bulkFactsWhileSmallWaitDefault, startPosition: Int64? = nil) {
         precondition(Journal.bulkFactsWhileSmallWaitRange.contains(bulkFactsWhileSmallWait), "a bulk budget within its range")
+        self.startPosition = startPosition
         self.store = store
         express = store.concurrentWrites
         state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait, express: store.concurrentWrites))
@@ -301,6 +312,25 @@ public final class Journal: Sendable {
             return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
         }
     }
+
+    /// The last entry queued so far (0: none).
+    public var lastQueued: UInt64 { state.withLock { $0.enqueuedThrough } }
+
+    /// Returns once every entry queued through `sequence` is in the store (a snapshot's wait for
+    /// what its partition applied); throws if the journal fails first. It looks every
+    /// `drainPollMilliseconds`: the wait is one or two writes, and a waiter of its own per entry
+    /// would cost every write a look for it.
+    public func waitForQueued(through sequence: UInt64) async throws(TallyError) {
+        while true {
+            let (waiting, failure) = state.withLock { state in (state.outstanding.contains { $0 <= sequence }, state.failure) }
+            if let failure { throw failure }
+            if !waiting { return }
+            try? await Task.sleep(for: .milliseconds(Journal.drainPollMilliseconds))
+        }
+    }
+
+    /// How often `waitForQueued` looks.
+    public static let drainPollMilliseconds = 1
 
     /// Entries queued and not yet committed: the journal's queue depth.
     public var outstandingEntries: Int { state.withLock { $0.outstanding.count } }
@@ -401,6 +431,7 @@ public final class Journal: Sendable {
     /// role ends with the queue (`take` gives it up).
     private func drain(express: Bool = false) async {
         while let (batch, sequences) = state.withLock({ express ? $0.takeExpress() : $0.take() }) {
+            sent.add(Int64(batch.count), ordering: .releasing)
             do {
                 try await store.append(batch)
             } catch let conflict as StoreConflict {

@@ -92,7 +92,7 @@ public struct EngineState: Sendable {
     fileprivate(set) var emitted: [Fact] = []
     /// The journal this state's facts go to, and which reload produced the state: both are
     /// replaced together when a conflict forces a reload.
-    fileprivate var journal: Journal
+    fileprivate(set) var journal: Journal
     fileprivate var generation = 0
 
     init(tally: TallyState, journal: Journal) {
@@ -269,7 +269,7 @@ public final class Tally: Sendable {
     public let ids: any IDSource
     public let store: any TallyStore
     public let logger: Logger
-    private let partitions: [Partition]
+    let partitions: [Partition]
     /// The shared part as the last operation that changed it left it: read without waiting for
     /// any partition (keys, the catalog), and taken by every partition after a shared write.
     private let shared: Mutex<GlobalState>
@@ -308,6 +308,10 @@ public final class Tally: Sendable {
 
     /// How the store's accounts are spread over partitions, as recorded with its data.
     public let partitioning: Partitioning
+    /// What each partition's latest snapshot covers, and when the last round of them was taken.
+    let snapshots: Mutex<SnapshotMarks>
+    /// How many partitions the start loaded from a snapshot (the rest were replayed from their facts).
+    public let snapshotsLoaded: Int
 
     /// Starts an engine on `store`: streams every fact from it and folds them into the partitions.
     /// `partitions`: the number the store's data is split into. A store that has one recorded
@@ -323,8 +327,10 @@ public final class Tally: Sendable {
             throw TallyError(.countOutOfRange, "the journal's bulk facts a write are from \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound), got \(journalBulkFacts)")
         }
         let partitioning = try await Tally.partitioning(of: store, asked: partitions)
-        let built = try await store.rebuild(Tally.emptyState(catalog, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
-                                                             usageCacheGeneration: usageCacheGeneration))
+        let position = try await store.position()
+        let loaded = try await Tally.load(catalog, store: store, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
+                                          usageCacheGeneration: usageCacheGeneration, logger: logger)
+        let built = loaded.state
         let whole = Totals(built.parts)
         if built.parts[0].retiredKeys != nil {
             let retired = built.parts.compactMap(\.retiredKeys)
@@ -332,10 +338,11 @@ public final class Tally: Sendable {
                                                                "bytes": "\(retired.reduce(0) { $0 + $1.bytes })"])
         }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "partitions": "\(partitioning.count)", "facts": "\(whole.facts)",
-                                                 "accounts": "\(whole.accounts)", "usage_events": "\(whole.usageEvents)", "indexed": "\(whole.indexed)"])
-        return Tally(built: built, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts), store: store,
+                                                 "accounts": "\(whole.accounts)", "usage_events": "\(whole.usageEvents)", "indexed": "\(whole.indexed)",
+                                                 "from_snapshots": "\(loaded.snapshots)", "replayed_after": "\(loaded.tailAfter)"])
+        return Tally(built: built, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts, startPosition: position), store: store,
                      clock: clock, ids: ids, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration,
-                     journalBulkFacts: journalBulkFacts, logger: logger)
+                     journalBulkFacts: journalBulkFacts, snapshotted: loaded.snapshotted, snapshotsLoaded: loaded.snapshots, logger: logger)
     }
 
     /// A few sums over every partition, for the log.
@@ -395,7 +402,9 @@ public final class Tally: Sendable {
     }
 
     private init(built: PartitionedState, journal: Journal, store: any TallyStore, clock: TallyClock, ids: any IDSource, usageIndexDays: Int64?,
-                 usageCacheGeneration: Int?, journalBulkFacts: Int, logger: Logger) {
+                 usageCacheGeneration: Int?, journalBulkFacts: Int, snapshotted: [Int64?], snapshotsLoaded: Int, logger: Logger) {
+        self.snapshots = Mutex(SnapshotMarks(snapshotted: snapshotted, facts: built.parts.map(\.partition.factCount)))
+        self.snapshotsLoaded = snapshotsLoaded
         self.journalBulkFacts = journalBulkFacts
         self.partitioning = built.partitioning
         self.usageCacheGeneration = usageCacheGeneration
@@ -770,9 +779,11 @@ public final class Tally: Sendable {
         let (generationNow, catalog, known) = first.state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal.knownAfterConflict) }
         if generationNow != generation { return }
         var built: PartitionedState
+        let position: Int64
         do {
-            built = try await store.rebuild(Tally.emptyState(catalog, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
-                                                             usageCacheGeneration: usageCacheGeneration))
+            position = try await store.position()
+            built = try await Tally.load(catalog, store: store, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
+                                         usageCacheGeneration: usageCacheGeneration, logger: logger).state
         } catch {
             let failure = TallyError(.storeUnavailable, "reloading from the store failed: \(error)")
             // The state may hold facts the store refused: stop taking work until a reload succeeds.
@@ -784,7 +795,7 @@ public final class Tally: Sendable {
         // Ids the store refused as already counted but older than the index: back into it, so
         // that the retry answers them as duplicates.
         for (key, entry) in known { parts[partitioning.partition(of: key.account)].remember([key: entry]) }
-        let journal = Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts)
+        let journal = Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts, startPosition: position)
         await enterEvery(.small)
         defer { leaveEvery() }
         shared.withLock { $0 = parts[0].global }

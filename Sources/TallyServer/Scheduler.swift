@@ -91,3 +91,25 @@ struct Scheduler: Service {
         return open.sorted()
     }
 }
+
+/// Takes a round of snapshots when one is due (`Tally.snapshotIfDue`), looking every
+/// `snapshotCheckMilliseconds`. A round that fails (the store away) is logged and tried again at
+/// the next look; the facts are safe in the store whatever becomes of a snapshot.
+struct SnapshotService: Service {
+    let server: ServerEnvironment
+    let logger: Logger
+
+    func run() async throws {
+        let configuration = server.configuration
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await server.tally.snapshotIfDue(everyFacts: configuration.snapshotEveryFacts, everySeconds: configuration.snapshotEverySeconds)
+                } catch {
+                    logger.warning("a round of snapshots failed; it is tried again", metadata: ["error": "\(error)"])
+                }
+                try await Task.sleep(for: .milliseconds(configuration.snapshotCheckMilliseconds))
+            }
+        }
+    }
+}

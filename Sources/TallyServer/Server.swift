@@ -31,6 +31,12 @@ public struct ServerConfiguration: Sendable {
     public var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
     /// The partitions a new store's data is split into; nil: the store's recorded count, or the default.
     public var partitions: Int?
+    /// A round of snapshots every this many facts applied, or every this many seconds if anything
+    /// was; 0 facts: no snapshots at all (a store two processes write, docs/operations.md).
+    public var snapshotEveryFacts = Tally.snapshotEveryFactsDefault
+    public var snapshotEverySeconds = Tally.snapshotEverySecondsDefault
+    /// How often the snapshot service looks whether a round is due.
+    public var snapshotCheckMilliseconds: Int64 = 1_000
 
     public init() {}
 }
@@ -193,6 +199,7 @@ public enum TallyServer {
         )
         if server.configuration.backgroundServices {
             app.addServices(Scheduler(server: server, logger: logger), WebhookDelivery(server: server, logger: logger))
+            if server.configuration.snapshotEveryFacts > 0 { app.addServices(SnapshotService(server: server, logger: logger)) }
         }
         if server.configuration.grpcPort != nil {
             app.addServices(RateLimitServer(server: server, logger: logger))

@@ -381,16 +381,30 @@ extension Bench {
             try await report(events, prefix: "h", to: tally)
         }
         let clock = ContinuousClock()
-        var facts: Int64 = 0
-        let elapsed = try await clock.measure {
-            let reopened = try await backing(sqlitePath: path, postgresURL: url)
-            let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
-                                              ids: SequentialIDs(), usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
-            facts = tally.readShared { $0.factCount } + tally.readEach { $0.partition.factCount }.reduce(0, +)
+        var facts: Int64 = 0, loaded = 0
+        var started: Tally?
+        // Started twice: first with no snapshots (every fact replayed), then after a round of
+        // snapshots, as `tally serve` takes at a clean shutdown.
+        func start() async throws -> Duration {
+            try await clock.measure {
+                let reopened = try await backing(sqlitePath: path, postgresURL: url)
+                let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
+                                                  ids: SequentialIDs(), usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
+                facts = tally.readShared { $0.factCount } + tally.readEach { $0.partition.factCount }.reduce(0, +)
+                loaded = tally.snapshotsLoaded
+                started = tally
+            }
         }
+        let replayed = try await start()
+        let snapshotted = try await clock.measure { _ = try await started!.snapshotAll() }
+        started = nil
+        let fromSnapshots = try await start()
         return .object([
             ("scenario", .string("restart")), ("store", .string(store)), ("events", .int(Int64(events))), ("accounts", .int(Int64(accounts))),
-            ("facts", .int(facts)), ("seconds_to_ready", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
+            ("facts", .int(facts)), ("seconds_to_ready", .string(String(format: "%.3f", Bench.seconds(fromSnapshots)))),
+            ("partitions_from_snapshots", .int(Int64(loaded))),
+            ("seconds_to_ready_replaying_every_fact", .string(String(format: "%.3f", Bench.seconds(replayed)))),
+            ("seconds_to_snapshot_every_partition", .string(String(format: "%.3f", Bench.seconds(snapshotted)))),
         ])
     }
 }

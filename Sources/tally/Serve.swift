@@ -38,6 +38,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "While gateway checks wait, the most facts of bulk work (reports, bill runs) one store write takes, \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound): lower answers checks sooner beside bulk reports, higher writes reports faster.")
     var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
 
+    @Option(help: "A round of snapshots (each partition's state, so that a start replays only what came after) every this many facts, \(Tally.snapshotEveryFactsRange.lowerBound) to \(Tally.snapshotEveryFactsRange.upperBound); 0: no snapshots (two processes writing one store).")
+    var snapshotEveryFacts = Tally.snapshotEveryFactsDefault
+
+    @Option(help: "A round of snapshots at least this often while anything is applied, in seconds (\(Tally.snapshotEverySecondsRange.lowerBound) to \(Tally.snapshotEverySecondsRange.upperBound)).")
+    var snapshotEverySeconds = Tally.snapshotEverySecondsDefault
+
     @OptionGroup var catalogOptions: CatalogOptions
 
     func run() async throws {
@@ -52,6 +58,9 @@ struct Serve: AsyncParsableCommand {
             configuration.grpcPort = grpcPort
             configuration.journalBulkFacts = journalBulkFacts
             configuration.partitions = partitions
+            try Tally.checkSnapshotSettings(everyFacts: snapshotEveryFacts, everySeconds: snapshotEverySeconds)
+            configuration.snapshotEveryFacts = snapshotEveryFacts
+            configuration.snapshotEverySeconds = snapshotEverySeconds
             let store = try await Stores.open(url, connectTimeoutSeconds: connectTimeout)
             server = try await TallyServer.start(store: store, catalog: catalog, configuration: configuration, clock: .system, logger: logger)
             let given = ProcessInfo.processInfo.environment["TALLY_OPERATOR_KEY"].flatMap { $0.isEmpty ? nil : $0 }
@@ -75,5 +84,15 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("tally: Envoy's rate limit service (gRPC) on \(host):\(grpcPort)\n".utf8))
         }
         try await TallyServer.application(server, logger: logger).runService()
+        // Stopped cleanly (SIGTERM, SIGINT): every partition's snapshot, so that the next start
+        // replays nothing. A failure leaves the older snapshots and the facts, and costs the next
+        // start a longer replay, nothing more.
+        if server.configuration.snapshotEveryFacts > 0 {
+            do {
+                try await server.tally.snapshotAll()
+            } catch {
+                logger.warning("the snapshots at shutdown failed; the next start replays more", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

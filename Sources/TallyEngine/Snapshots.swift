@@ -1,0 +1,156 @@
+import Logging
+import Synchronization
+import TallyCore
+import TallyStore
+
+/// What each partition's latest snapshot covers, and when the last round of snapshots was taken.
+struct SnapshotMarks: Sendable {
+    /// Each partition's fact count when its latest snapshot was taken or loaded (nil: none): a
+    /// partition that has applied nothing since is not written again.
+    var covered: [Int64?]
+    /// The facts of every partition at the last round, and when it was taken.
+    var factsAtRound: Int64
+    var roundAt: ContinuousClock.Instant
+    /// Whether another process was found writing to the store (logged once).
+    var othersWrite = false
+
+    init(snapshotted: [Int64?], facts: [Int64]) {
+        covered = snapshotted
+        factsAtRound = facts.reduce(0, +)
+        roundAt = .now
+    }
+}
+
+/// Snapshots (docs/decisions.md, "Snapshots"): each partition's state is written to the store with
+/// the position of the last fact it covers, and a start loads each partition's newest usable
+/// snapshot and replays only the facts after it.
+extension Tally {
+    /// A round of snapshots is taken once this many facts were applied since the last round...
+    public static let snapshotEveryFactsDefault: Int64 = 2_000_000
+    /// ...or once this many seconds passed, if anything was applied.
+    public static let snapshotEverySecondsDefault: Int64 = 300
+    /// The bounds of those settings (0 facts: no snapshots).
+    public static let snapshotEveryFactsRange: ClosedRange<Int64> = 10_000...1_000_000_000
+    public static let snapshotEverySecondsRange: ClosedRange<Int64> = 10...86_400
+
+    /// Refuses snapshot settings out of their bounds.
+    public static func checkSnapshotSettings(everyFacts: Int64, everySeconds: Int64) throws(TallyError) {
+        guard everyFacts == 0 || snapshotEveryFactsRange.contains(everyFacts) else {
+            throw TallyError(.countOutOfRange, "snapshots are taken every 0 (never) or \(snapshotEveryFactsRange.lowerBound) to \(snapshotEveryFactsRange.upperBound) facts, got \(everyFacts)")
+        }
+        guard snapshotEverySecondsRange.contains(everySeconds) else {
+            throw TallyError(.countOutOfRange, "snapshots are taken every \(snapshotEverySecondsRange.lowerBound) to \(snapshotEverySecondsRange.upperBound) seconds, got \(everySeconds)")
+        }
+    }
+
+    /// What a start loaded: the partitions' states, what each one's snapshot covers (its fact
+    /// count), how many snapshots were used, and the position the replay started after.
+    struct Loaded {
+        let state: PartitionedState
+        let snapshotted: [Int64?]
+        let snapshots: Int
+        let tailAfter: Int64
+    }
+
+    /// Loads every partition: its newest usable snapshot (one that cannot be read is logged and
+    /// the one before it is tried; with none, the partition starts empty), then the shared facts
+    /// and the facts after the oldest snapshot's position, each partition skipping those its
+    /// snapshot covers. With `usageIndexDays` nil (memory keeps every id: the audit's way),
+    /// snapshots are not read, since theirs do not.
+    static func load(_ catalog: Catalog, store: any TallyStore, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
+                     usageCacheGeneration: Int?, logger: Logger) async throws -> Loaded {
+        let kept = usageIndexDays == nil ? [] : try await store.snapshots()
+        let byPartition = Dictionary(grouping: kept) { $0.partition }
+        var parts: [TallyState] = [], covered: [Int64] = [], snapshotted: [Int64?] = []
+        for index in 0..<partitioning.count {
+            let empty = emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays,
+                                       usageCacheGeneration: usageCacheGeneration)
+            var loaded: (state: TallyState, position: Int64, facts: Int64)?
+            for snapshot in byPartition[index] ?? [] where loaded == nil {
+                do {
+                    let image = try SnapshotCodec.decode(snapshot.bytes)
+                    var partition = try PartitionState(image: image, zone: catalog.zone, usageCacheGeneration: empty.usageCacheGeneration)
+                    if partition.retiredKeys == nil { partition.retiredKeys = empty.retiredKeys }
+                    var state = TallyState(global: empty.global, partition: partition)
+                    if let days = usageIndexDays { state.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
+                    loaded = (state, snapshot.position, image.records.factCount)
+                } catch {
+                    logger.warning("a partition's snapshot cannot be used; an older one or the partition's facts are replayed instead",
+                                   metadata: ["partition": "\(index)", "position": "\(snapshot.position)", "error": "\(error)"])
+                }
+            }
+            parts.append(loaded?.state ?? empty)
+            covered.append(loaded?.position ?? 0)
+            snapshotted.append(loaded?.facts)
+        }
+        let after = covered.min() ?? 0
+        let state = try await store.rebuild(PartitionedState(parts, partitioning: partitioning, covered: covered), after: after)
+        return Loaded(state: state, snapshotted: snapshotted, snapshots: snapshotted.count { $0 != nil }, tailAfter: after)
+    }
+
+    /// Writes partition `index`'s snapshot, unless it applied nothing since its last one; true
+    /// when one was written. It holds the partition's gate (as a bulk operation) while what the
+    /// partition applied reaches the store, then copies the state (its tables are shared until an
+    /// operation changes them) and reads the store's position: every fact of the partition at or
+    /// before it is then in the copy, and every later one comes after it. The image is encoded
+    /// and written after the gate is let go. Throws, writing nothing, if the journal fails first:
+    /// a snapshot never holds a fact the store did not take.
+    @discardableResult
+    public func snapshot(partition index: Int) async throws -> Bool {
+        let partition = partitions[index]
+        await partition.gate.enter(.bulk)
+        var holding = true
+        defer { if holding { partition.gate.leave() } }
+        let (journal, queued, facts) = partition.state.withLock { ($0.journal, $0.journal.lastQueued, $0.tally.partition.factCount) }
+        if snapshots.withLock({ $0.covered[index] }) == facts { return false }
+        try await journal.waitForQueued(through: queued)
+        let (state, retired) = partition.state.withLock { ($0.tally.partition, $0.tally.retiredKeys?.image) }
+        let position = try await store.position()
+        partition.gate.leave()
+        holding = false
+        // Another process wrote to the store since this state was read: the snapshot could claim
+        // to cover facts of the partition this process never applied. None is written.
+        guard position == journal.positionIfAlone else {
+            if snapshots.withLock({ marks in defer { marks.othersWrite = true }; return !marks.othersWrite }) {
+                logger.warning("another process writes to this store: no snapshots are taken (run each process with --snapshot-every-facts 0)",
+                               metadata: ["position": "\(position)", "expected": "\(journal.positionIfAlone.map(String.init) ?? "unknown")"])
+            }
+            return false
+        }
+        let bytes = try SnapshotCodec.encode(state.image(retired: retired))
+        try await store.saveSnapshot(StoredSnapshot(partition: index, position: position, taken: clock.now(), bytes: bytes))
+        snapshots.withLock { $0.covered[index] = facts }
+        return true
+    }
+
+    /// A round: a snapshot of every partition that applied anything since its last, one partition
+    /// at a time (each waits only for its own gate). Returns how many were written.
+    @discardableResult
+    public func snapshotAll() async throws -> Int {
+        let facts = readEach { $0.partition.factCount }.reduce(0, +)
+        let started = ContinuousClock.now
+        var written = 0
+        for index in partitions.indices where try await snapshot(partition: index) { written += 1 }
+        snapshots.withLock {
+            $0.factsAtRound = facts
+            $0.roundAt = started
+        }
+        if written > 0 {
+            let elapsed = (ContinuousClock.now - started).components
+            let milliseconds = elapsed.seconds * 1_000 + elapsed.attoseconds / 1_000_000_000_000_000
+            logger.info("snapshots written", metadata: ["partitions": "\(written)", "milliseconds": "\(milliseconds)"])
+        }
+        return written
+    }
+
+    /// A round of snapshots if one is due: `everyFacts` facts applied since the last round, or
+    /// `everySeconds` passed and anything applied. Returns how many were written.
+    @discardableResult
+    public func snapshotIfDue(everyFacts: Int64 = Tally.snapshotEveryFactsDefault, everySeconds: Int64 = Tally.snapshotEverySecondsDefault) async throws -> Int {
+        let facts = readEach { $0.partition.factCount }.reduce(0, +)
+        let due = snapshots.withLock { marks in
+            facts - marks.factsAtRound >= everyFacts || (facts != marks.factsAtRound && ContinuousClock.now - marks.roundAt >= .seconds(everySeconds))
+        }
+        return due ? try await snapshotAll() : 0
+    }
+}
