@@ -36,6 +36,8 @@ public final class ServerMetrics: Sendable {
     /// Accounts in arrears when scraped (one pass over the accounts): a bill run that puts many
     /// accounts in arrears at once shows as a jump.
     let inArrears: Prometheus.Gauge
+    /// Partitions the start loaded from a snapshot (the others were replayed from their facts).
+    let fromSnapshots: Prometheus.Gauge
     private let decisions = Mutex<[String: Prometheus.Counter]>([:])
     private let decisionSeconds = Mutex<[DecisionProtocol: Prometheus.DurationHistogram]>([:])
 
@@ -70,6 +72,8 @@ public final class ServerMetrics: Sendable {
                                                      helpText: "1 while the engine takes work; 0 after a write the store refused, until it has reloaded from the store."))
         inArrears = registry.makeGauge(descriptor: .init(metricName: "tally_accounts_in_arrears", unitName: "",
                                                          helpText: "Accounts in arrears when scraped."))
+        fromSnapshots = registry.makeGauge(descriptor: .init(metricName: "tally_partitions_from_snapshots", unitName: "",
+                                                             helpText: "Partitions the start loaded from a snapshot; the others were replayed from their facts."))
     }
 
     /// How a decision was asked for: the JSON usage routes, Envoy's ext_authz or nginx's
@@ -132,6 +136,7 @@ public final class ServerMetrics: Sendable {
         journalOutstanding.set(Double(depth.journal))
         reloads.set(Double(tally.reloads))
         ready.set(Double(tally.isReady ? 1 : 0))
+        fromSnapshots.set(Double(tally.snapshotsLoaded))
         inArrears.set(Double(tally.readEach { $0.accounts.values.lazy.filter(\.inArrears).count }.reduce(0, +)))
         return ServerMetrics.registry.emitToString()
     }
