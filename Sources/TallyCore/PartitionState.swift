@@ -73,7 +73,7 @@ public struct PartitionState: Sendable {
     /// Events recorded before this instant are not in `usage` (nil: every event is). Memory then
     /// grows with the events of the retention window, not with all events ever recorded.
     public fileprivate(set) var usageIndexedFrom: Instant?
-    /// Where the keys of events that are not (or no longer) in `usage` go, when the engine keeps
+    /// Where the keys of events that left `usage` while their ids still count go, when the engine keeps
     /// track of them: it then finds an old id sent again before the store refuses it.
     public var retiredKeys: RetiredUsageKeys?
     /// With `retiredKeys`: the most events a generation of the index holds. When the current one
@@ -251,16 +251,15 @@ public struct PartitionState: Sendable {
         accounts[id] = account
     }
 
-    /// Leaves out of the idempotency index every event recorded before `cutoff`, now and as facts
-    /// are applied later (a rebuild sets it before replaying). Totals, packs and balances keep
-    /// every event; only the per-event entries go. The cutoff never moves back.
+    /// Leaves out of memory every event id recorded before `cutoff`, now and as facts are applied
+    /// later (a rebuild sets it before replaying): out of the index, and the filter's days before
+    /// it. Totals, packs and balances keep every event; only the per-event entries go, and the
+    /// store's unique index still refuses an id sent again. The cutoff never moves back.
     public mutating func forgetUsage(recordedBefore cutoff: Instant) {
         if let from = usageIndexedFrom, from >= cutoff { return }
         usageIndexedFrom = cutoff
-        if !usage.isEmpty {
-            let dropped = usage.keep(recordedFrom: cutoff)
-            retiredKeys?.insert(contentsOf: dropped)
-        }
+        if !usage.isEmpty { _ = usage.keep(recordedFrom: cutoff) }
+        retiredKeys?.forget(recordedBefore: cutoff)
     }
 
     /// Rotates the index's generations when the current one is full: the previous generation's
@@ -283,8 +282,6 @@ public struct PartitionState: Sendable {
         if usageIndexedFrom.map({ record.recorded >= $0 }) ?? true {
             usage[key] = UsageEntry(record)
             if !holdsRotation { rotateIfFull() }
-        } else {
-            retiredKeys?.insert(key)
         }
         for draw in record.settlement.draws {
             guard let index = packs.index(forKey: draw.pack) else { continue }

@@ -1,16 +1,20 @@
 import Synchronization
 
-/// The usage keys that left the idempotency index (recorded before its window), in a Bloom
-/// filter: a key it does not hold was never stored, unless another process stored it. The engine
-/// asks it before an event reaches the lock; for a key it may hold, the engine reads the store
-/// first and puts what the store has back into the index, so an old id sent again is answered as
-/// a duplicate without the batch failing at the store's unique index and the engine reloading
-/// everything (docs/decisions.md).
+/// The usage keys that left the idempotency index while their ids still count (recorded within the
+/// last `Tally.usageIndexDays` days), in Bloom filters kept by the day the event was recorded: a key
+/// they do not hold was never stored, unless another process stored it. The engine asks them
+/// before an event is applied; for a key they may hold, the engine reads the store first and puts
+/// what the store has back into the index, so an old id sent again is answered as a duplicate
+/// without the batch failing at the store's unique index and the engine reloading (docs/decisions.md).
 ///
 /// About 2 bytes a key (16 bits), with about 0.1-0.3% of absent keys answered "maybe": each of
-/// those costs one read of the store outside the engine's lock, never a wrong answer. It grows
-/// with every event that leaves the index, in segments four times the size of the one before, so
-/// that no segment is ever rehashed (a Bloom filter keeps no keys to rehash).
+/// those costs one read of the store outside the engine's lock, never a wrong answer. Each day's
+/// filter grows in segments four times the size of the one before, so that none is ever rehashed
+/// (a Bloom filter keeps no keys to rehash), and a day is dropped whole once it is older than the
+/// ids' window (`forget(recordedBefore:)`): memory follows the last 35 days' events, not all of them.
+///
+/// An event that carries its time was recorded no earlier than that time less the clock's
+/// tolerance, so only the days from then on are asked: a gateway's recent event asks one or two.
 ///
 /// Each partition has its own, hashed under a key of its own (`SipHash`, not the process's seeded
 /// hasher), so that it can be written into the partition's snapshot and read back by the next
@@ -19,18 +23,20 @@ import Synchronization
 /// Shared, not copied, by the states that hold it (a preview's copy adds nothing to it): adding a
 /// key that was stored can only make the engine read the store once more.
 public final class RetiredUsageKeys: Sendable {
-    private let segments: Mutex<[SplitBlockBloomFilter]>
-    /// The keys the first segment is sized for; each later one is sized for four times as many.
+    /// Days since the Unix epoch, in UTC, to a day's filter segments.
+    private let days: Mutex<[Int64: [SplitBlockBloomFilter]]>
+    /// The keys the first segment of a day is sized for at least; each later one of the day is
+    /// sized for four times as many as the one before.
     let firstCapacity: Int
     /// The key of the filter's hash: random for a new filter, kept with it in a snapshot.
     let hashKey: (UInt64, UInt64)
 
-    public init(firstCapacity: Int = 1 << 20) {
+    public init(firstCapacity: Int = 1 << 10) {
         precondition(firstCapacity > 0, "a filter holds at least one key")
         self.firstCapacity = firstCapacity
         var random = SystemRandomNumberGenerator()
         hashKey = (random.next(), random.next())
-        segments = Mutex([])
+        days = Mutex([:])
     }
 
     /// A filter as an image left it.
@@ -40,7 +46,11 @@ public final class RetiredUsageKeys: Sendable {
         }
         firstCapacity = image.firstCapacity
         hashKey = (image.hashKey[0], image.hashKey[1])
-        segments = Mutex(try image.segments.map { segment throws(TallyError) in try SplitBlockBloomFilter(segment) })
+        var days: [Int64: [SplitBlockBloomFilter]] = [:]
+        for day in image.days {
+            days[day.day] = try day.segments.map { segment throws(TallyError) in try SplitBlockBloomFilter(segment) }
+        }
+        self.days = Mutex(days)
     }
 
     /// What the filter holds, as plain values: what a partition's snapshot keeps of it.
@@ -48,12 +58,24 @@ public final class RetiredUsageKeys: Sendable {
         public let firstCapacity: Int
         /// The hash's key: two words.
         public let hashKey: [UInt64]
-        public let segments: [Segment]
+        /// The days, in order.
+        public let days: [Day]
 
-        public init(firstCapacity: Int, hashKey: [UInt64], segments: [Segment]) {
+        public init(firstCapacity: Int, hashKey: [UInt64], days: [Day]) {
             self.firstCapacity = firstCapacity
             self.hashKey = hashKey
-            self.segments = segments
+            self.days = days
+        }
+
+        public struct Day: Sendable, Hashable {
+            /// Days since the Unix epoch, in UTC.
+            public let day: Int64
+            public let segments: [Segment]
+
+            public init(day: Int64, segments: [Segment]) {
+                self.day = day
+                self.segments = segments
+            }
         }
 
         public struct Segment: Sendable, Hashable {
@@ -70,36 +92,76 @@ public final class RetiredUsageKeys: Sendable {
         }
     }
 
-    /// The filter's image: a copy of its bits, taken under its lock.
     /// Copied out of the lock (the segments are shared with the filter until it next changes).
     public var image: Image {
-        Image(firstCapacity: firstCapacity, hashKey: [hashKey.0, hashKey.1], segments: segments.withLock { $0 }.map(\.image))
+        let days = days.withLock { $0 }
+        return Image(firstCapacity: firstCapacity, hashKey: [hashKey.0, hashKey.1],
+                     days: days.keys.sorted().map { Image.Day(day: $0, segments: days[$0]!.map(\.image)) })
     }
 
-    public func insert(_ key: TallyState.UsageKey) { insert(contentsOf: CollectionOfOne(key)) }
+    static let microsecondsPerDay: Int64 = 86_400_000_000
 
-    public func insert<Keys: Sequence>(contentsOf keys: Keys) where Keys.Element == TallyState.UsageKey {
-        segments.withLock { segments in
-            for key in keys {
-                if segments.last.map({ $0.count >= $0.capacity }) ?? true {
-                    segments.append(SplitBlockBloomFilter(capacity: segments.last.map { $0.capacity * 4 } ?? firstCapacity))
-                }
-                segments[segments.count - 1].insert(hash(key))
+    /// The day an instant falls on, counted in UTC from the Unix epoch.
+    static func day(of instant: Instant) -> Int64 {
+        let (quotient, remainder) = instant.microseconds.quotientAndRemainder(dividingBy: microsecondsPerDay)
+        return remainder < 0 ? quotient - 1 : quotient
+    }
+
+    public func insert(_ key: TallyState.UsageKey, recorded: Instant) { insert(contentsOf: CollectionOfOne((key, recorded))) }
+
+    /// Inserts keys with the instants their events were recorded.
+    public func insert<Keys: Sequence>(contentsOf keys: Keys) where Keys.Element == (TallyState.UsageKey, Instant) {
+        days.withLock { days in
+            for (key, recorded) in keys {
+                let day = RetiredUsageKeys.day(of: recorded)
+                if days[day] == nil { days[day] = [SplitBlockBloomFilter(capacity: firstCapacity(of: day, among: days))] }
+                // Changed in place: the day's segments are not copied out and back.
+                RetiredUsageKeys.add(hash(key), to: &days[day]!)
             }
         }
     }
 
-    /// False when the key was never inserted; true when it was, or by chance.
-    public func mightContain(_ key: TallyState.UsageKey) -> Bool {
-        segments.withLock { mayHold(key, $0) }
+    /// A new day's first segment is sized for the keys of the latest day before it (at least
+    /// `firstCapacity`): a day much like the one before then takes one segment, and a key sent
+    /// with no time is looked for in about one block a day.
+    private func firstCapacity(of day: Int64, among days: [Int64: [SplitBlockBloomFilter]]) -> Int {
+        guard let before = days.keys.filter({ $0 < day }).max() else { return firstCapacity }
+        return max(firstCapacity, days[before]!.reduce(0) { $0 + $1.count })
     }
 
-    /// The keys in `keys` the filter may hold, in one pass under its lock.
-    public func suspects<Keys: Sequence>(among keys: Keys) -> [TallyState.UsageKey] where Keys.Element == TallyState.UsageKey {
-        segments.withLock { segments in
-            guard !segments.isEmpty else { return [] }
-            return keys.filter { mayHold($0, segments) }
+    /// False when the key was never inserted (recorded at or after `from`, when given); true when
+    /// it was, or by chance.
+    public func mightContain(_ key: TallyState.UsageKey, recordedFrom from: Instant? = nil) -> Bool {
+        days.withLock { mayHold(key, from: from.map(RetiredUsageKeys.day), $0) }
+    }
+
+    /// The keys in `keys` the filters may hold, each asked of the days from its earliest possible
+    /// recording on (nil: every day), in one pass under the lock.
+    public func suspects<Keys: Sequence>(among keys: Keys) -> [TallyState.UsageKey] where Keys.Element == (TallyState.UsageKey, Instant?) {
+        days.withLock { days in
+            guard !days.isEmpty else { return [] }
+            return keys.filter { mayHold($0.0, from: $0.1.map(RetiredUsageKeys.day), days) }.map(\.0)
         }
+    }
+
+    /// Drops the days wholly before `cutoff`'s day: their ids no longer count in memory (the store's
+    /// unique index still refuses them). Returns how many keys went.
+    @discardableResult
+    public func forget(recordedBefore cutoff: Instant) -> Int {
+        let first = RetiredUsageKeys.day(of: cutoff)
+        return days.withLock { days in
+            let old = days.keys.filter { $0 < first }
+            var dropped = 0
+            for day in old { dropped += days.removeValue(forKey: day)!.reduce(0) { $0 + $1.count } }
+            return dropped
+        }
+    }
+
+    private static func add(_ hash: UInt64, to segments: inout [SplitBlockBloomFilter]) {
+        if segments[segments.count - 1].count >= segments[segments.count - 1].capacity {
+            segments.append(SplitBlockBloomFilter(capacity: segments[segments.count - 1].capacity * 4))
+        }
+        segments[segments.count - 1].insert(hash)
     }
 
     /// The filter's hash of a key, under the filter's own key: the same in every process.
@@ -110,16 +172,18 @@ public final class RetiredUsageKeys: Sendable {
         return hasher.finalize()
     }
 
-    private func mayHold(_ key: TallyState.UsageKey, _ segments: [SplitBlockBloomFilter]) -> Bool {
+    private func mayHold(_ key: TallyState.UsageKey, from: Int64?, _ days: [Int64: [SplitBlockBloomFilter]]) -> Bool {
         let hash = hash(key)
-        return segments.contains { $0.mightContain(hash) }
+        return days.contains { day, segments in day >= (from ?? .min) && segments.contains { $0.mightContain(hash) } }
     }
 
-    public var isEmpty: Bool { segments.withLock { $0.isEmpty } }
+    public var isEmpty: Bool { days.withLock { $0.isEmpty } }
     /// How many insertions were made (a key inserted twice counts twice).
-    public var count: Int { segments.withLock { $0.reduce(0) { $0 + $1.count } } }
-    public var segmentCount: Int { segments.withLock { $0.count } }
-    public var bytes: Int { segments.withLock { $0.reduce(0) { $0 + $1.bytes } } }
+    public var count: Int { days.withLock { $0.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count } } } }
+    /// How many days have a filter.
+    public var dayCount: Int { days.withLock { $0.count } }
+    public var segmentCount: Int { days.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    public var bytes: Int { days.withLock { $0.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } } } }
 }
 
 /// Parquet's split-block Bloom filter: each key sets one bit in each of the eight 32-bit words of
@@ -153,7 +217,12 @@ struct SplitBlockBloomFilter: Sendable {
         }
         capacity = image.capacity
         count = image.count
-        blocks = stride(from: 0, to: image.words.count, by: 8).map { SIMD8(image.words[$0..<$0 + 8]) }
+        // The words as they lie, eight to a block.
+        let blockCount = image.words.count / 8
+        blocks = [SIMD8<UInt32>](unsafeUninitializedCapacity: blockCount) { buffer, initialized in
+            image.words.withUnsafeBytes { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: $0) }
+            initialized = blockCount
+        }
     }
 
     /// The block: the hash's upper half scaled to the block count (no division).

@@ -112,12 +112,14 @@ public struct UsageIndex: Sendable, Sequence {
         }
     }
 
-    /// Drops the previous generation and returns its keys; the current generation becomes the
-    /// previous one and a new, empty one starts.
-    public mutating func rotate() -> [Key] {
-        var dropped: [Key] = []
+    /// Drops the previous generation and returns its keys, each with when its event was recorded;
+    /// the current generation becomes the previous one and a new, empty one starts.
+    public mutating func rotate() -> [(Key, Instant)] {
+        var dropped: [(Key, Instant)] = []
         dropped.reserveCapacity(count - currentCount)
-        for shard in previous { dropped.append(contentsOf: shard.keys) }
+        for shard in previous {
+            for (key, entry) in shard { dropped.append((key, entry.recorded)) }
+        }
         previous = shards
         shards = Array(repeating: [:], count: shardMask + 1)
         count = currentCount

@@ -44,13 +44,18 @@ extension Tally {
     }
 
     /// What a start loaded: the partitions' states, what each one's snapshot covers (its fact
-    /// count), how many snapshots were used, and the position the replay started after.
+    /// count), how many snapshots were used, the position the replay started after, and how long
+    /// reading the snapshots, decoding them and replaying the facts after them took.
     struct Loaded {
         let state: PartitionedState
         let snapshotted: [Int64?]
         let snapshots: Int
         let tailAfter: Int64
+        let milliseconds: (read: Int64, decode: Int64, replay: Int64)
     }
+
+    /// Snapshots decoded at once at a start: one a core.
+    static let decodesInFlightMax = 2
 
     /// Loads every partition: its newest usable snapshot (one that cannot be read is logged and
     /// the one before it is tried; with none, the partition starts empty), then the shared facts
@@ -59,33 +64,56 @@ extension Tally {
     /// snapshots are not read, since theirs do not.
     static func load(_ catalog: Catalog, store: any TallyStore, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
                      usageCacheGeneration: Int?, logger: Logger) async throws -> Loaded {
+        let started = ContinuousClock.now
         let kept = usageIndexDays == nil ? [] : try await store.snapshots()
+        let read = ContinuousClock.now
         let byPartition = Dictionary(grouping: kept) { $0.partition }
-        var parts: [TallyState] = [], covered: [Int64] = [], snapshotted: [Int64?] = []
-        for index in 0..<partitioning.count {
-            let empty = emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays,
-                                       usageCacheGeneration: usageCacheGeneration)
-            var loaded: (state: TallyState, position: Int64, facts: Int64)?
-            for snapshot in byPartition[index] ?? [] where loaded == nil {
-                do {
-                    let image = try SnapshotCodec.decode(snapshot.bytes)
-                    var partition = try PartitionState(image: image, zone: catalog.zone, usageCacheGeneration: empty.usageCacheGeneration)
-                    if partition.retiredKeys == nil { partition.retiredKeys = empty.retiredKeys }
-                    var state = TallyState(global: empty.global, partition: partition)
-                    if let days = usageIndexDays { state.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
-                    loaded = (state, snapshot.position, image.records.factCount)
-                } catch {
-                    logger.warning("a partition's snapshot cannot be used; an older one or the partition's facts are replayed instead",
-                                   metadata: ["partition": "\(index)", "position": "\(snapshot.position)", "error": "\(error)"])
-                }
+        let empty = { emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration) }
+        var loaded = [(state: TallyState, position: Int64, facts: Int64)?](repeating: nil, count: partitioning.count)
+        await withTaskGroup(of: (Int, (state: TallyState, position: Int64, facts: Int64)?).self) { group in
+            var waiting = byPartition.keys.filter { (0..<partitioning.count).contains($0) }.sorted()[...]
+            func start() {
+                guard let index = waiting.popFirst() else { return }
+                let snapshots = byPartition[index]!, base = empty()
+                group.addTask { (index, decode(snapshots, partition: index, base: base, zone: catalog.zone, now: now, usageIndexDays: usageIndexDays, logger: logger)) }
             }
-            parts.append(loaded?.state ?? empty)
-            covered.append(loaded?.position ?? 0)
-            snapshotted.append(loaded?.facts)
+            for _ in 0..<decodesInFlightMax { start() }
+            while let (index, partition) = await group.next() {
+                loaded[index] = partition
+                start()
+            }
         }
+        let decoded = ContinuousClock.now
+        let covered = loaded.map { $0?.position ?? 0 }
+        let parts = loaded.map { $0?.state ?? empty() }
         let after = covered.min() ?? 0
         let state = try await store.rebuild(PartitionedState(parts, partitioning: partitioning, covered: covered), after: after)
-        return Loaded(state: state, snapshotted: snapshotted, snapshots: snapshotted.count { $0 != nil }, tailAfter: after)
+        return Loaded(state: state, snapshotted: loaded.map { $0?.facts }, snapshots: loaded.count { $0 != nil }, tailAfter: after,
+                      milliseconds: (milliseconds(read - started), milliseconds(decoded - read), milliseconds(.now - decoded)))
+    }
+
+    /// A partition's newest usable snapshot among `snapshots` (newest first), on `base`'s shared
+    /// part and settings; nil when none can be used (each one passed over is logged).
+    private static func decode(_ snapshots: [StoredSnapshot], partition index: Int, base: TallyState, zone: Zone, now: Instant, usageIndexDays: Int64?,
+                               logger: Logger) -> (state: TallyState, position: Int64, facts: Int64)? {
+        for snapshot in snapshots {
+            do {
+                let image = try SnapshotCodec.decode(snapshot.bytes)
+                var partition = try PartitionState(image: image, zone: zone, usageCacheGeneration: base.usageCacheGeneration)
+                if partition.retiredKeys == nil { partition.retiredKeys = base.retiredKeys }
+                var state = TallyState(global: base.global, partition: partition)
+                if let days = usageIndexDays { state.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
+                return (state, snapshot.position, image.records.factCount)
+            } catch {
+                logger.warning("a partition's snapshot cannot be used; an older one or the partition's facts are replayed instead",
+                               metadata: ["partition": "\(index)", "position": "\(snapshot.position)", "error": "\(error)"])
+            }
+        }
+        return nil
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Writes partition `index`'s snapshot, unless it applied nothing since its last one; true
@@ -136,9 +164,7 @@ extension Tally {
             $0.roundAt = started
         }
         if written > 0 {
-            let elapsed = (ContinuousClock.now - started).components
-            let milliseconds = elapsed.seconds * 1_000 + elapsed.attoseconds / 1_000_000_000_000_000
-            logger.info("snapshots written", metadata: ["partitions": "\(written)", "milliseconds": "\(milliseconds)"])
+            logger.info("snapshots written", metadata: ["partitions": "\(written)", "milliseconds": "\(Tally.milliseconds(.now - started))"])
         }
         return written
     }

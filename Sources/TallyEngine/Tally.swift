@@ -339,7 +339,9 @@ public final class Tally: Sendable {
         }
         logger.info("engine started", metadata: ["store": "\(store.kind)", "partitions": "\(partitioning.count)", "facts": "\(whole.facts)",
                                                  "accounts": "\(whole.accounts)", "usage_events": "\(whole.usageEvents)", "indexed": "\(whole.indexed)",
-                                                 "from_snapshots": "\(loaded.snapshots)", "replayed_after": "\(loaded.tailAfter)"])
+                                                 "from_snapshots": "\(loaded.snapshots)", "replayed_after": "\(loaded.tailAfter)",
+                                                 "snapshots_read_ms": "\(loaded.milliseconds.read)", "snapshots_decoded_ms": "\(loaded.milliseconds.decode)",
+                                                 "replay_ms": "\(loaded.milliseconds.replay)"])
         return Tally(built: built, journal: Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts, startPosition: position), store: store,
                      clock: clock, ids: ids, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration,
                      journalBulkFacts: journalBulkFacts, snapshotted: loaded.snapshotted, snapshotsLoaded: loaded.snapshots, logger: logger)
@@ -385,16 +387,17 @@ public final class Tally: Sendable {
         }, partitioning: partitioning)
     }
 
-    /// The keys the first segment of the filter of retired ids is sized for, over all partitions
-    /// (each partition's filter takes its share): 2 MB in all once every partition has one.
-    static let retiredFirstKeys = 1 << 20
+    /// The keys the first segment of a day of the filter of retired ids is sized for at least,
+    /// over all partitions (each partition's filter takes its share, at least 1,024): 128 KiB a
+    /// day in all, 4.5 MB for the 35 days of the ids' window, however quiet the store.
+    static let retiredFirstKeys = 1 << 16
 
     /// One partition's empty state, with a filter of its own (hashed under a key of its own).
     static func emptyPartition(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
                                usageCacheGeneration: Int?) -> TallyState {
         var tally = TallyState(catalog: catalog)
         if let days = usageIndexDays {
-            tally.retiredKeys = RetiredUsageKeys(firstCapacity: max(1, retiredFirstKeys / partitioning.count))
+            tally.retiredKeys = RetiredUsageKeys(firstCapacity: max(1_024, retiredFirstKeys / partitioning.count))
             tally.usageCacheGeneration = usageCacheGeneration.map { max(1, ($0 + partitioning.count - 1) / partitioning.count) }
             tally.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400))
         }

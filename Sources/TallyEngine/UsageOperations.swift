@@ -134,8 +134,18 @@ public struct RecordUsage: Operation {
 
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
         let key = TallyState.usageKey(account: account, id: id)
-        return retired.mightContain(key) ? [key] : []
+        return retired.mightContain(key, recordedFrom: earliestRecording) ? [key] : []
     }
+
+    /// The earliest the event can have been recorded if it was before: its time less the clock's
+    /// tolerance (an event more than that ahead of the clock is refused), less a day for a retry
+    /// that a gateway stamped anew, later than its first attempt; nil when it has no time. The
+    /// filter of retired ids is asked only for the days from then on.
+    var earliestRecording: Instant? { at?.adding(seconds: -Limits.futureToleranceSeconds - RecordUsage.restampedRetrySeconds) }
+
+    /// How much later than its first attempt a retry's time may be and still be looked for in the
+    /// filter's days (a later one is refused by the store's unique index, and costs a reload).
+    static let restampedRetrySeconds: Int64 = 86_400
 
     /// The reason to refuse the whole event before settling it, if any (an unknown API is refused
     /// before this is asked).
@@ -330,7 +340,7 @@ public struct RecordUsageBatch: SlicedOperation, AcrossPartitions {
     }
 
     public func suspects(in retired: RetiredUsageKeys) -> [TallyState.UsageKey] {
-        retired.suspects(among: events.lazy.map { TallyState.usageKey(account: $0.account, id: $0.id) })
+        retired.suspects(among: events.lazy.map { (TallyState.usageKey(account: $0.account, id: $0.id), $0.earliestRecording) })
     }
 
     /// The most events applied in one pass through the engine's gate: what a check queued behind

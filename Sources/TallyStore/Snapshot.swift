@@ -22,7 +22,8 @@ public struct StoredSnapshot: Sendable, Hashable {
     }
 }
 
-/// The bytes of a partition's snapshot: whole or refused. A header (a magic word, the format,
+/// The bytes of a partition's snapshot: whole or refused. Format 2 keeps the filter of retired ids
+/// by day (format 1, in one piece, is refused and the partition replayed). A header (a magic word, the format,
 /// a checksum of everything after it), then the partition's records as JSON, then the usage
 /// index and the filter of retired ids as plain binary (they are most of a snapshot's bytes,
 /// and JSON would triple them).
@@ -32,7 +33,10 @@ public struct StoredSnapshot: Sendable, Hashable {
 public enum SnapshotCodec {
     /// The format written. A change to what a partition's state holds, or to how it is written,
     /// takes a new number; a snapshot of another number is ignored, never read.
-    public static let format: UInt32 = 1
+    public static let format: UInt32 = 2
+    /// The most days of a filter a snapshot may hold: far more than the ids' window (a damaged
+    /// count is refused before it reserves memory).
+    static let filterDaysMax = 10_000
     static let magic: UInt32 = 0x544C_5953   // "TLYS"
     /// Magic, format, checksum.
     static let headerBytes = 16
@@ -56,12 +60,16 @@ public enum SnapshotCodec {
             writer.u64(UInt64(retired.firstCapacity))
             writer.u64(retired.hashKey[0])
             writer.u64(retired.hashKey[1])
-            writer.u64(UInt64(retired.segments.count))
-            for segment in retired.segments {
-                writer.u64(UInt64(segment.capacity))
-                writer.u64(UInt64(segment.count))
-                writer.u64(UInt64(segment.words.count))
-                writer.words(segment.words)
+            writer.u64(UInt64(retired.days.count))
+            for day in retired.days {
+                writer.i64(day.day)
+                writer.u64(UInt64(day.segments.count))
+                for segment in day.segments {
+                    writer.u64(UInt64(segment.capacity))
+                    writer.u64(UInt64(segment.count))
+                    writer.u64(UInt64(segment.words.count))
+                    writer.words(segment.words)
+                }
             }
         } else {
             writer.u8(0)
@@ -97,13 +105,18 @@ public enum SnapshotCodec {
         if try reader.u8() == 1 {
             let firstCapacity = Int(clamping: try reader.u64())
             let hashKey = [try reader.u64(), try reader.u64()]
-            var segments: [RetiredUsageKeys.Image.Segment] = []
-            for _ in 0..<(try reader.count(atMost: 64)) {
-                let capacity = Int(clamping: try reader.u64()), count = Int(clamping: try reader.u64())
-                let words = try reader.words(try reader.count(atMost: bytes.count / 4))
-                segments.append(RetiredUsageKeys.Image.Segment(capacity: capacity, count: count, words: words))
+            var days: [RetiredUsageKeys.Image.Day] = []
+            for _ in 0..<(try reader.count(atMost: SnapshotCodec.filterDaysMax)) {
+                let day = try reader.i64()
+                var segments: [RetiredUsageKeys.Image.Segment] = []
+                for _ in 0..<(try reader.count(atMost: 64)) {
+                    let capacity = Int(clamping: try reader.u64()), count = Int(clamping: try reader.u64())
+                    let words = try reader.words(try reader.count(atMost: bytes.count / 4))
+                    segments.append(RetiredUsageKeys.Image.Segment(capacity: capacity, count: count, words: words))
+                }
+                days.append(RetiredUsageKeys.Image.Day(day: day, segments: segments))
             }
-            retired = RetiredUsageKeys.Image(firstCapacity: firstCapacity, hashKey: hashKey, segments: segments)
+            retired = RetiredUsageKeys.Image(firstCapacity: firstCapacity, hashKey: hashKey, days: days)
         }
         guard reader.atEnd else { throw unusable("it has bytes after its end") }
         return PartitionState.Image(records: records, usageCurrent: generations[0], usagePrevious: generations[1], retired: retired)
@@ -208,7 +221,11 @@ struct ByteReader {
         let raw = try take(count * 4)
         return [UInt32](unsafeUninitializedCapacity: count) { buffer, initialized in
             raw.withUnsafeBytes { source in
+                #if _endian(little)
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: source)
+                #else
                 for index in 0..<count { buffer[index] = UInt32(littleEndian: source.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)) }
+                #endif
             }
             initialized = count
         }

@@ -37,8 +37,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "For --store postgres: a server URL; each run makes a fresh database beside it.")
     var db: String?
 
-    @Option(help: "Events (ingest, check) to run, at most 10,000,000.")
+    @Option(help: "Events (ingest, check, restart's history) to run, at most 20,000,000.")
     var events: Int = 1_000_000
+
+    /// The most events a run records: 20M, the history the restart figure is asked for at.
+    static let eventsMax = 20_000_000
 
     @Option(help: "For ingest: events recorded first, 36 days before the run, so that their ids have left the index (a store with a history), at most 10,000,000.")
     var aged: Int = 0
@@ -75,7 +78,7 @@ struct Bench: AsyncParsableCommand {
                 throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
             }
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
-            guard (1...10_000_000).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
+            guard (1...Bench.eventsMax).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
                   (0...64).contains(reporters), usageCacheGeneration >= 0 else {

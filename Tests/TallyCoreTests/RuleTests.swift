@@ -340,24 +340,47 @@ import Testing
     }
 }
 
-/// The filter of ids older than the index: never a false "no", few false "maybe"s.
+/// The filter of ids older than the index: never a false "no", few false "maybe"s, kept by day.
 @Suite(.timeLimit(.minutes(5))) struct RetiredUsageKeysTests {
+    static let noon = Instant(rfc3339: "2026-03-10T12:00:00Z")!
+
     @Test func holdsEveryKeyInsertedAcrossSegments() {
         let retired = RetiredUsageKeys(firstCapacity: 10_000)
         #expect(retired.isEmpty && !retired.mightContain(TallyState.usageKey(account: "a", id: "0")))
         let keys = (0..<60_000).map { TallyState.usageKey(account: "acct\($0 % 97)", id: "e\($0)") }
-        retired.insert(contentsOf: keys[..<30_000])
-        for key in keys[30_000...] { retired.insert(key) }
-        // 10,000 in the first segment, 40,000 in the second, the rest in a third.
-        #expect(retired.segmentCount == 3 && retired.count == 60_000)
-        #expect(keys.allSatisfy(retired.mightContain))
-        #expect(retired.suspects(among: keys).count == 60_000)
+        retired.insert(contentsOf: keys[..<30_000].map { ($0, Self.noon) })
+        for key in keys[30_000...] { retired.insert(key, recorded: Self.noon) }
+        // 10,000 in the day's first segment, 40,000 in the second, the rest in a third.
+        #expect(retired.segmentCount == 3 && retired.count == 60_000 && retired.dayCount == 1)
+        #expect(keys.allSatisfy { retired.mightContain($0) })
+        #expect(retired.suspects(among: keys.map { ($0, nil) }).count == 60_000)
+    }
+
+    /// A day is dropped whole once it is before the cutoff, so memory follows the window, not all
+    /// history; an event's time bounds the days asked (it was recorded no earlier than that).
+    @Test func keepsDaysAndDropsThoseBeforeTheWindow() {
+        let retired = RetiredUsageKeys(firstCapacity: 1_000)
+        let day: Int64 = 86_400
+        for d in 0..<40 {
+            retired.insert(contentsOf: (0..<100).map { (TallyState.usageKey(account: "a", id: "d\(d)-\($0)"), Self.noon.adding(seconds: Int64(d) * day)) })
+        }
+        #expect(retired.dayCount == 40 && retired.count == 4_000)
+        let early = TallyState.usageKey(account: "a", id: "d0-7"), late = TallyState.usageKey(account: "a", id: "d39-7")
+        #expect(retired.mightContain(early) && retired.mightContain(late))
+        // Asked only from day 30 on: a key recorded on day 0 is not among those days.
+        #expect(!retired.mightContain(early, recordedFrom: Self.noon.adding(seconds: 30 * day)))
+        #expect(retired.mightContain(late, recordedFrom: Self.noon.adding(seconds: 30 * day)))
+        // 35 days back from day 39's noon: days 0 to 3 go, day 4 (part inside the window) stays.
+        let bytes = retired.bytes
+        #expect(retired.forget(recordedBefore: Self.noon.adding(seconds: 39 * day - 35 * day)) == 400)
+        #expect(retired.dayCount == 36 && retired.count == 3_600 && retired.bytes < bytes)
+        #expect(!retired.mightContain(early) && retired.mightContain(TallyState.usageKey(account: "a", id: "d4-0")))
     }
 
     @Test func answersFewAbsentKeysMaybe() {
         let retired = RetiredUsageKeys(firstCapacity: 100_000)
-        retired.insert(contentsOf: (0..<100_000).map { TallyState.usageKey(account: "acct\($0 % 13)", id: "old\($0)") })
-        let absent = (0..<200_000).map { TallyState.usageKey(account: "acct\($0 % 13)", id: "new\($0)") }
+        retired.insert(contentsOf: (0..<100_000).map { (TallyState.usageKey(account: "acct\($0 % 13)", id: "old\($0)"), Self.noon) })
+        let absent = (0..<200_000).map { (TallyState.usageKey(account: "acct\($0 % 13)", id: "new\($0)"), Optional<Instant>.none) }
         let maybes = retired.suspects(among: absent).count
         // 16 bits a key, eight bits set in one 256-bit block: about 0.1-0.3% expected.
         #expect(maybes < 1_000, "\(maybes) of 200,000 absent keys answered maybe")
@@ -419,11 +442,12 @@ import Testing
     @Test func aFilterComesBackFromItsImage() throws {
         let retired = RetiredUsageKeys(firstCapacity: 500)
         let keys = (0..<3_000).map { TallyState.usageKey(account: "acct\($0 % 7)", id: "e\($0)") }
-        retired.insert(contentsOf: keys)
+        // Over three days.
+        retired.insert(contentsOf: keys.enumerated().map { ($1, RetiredUsageKeysTests.noon.adding(seconds: Int64($0 % 3) * 86_400)) })
         let again = try RetiredUsageKeys(retired.image)
-        #expect(again.image == retired.image && again.count == 3_000 && again.segmentCount == retired.segmentCount)
+        #expect(again.image == retired.image && again.count == 3_000 && again.segmentCount == retired.segmentCount && again.dayCount == 3)
         #expect(keys.allSatisfy { again.mightContain($0) })
-        let absent = (0..<3_000).map { TallyState.usageKey(account: "acct\($0 % 7)", id: "new\($0)") }
+        let absent = (0..<3_000).map { (TallyState.usageKey(account: "acct\($0 % 7)", id: "new\($0)"), Optional<Instant>.none) }
         #expect(again.suspects(among: absent) == retired.suspects(among: absent))
         // Two new filters hash under different keys: a crafted set of ids cannot target them all.
         #expect(RetiredUsageKeys().image.hashKey != RetiredUsageKeys().image.hashKey)

@@ -174,6 +174,41 @@ import TallyStore
         #expect(tally.readEach { $0.usage.count }.reduce(0, +) < distinct, "the index let ids go")
     }
 
+    /// The filters of retired ids are kept by day: the daily trim drops the days that left the
+    /// ids' 35-day window, so memory stops growing with history, and a start never loads them.
+    @Test func theDailyTrimDropsTheFiltersDaysPastTheWindow() async throws {
+        let store = InMemoryStore()
+        let clock = VirtualClock(start: Self.start)
+        let tally = try await Tally.start(catalog: StoreConformanceTests.catalog, store: store, clock: clock.clock, ids: SequentialIDs(),
+                                          usageCacheGeneration: 64, partitions: 4)
+        try await Self.customers(tally, ["a", "b", "c"])
+        func record(_ prefix: String) async throws {
+            for start in stride(from: 0, to: 600, by: 100) {
+                _ = try await tally.perform(RecordUsageBatch(events: (start..<start + 100).map {
+                    RecordUsage(account: ["a", "b", "c"][$0 % 3], id: "\(prefix)\($0)", api: "image-tagging.general", calls: 1, mode: .report)
+                }))
+            }
+        }
+        func retired(_ engine: Tally) -> (keys: Int, days: Int) {
+            engine.readEach { ($0.retiredKeys!.count, $0.retiredKeys!.dayCount) }.reduce((0, 0)) { ($0.0 + $1.0, max($0.1, $1.1)) }
+        }
+        try await record("old")
+        let first = retired(tally)
+        #expect(first.keys > 300 && first.days == 1)
+        try clock.advance(to: Instant(rfc3339: "2026-01-20T10:00:00+08:00")!)
+        try await record("mid")
+        #expect(retired(tally).days == 2)
+        // 36 days after the first events: their day goes, the later one stays.
+        let before = retired(tally)
+        try clock.advance(to: Instant(rfc3339: "2026-02-10T10:00:00+08:00")!)
+        _ = await tally.forgetOldUsage()
+        let trimmed = retired(tally)
+        #expect(trimmed.days == 1 && trimmed.keys < before.keys && trimmed.keys <= 600)
+        let again = try await Tally.start(catalog: StoreConformanceTests.catalog, store: store, clock: clock.clock, ids: SequentialIDs(),
+                                          usageCacheGeneration: 64)
+        #expect(retired(again).days <= 1 && retired(again).keys <= 600)
+    }
+
     /// Started again on the store, every partition holds what it held in memory.
     @Test(arguments: StoreKind.available)
     func eachPartitionIsRebuiltAsItWas(kind: StoreKind) async throws {

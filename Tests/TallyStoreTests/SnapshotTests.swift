@@ -42,7 +42,7 @@ import TallyStore
             let state = try PartitionState(image: decoded, zone: zone, usageCacheGeneration: 16)
             #expect(state.image == image)
             let original = try #require(tally.read(partition: partition) { $0.retiredKeys })
-            let keys = (0..<900).map { TallyState.usageKey(account: "acct-\($0 % 12)", id: "e\($0)") }
+            let keys = (0..<900).map { (TallyState.usageKey(account: "acct-\($0 % 12)", id: "e\($0)"), Optional<Instant>.none) }
             #expect(state.retiredKeys!.suspects(among: keys) == original.suspects(among: keys))
         }
         let retired = tally.readEach { $0.retiredKeys?.count ?? 0 }.reduce(0, +)
