@@ -104,6 +104,9 @@ public final class Journal: Sendable {
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
+        /// The facts of each writer's write under way (the express writer's second), until it
+        /// commits: after a failure, with the entries still queued, what may not be in the store.
+        var writingFacts: [[Fact]] = [[], []]
         var waiters: [UInt64: CheckedContinuation<Signal, Never>] = [:]
         /// When the last small entry was queued.
         var smallQueued: ContinuousClock.Instant?
@@ -202,7 +205,9 @@ public final class Journal: Sendable {
                 return nil
             }
             mainInFlight = route
-            return batch(of: taken, factCount: factCount)
+            let written = batch(of: taken, factCount: factCount)
+            writingFacts[0] = written.batch.facts
+            return written
         }
 
         /// The express writer's next batch: ready small entries, in queue order, clear of every
@@ -236,7 +241,9 @@ public final class Journal: Sendable {
                 return nil
             }
             expressInFlight = route
-            return batch(of: taken, factCount: factCount)
+            let written = batch(of: taken, factCount: factCount)
+            writingFacts[1] = written.batch.facts
+            return written
         }
 
         /// Takes the entries at `taken` (ascending indices of `pending`) out of the queue, as one batch.
@@ -344,6 +351,25 @@ public final class Journal: Sendable {
     /// the store did not take.
     public var stoppedBy: TallyError? { failure.flatMap { $0.code == .storeConflict ? nil : $0 } }
 
+    /// The accounts whose facts may not be in the store: those of the writes under way or failed
+    /// and of every entry still queued (after a failure, the entries queued since too). Nil when
+    /// one of those facts is not one account's (a shared fact): anything may then be ahead of the
+    /// store. What a reload after a failure reloads.
+    public var undurableAccounts: Set<String>? {
+        state.withLock { state in
+            var accounts = Set<String>()
+            for facts in state.writingFacts {
+                guard let found = FactRoute.accounts(of: facts) else { return nil }
+                accounts.formUnion(found)
+            }
+            for index in state.pending.indices {
+                guard let found = state.pending[index].route() else { return nil }
+                accounts.formUnion(found)
+            }
+            return accounts
+        }
+    }
+
     /// The events a failed batch found already stored: the reload puts them back into the index.
     public var knownAfterConflict: [TallyState.UsageKey: UsageEntry] { state.withLock { $0.known } }
 
@@ -441,6 +467,7 @@ public final class Journal: Sendable {
                 return fail(TallyError(.storeUnavailable, "the store refused a write; Tally reloads from the store once it answers: \(error)"))
             }
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
+                state.writingFacts[express ? 1 : 0] = []
                 var ready: [CheckedContinuation<Signal, Never>] = []
                 for sequence in sequences {
                     state.outstanding.remove(sequence)

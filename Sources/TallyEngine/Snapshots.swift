@@ -62,12 +62,15 @@ extension Tally {
     /// and the facts after the oldest snapshot's position, each partition skipping those its
     /// snapshot covers. With `usageIndexDays` nil (memory keeps every id: the audit's way),
     /// snapshots are not read, since theirs do not.
+    ///
+    /// `keeping`: partitions whose state stands as it is (a reload's, for the partitions none of
+    /// whose facts may be missing from the store): only their shared part is rebuilt.
     static func load(_ catalog: Catalog, store: any TallyStore, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
-                     usageCacheGeneration: Int?, logger: Logger) async throws -> Loaded {
+                     usageCacheGeneration: Int?, keeping: [Int: PartitionState] = [:], logger: Logger) async throws -> Loaded {
         let started = ContinuousClock.now
         let kept = usageIndexDays == nil ? [] : try await store.snapshots()
         let read = ContinuousClock.now
-        let byPartition = Dictionary(grouping: kept) { $0.partition }
+        let byPartition = Dictionary(grouping: kept.filter { keeping[$0.partition] == nil }) { $0.partition }
         let empty = { emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration) }
         var loaded = [(state: TallyState, position: Int64, facts: Int64)?](repeating: nil, count: partitioning.count)
         await withTaskGroup(of: (Int, (state: TallyState, position: Int64, facts: Int64)?).self) { group in
@@ -84,8 +87,12 @@ extension Tally {
             }
         }
         let decoded = ContinuousClock.now
-        let covered = loaded.map { $0?.position ?? 0 }
-        let parts = loaded.map { $0?.state ?? empty() }
+        var covered = loaded.map { $0?.position ?? 0 }
+        var parts = loaded.map { $0?.state ?? empty() }
+        for (index, partition) in keeping {
+            parts[index] = TallyState(global: parts[index].global, partition: partition)
+            covered[index] = .max
+        }
         let after = covered.min() ?? 0
         let state = try await store.rebuild(PartitionedState(parts, partitioning: partitioning, covered: covered), after: after)
         return Loaded(state: state, snapshotted: loaded.map { $0?.facts }, snapshots: loaded.count { $0 != nil }, tailAfter: after,

@@ -274,6 +274,7 @@ public final class Tally: Sendable {
     /// any partition (keys, the catalog), and taken by every partition after a shared write.
     private let shared: Mutex<GlobalState>
     private let reloading = Mutex<Int?>(nil)
+    private let lastReloaded = Mutex<Set<Int>>([])
     private let betweenSlices = Mutex<(@Sendable (Int) async -> Void)?>(nil)
     /// The parts of an operation across partitions applied at once: one a core here. Each part is
     /// a task that takes a pool thread while it applies; a report split into 64 parts all at once
@@ -761,8 +762,10 @@ public final class Tally: Sendable {
         for partition in partitions.reversed() { partition.gate.leave() }
     }
 
-    /// Rebuilds the state from the store after a lost race: the memory had run ahead of what was
-    /// kept, and the other process's facts were not in it. One caller reloads; the others wait.
+    /// Rebuilds the state from the store after a lost race or a refused write: the memory had run
+    /// ahead of what was kept (and another process's facts were not in it). Only the partitions
+    /// some of whose facts may not be in the store are loaded again, from their snapshots and the
+    /// facts after them; the others keep their state. One caller reloads; the others wait.
     private func reload(from generation: Int) async throws(TallyError) {
         let first = partitions[0]
         // Wait while another caller reloads; take the reload over if nobody holds it (a reloader
@@ -779,14 +782,25 @@ public final class Tally: Sendable {
             try? await Task.sleep(for: .milliseconds(1))
         }
         defer { reloading.withLock { $0 = nil } }
-        let (generationNow, catalog, known) = first.state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal.knownAfterConflict) }
+        let (generationNow, catalog, failedJournal) = first.state.withLock { ($0.generation, $0.tally.baseCatalog, $0.journal) }
         if generationNow != generation { return }
+        // Every gate first: nothing is applied while the partitions to reload are chosen and
+        // loaded, so every fact applied since the failure is among the failed journal's entries.
+        await enterEvery(.small)
+        defer { leaveEvery() }
+        let known = failedJournal.knownAfterConflict
+        // The partitions some of whose facts may not be in the store; the others stand as they
+        // are, and only their shared part is rebuilt.
+        var reloaded = failedJournal.undurableAccounts.map { Set($0.map(partitioning.partition(of:))) } ?? Set(partitions.indices)
+        reloaded.formUnion(known.keys.map { partitioning.partition(of: $0.account) })
+        var keeping: [Int: PartitionState] = [:]
+        for index in partitions.indices where !reloaded.contains(index) { keeping[index] = partitions[index].state.withLock { $0.tally.partition } }
         var built: PartitionedState
         let position: Int64
         do {
             position = try await store.position()
             built = try await Tally.load(catalog, store: store, partitioning: partitioning, now: clock.now(), usageIndexDays: usageIndexDays,
-                                         usageCacheGeneration: usageCacheGeneration, logger: logger).state
+                                         usageCacheGeneration: usageCacheGeneration, keeping: keeping, logger: logger).state
         } catch {
             let failure = TallyError(.storeUnavailable, "reloading from the store failed: \(error)")
             // The state may hold facts the store refused: stop taking work until a reload succeeds.
@@ -799,8 +813,8 @@ public final class Tally: Sendable {
         // that the retry answers them as duplicates.
         for (key, entry) in known { parts[partitioning.partition(of: key.account)].remember([key: entry]) }
         let journal = Journal(store: store, bulkFactsWhileSmallWait: journalBulkFacts, startPosition: position)
-        await enterEvery(.small)
-        defer { leaveEvery() }
+        lastReloaded.withLock { $0 = reloaded }
+        logger.info("reloaded from the store", metadata: ["partitions": "\(reloaded.count)", "of": "\(partitions.count)"])
         shared.withLock { $0 = parts[0].global }
         for (partition, tally) in zip(partitions, parts) {
             partition.state.withLock { state in
@@ -888,6 +902,9 @@ public final class Tally: Sendable {
     /// How many times the state was rebuilt from the store after a write lost a race (another
     /// process's facts, or an id the store held and the memory did not).
     public var reloads: Int { partitions[0].state.withLock { $0.generation } }
+
+    /// The partitions the last reload loaded from the store (the others kept their state).
+    public var partitionsLastReloaded: Set<Int> { lastReloaded.withLock { $0 } }
 
     /// What waits: operations at the partitions' gates, and journal entries not yet committed.
     public var queueDepth: (gate: Int, journal: Int) {

@@ -283,3 +283,30 @@ import TallyStore
         #expect(try await store.snapshots().count == 2)
     }
 }
+
+/// A lost race reloads only the partitions whose facts may be missing from the store.
+@Suite(.timeLimit(.minutes(5))) struct PartitionReloadTests {
+    /// Another process counted an id for an account of one partition; this process, sent the same
+    /// id, loses at the store's unique index, reloads that partition alone and answers a duplicate.
+    /// Another partition keeps its state as it was, and every partition holds what a full replay
+    /// gives.
+    @Test(arguments: StoreKind.available)
+    func aLostRaceReloadsOnlyItsPartition(kind: StoreKind) async throws {
+        let (store, _) = try await kind.make()
+        let clock = VirtualClock(start: PartitionTests.start)
+        let one = try await PartitionTests.engine(store, clock, partitions: 8)
+        let (a, b) = PartitionTests.apart(one.partitioning)
+        try await PartitionTests.customers(one, [a, b])
+        let two = try await PartitionTests.engine(store, clock)
+        _ = try await two.perform(RecordUsage(account: a, id: "raced", api: "image-tagging.general", calls: 5, mode: .report))
+        _ = try await one.perform(RecordUsage(account: b, id: "mine", api: "image-tagging.general", calls: 2, mode: .report))
+        let before = one.read(account: b) { $0.partition.image }
+        let answer = try await one.perform(RecordUsage(account: a, id: "raced", api: "image-tagging.general", calls: 5, mode: .report))
+        #expect(answer.duplicate && answer.accepted == 5)
+        #expect(one.reloads == 1)
+        #expect(one.partitionsLastReloaded == [one.partitioning.partition(of: a)])
+        #expect(one.read(account: b) { $0.partition.image } == before)
+        SnapshotTests.expectSame(one, try await SnapshotTests.replayed(store, partitions: 8, now: clock.now))
+        #expect(try await one.audit().isClean)
+    }
+}
