@@ -9,7 +9,7 @@ import Synchronization
 ///
 /// About 2 bytes a key (16 bits), with about 0.1-0.3% of absent keys answered "maybe": each of
 /// those costs one read of the store outside the engine's lock, never a wrong answer. Each day's
-/// filter grows in segments four times the size of the one before, so that none is ever rehashed
+/// filter starts sized from the day before and grows in segments (`add`), so that none is ever rehashed
 /// (a Bloom filter keeps no keys to rehash), and a day is dropped whole once it is older than the
 /// ids' window (`forget(recordedBefore:)`): memory follows the last 35 days' events, not all of them.
 ///
@@ -116,17 +116,18 @@ public final class RetiredUsageKeys: Sendable {
                 let day = RetiredUsageKeys.day(of: recorded)
                 if days[day] == nil { days[day] = [SplitBlockBloomFilter(capacity: firstCapacity(of: day, among: days))] }
                 // Changed in place: the day's segments are not copied out and back.
-                RetiredUsageKeys.add(hash(key), to: &days[day]!)
+                RetiredUsageKeys.add(hash(key), to: &days[day]!, floor: firstCapacity)
             }
         }
     }
 
-    /// A new day's first segment is sized for the keys of the latest day before it (at least
-    /// `firstCapacity`): a day much like the one before then takes one segment, and a key sent
-    /// with no time is looked for in about one block a day.
+    /// A new day's first segment is sized for the keys of the latest day before it and an eighth
+    /// more (at least `firstCapacity`): a day much like the one before then takes one segment, and
+    /// a key sent with no time is looked for in about one block a day.
     private func firstCapacity(of day: Int64, among days: [Int64: [SplitBlockBloomFilter]]) -> Int {
         guard let before = days.keys.filter({ $0 < day }).max() else { return firstCapacity }
-        return max(firstCapacity, days[before]!.reduce(0) { $0 + $1.count })
+        let keys = days[before]!.reduce(0) { $0 + $1.count }
+        return max(firstCapacity, keys + keys / 8)
     }
 
     /// False when the key was never inserted (recorded at or after `from`, when given); true when
@@ -157,9 +158,13 @@ public final class RetiredUsageKeys: Sendable {
         }
     }
 
-    private static func add(_ hash: UInt64, to segments: inout [SplitBlockBloomFilter]) {
-        if segments[segments.count - 1].count >= segments[segments.count - 1].capacity {
-            segments.append(SplitBlockBloomFilter(capacity: segments[segments.count - 1].capacity * 4))
+    /// Adds to the day's last segment, or to a new one when it is full: the second a quarter of
+    /// the first (at least `floor`), so that a day a little busier than the one before adds a
+    /// quarter of its filter and not four times it; each later one four times the one before.
+    private static func add(_ hash: UInt64, to segments: inout [SplitBlockBloomFilter], floor: Int) {
+        let last = segments[segments.count - 1]
+        if last.count >= last.capacity {
+            segments.append(SplitBlockBloomFilter(capacity: segments.count == 1 ? max(floor, last.capacity / 4) : last.capacity * 4))
         }
         segments[segments.count - 1].insert(hash)
     }

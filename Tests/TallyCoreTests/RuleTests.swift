@@ -350,7 +350,8 @@ import Testing
         let keys = (0..<60_000).map { TallyState.usageKey(account: "acct\($0 % 97)", id: "e\($0)") }
         retired.insert(contentsOf: keys[..<30_000].map { ($0, Self.noon) })
         for key in keys[30_000...] { retired.insert(key, recorded: Self.noon) }
-        // 10,000 in the day's first segment, 40,000 in the second, the rest in a third.
+        // 10,000 in the day's first segment, 10,000 in the second (a quarter of the first, at
+        // least the floor), 40,000 in the third.
         #expect(retired.segmentCount == 3 && retired.count == 60_000 && retired.dayCount == 1)
         #expect(keys.allSatisfy { retired.mightContain($0) })
         #expect(retired.suspects(among: keys.map { ($0, nil) }).count == 60_000)
@@ -375,6 +376,26 @@ import Testing
         #expect(retired.forget(recordedBefore: Self.noon.adding(seconds: 39 * day - 35 * day)) == 400)
         #expect(retired.dayCount == 36 && retired.count == 3_600 && retired.bytes < bytes)
         #expect(!retired.mightContain(early) && retired.mightContain(TallyState.usageKey(account: "a", id: "d4-0")))
+    }
+
+    /// A day is sized from the day before it: one like it takes one segment, and one a little
+    /// busier adds a quarter, not four times as much.
+    @Test func aDayIsSizedFromTheDayBefore() {
+        let retired = RetiredUsageKeys(firstCapacity: 1_000)
+        func day(_ d: Int64, keys: Int) {
+            retired.insert(contentsOf: (0..<keys).map { (TallyState.usageKey(account: "a", id: "d\(d)-\($0)"), Self.noon.adding(seconds: d * 86_400)) })
+        }
+        // No day before: 1,000, 1,000, 4,000 and 16,000 keys.
+        day(0, keys: 20_000)
+        #expect(retired.segmentCount == 4)
+        // 20,000 and an eighth: one segment of 22,500 holds 21,000.
+        day(1, keys: 21_000)
+        #expect(retired.segmentCount == 5)
+        // 23,625, then a quarter of it for the rest: 2 bytes and a little a key, not 8.
+        let before = retired.bytes
+        day(2, keys: 25_000)
+        #expect(retired.segmentCount == 7)
+        #expect(Double(retired.bytes - before) / 25_000 < 2.5)
     }
 
     @Test func answersFewAbsentKeysMaybe() {

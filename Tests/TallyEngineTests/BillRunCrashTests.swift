@@ -149,9 +149,11 @@ final class StoppingStore: TallyStore {
             RecordUsage(account: "b", id: "r\($0)", api: "image-tagging.general", calls: 1, mode: .report)
         })
         store.writesLeft.withLock { $0 = 1 }
-        // The first slice's write begins before the second slice is applied.
+        // The first slice's write begins before the second slice is applied (the writes before
+        // the report counted already: the hook waits for one more).
+        let writesBefore = store.attempts.withLock { $0 }
         tally.onSliceApplied { slice in
-            while slice == 0, store.attempts.withLock({ $0 }) == 0 { try? await Task.sleep(for: .milliseconds(1)) }
+            while slice == 0, store.attempts.withLock({ $0 }) == writesBefore { try? await Task.sleep(for: .milliseconds(1)) }
         }
         await #expect(throws: TallyError.self) { try await tally.perform(report) }
         let kept = try await store.base.loadFacts().filter { if case .usageRecorded = $0 { true } else { false } }.count
