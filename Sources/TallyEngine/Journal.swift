@@ -69,6 +69,8 @@ public final class Journal: Sendable {
         var bodies: [[UInt8]?]?
         /// Whether it is a bulk operation's, whatever its size (a small part of a large report).
         let bulk: Bool
+        /// The engine's partition whose facts these are (`Journal.everyPartition`: several).
+        let partition: Int
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
         var accounts: Set<String>??
@@ -92,6 +94,10 @@ public final class Journal: Sendable {
         var enqueuedThrough: UInt64 = 0
         /// Entries queued and not yet committed: taken by a write under way, or pending.
         var outstanding: Set<UInt64> = []
+        /// Each outstanding entry's partition, and how many are outstanding a partition: what a
+        /// snapshot asks to find its partition with nothing on its way to the store.
+        var partitionOf: [UInt64: Int] = [:]
+        var outstandingByPartition: [Int: Int] = [:]
         /// Pending entries whose bodies are ready.
         var ready = 0
         var writing = false
@@ -305,18 +311,32 @@ public final class Journal: Sendable {
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
     /// account's facts queue in the order in which they were applied. `bulk`: the facts are a
     /// bulk operation's, never written ahead of others however few they are.
-    public func enqueue(_ facts: [Fact], bulk: Bool = false) -> Ticket {
+    public func enqueue(_ facts: [Fact], bulk: Bool = false, partition: Int = Journal.everyPartition) -> Ticket {
         precondition(!facts.isEmpty, "an entry carries facts")
         let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
         return state.withLock { state in
             state.enqueuedThrough += 1
             let sequence = state.enqueuedThrough
-            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk)
+            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk,
+                              partition: partition)
             state.pending.append(entry)
             state.outstanding.insert(sequence)
+            state.partitionOf[sequence] = partition
+            state.outstandingByPartition[partition, default: 0] += 1
             if plain { state.ready += 1 }
             if entry.isSmall { state.smallQueued = .now }
             return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
+        }
+    }
+
+    /// The partition of an entry of facts of several partitions (a shared operation's).
+    public static let everyPartition = -1
+
+    /// Whether no entry of `partition` (nor of several partitions) is on its way to the store.
+    public func isQuiet(partition: Int) -> Bool {
+        state.withLock { state in
+            state.failure == nil && state.outstandingByPartition[partition, default: 0] == 0
+                && state.outstandingByPartition[Journal.everyPartition, default: 0] == 0
         }
     }
 
@@ -471,6 +491,7 @@ public final class Journal: Sendable {
                 var ready: [CheckedContinuation<Signal, Never>] = []
                 for sequence in sequences {
                     state.outstanding.remove(sequence)
+                    if let partition = state.partitionOf.removeValue(forKey: sequence) { state.outstandingByPartition[partition]! -= 1 }
                     if let waiter = state.waiters.removeValue(forKey: sequence) { ready.append(waiter) }
                 }
                 return ready

@@ -123,39 +123,75 @@ extension Tally {
         duration.components.seconds * 1_000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
+    /// How long a snapshot looks for a moment when nothing of its partition is on its way to the
+    /// store, before it holds the partition's gate until the journal has written what it queued.
+    public static let snapshotQuietWaitMilliseconds = 1_000
+    /// How often it looks.
+    static let snapshotQuietPollMilliseconds = 2
+
     /// Writes partition `index`'s snapshot, unless it applied nothing since its last one; true
-    /// when one was written. It holds the partition's gate (as a bulk operation) while what the
-    /// partition applied reaches the store, then copies the state (its tables are shared until an
-    /// operation changes them) and reads the store's position: every fact of the partition at or
-    /// before it is then in the copy, and every later one comes after it. The image is encoded
-    /// and written after the gate is let go. Throws, writing nothing, if the journal fails first:
-    /// a snapshot never holds a fact the store did not take.
+    /// when one was written. It takes the partition's gate (as a bulk operation) at a moment when
+    /// nothing the partition applied is still on its way to the store (`Journal.isQuiet`), looking
+    /// again every 2 ms and letting the gate go in between, so that checks pass; past
+    /// `snapshotQuietWaitMilliseconds` it holds the gate while the journal writes what it queued.
+    /// Holding the gate, it copies the state (its tables are shared until an operation changes
+    /// them) and reads the store's position: every fact of the partition at or before it is then
+    /// in the copy, and every later one comes after it. The image is encoded and written after the
+    /// gate is let go. Throws, writing nothing, if the journal has failed: a snapshot never holds
+    /// a fact the store did not take.
     @discardableResult
     public func snapshot(partition index: Int) async throws -> Bool {
         let partition = partitions[index]
-        await partition.gate.enter(.bulk)
-        var holding = true
-        defer { if holding { partition.gate.leave() } }
-        let (journal, queued, facts) = partition.state.withLock { ($0.journal, $0.journal.lastQueued, $0.tally.partition.factCount) }
-        if snapshots.withLock({ $0.covered[index] }) == facts { return false }
-        try await journal.waitForQueued(through: queued)
-        let (state, retired) = partition.state.withLock { ($0.tally.partition, $0.tally.retiredKeys?.image) }
-        let position = try await store.position()
-        partition.gate.leave()
-        holding = false
-        // Another process wrote to the store since this state was read: the snapshot could claim
-        // to cover facts of the partition this process never applied. None is written.
-        guard position == journal.positionIfAlone else {
-            if snapshots.withLock({ marks in defer { marks.othersWrite = true }; return !marks.othersWrite }) {
-                logger.warning("another process writes to this store: no snapshots are taken (run each process with --snapshot-every-facts 0)",
-                               metadata: ["position": "\(position)", "expected": "\(journal.positionIfAlone.map(String.init) ?? "unknown")"])
+        let deadline = ContinuousClock.now + .milliseconds(Tally.snapshotQuietWaitMilliseconds)
+        var looked = false
+        while true {
+            if looked { try? await Task.sleep(for: .milliseconds(Tally.snapshotQuietPollMilliseconds)) }
+            looked = true
+            await partition.gate.enter(.bulk)
+            let (journal, queued, facts) = partition.state.withLock { ($0.journal, $0.journal.lastQueued, $0.tally.partition.factCount) }
+            if let failure = journal.failure {
+                partition.gate.leave()
+                throw failure
             }
-            return false
+            if snapshots.withLock({ $0.covered[index] }) == facts {
+                partition.gate.leave()
+                return false
+            }
+            if !journal.isQuiet(partition: index) {
+                if ContinuousClock.now < deadline {
+                    partition.gate.leave()
+                    continue
+                }
+                do {
+                    try await journal.waitForQueued(through: queued)
+                } catch {
+                    partition.gate.leave()
+                    throw error
+                }
+            }
+            let (state, retired) = partition.state.withLock { ($0.tally.partition, $0.tally.retiredKeys?.image) }
+            let position: Int64
+            do {
+                position = try await store.position()
+            } catch {
+                partition.gate.leave()
+                throw error
+            }
+            partition.gate.leave()
+            // Another process wrote to the store since this state was read: the snapshot could
+            // claim to cover facts of the partition this process never applied. None is written.
+            guard position == journal.positionIfAlone else {
+                if snapshots.withLock({ marks in defer { marks.othersWrite = true }; return !marks.othersWrite }) {
+                    logger.warning("another process writes to this store: no snapshots are taken (run each process with --snapshot-every-facts 0)",
+                                   metadata: ["position": "\(position)", "expected": "\(journal.positionIfAlone.map(String.init) ?? "unknown")"])
+                }
+                return false
+            }
+            let bytes = try SnapshotCodec.encode(state.image(retired: retired))
+            try await store.saveSnapshot(StoredSnapshot(partition: index, position: position, taken: clock.now(), bytes: bytes))
+            snapshots.withLock { $0.covered[index] = facts }
+            return true
         }
-        let bytes = try SnapshotCodec.encode(state.image(retired: retired))
-        try await store.saveSnapshot(StoredSnapshot(partition: index, position: position, taken: clock.now(), bytes: bytes))
-        snapshots.withLock { $0.covered[index] = facts }
-        return true
     }
 
     /// A round: a snapshot of every partition that applied anything since its last, one partition

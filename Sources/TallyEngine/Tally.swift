@@ -255,10 +255,15 @@ enum Applied<Output> {
 /// One partition of the engine: its state behind its own lock, and the gate its operations wait
 /// at, suspended, before they take the lock.
 final class Partition: Sendable {
+    /// Its place among the engine's partitions.
+    let index: Int
     let gate = Gate()
     let state: Mutex<EngineState>
 
-    init(state: EngineState) { self.state = Mutex(state) }
+    init(index: Int, state: EngineState) {
+        self.index = index
+        self.state = Mutex(state)
+    }
 }
 
 /// The engine: the state in memory, split into partitions by account and rebuilt from the store
@@ -413,7 +418,7 @@ public final class Tally: Sendable {
         self.partitioning = built.partitioning
         self.usageCacheGeneration = usageCacheGeneration
         self.logger = logger
-        self.partitions = built.parts.map { Partition(state: EngineState(tally: $0, journal: journal)) }
+        self.partitions = built.parts.enumerated().map { Partition(index: $0.offset, state: EngineState(tally: $0.element, journal: journal)) }
         self.shared = Mutex(built.parts[0].global)
         self.store = store
         self.clock = clock
@@ -675,7 +680,7 @@ public final class Tally: Sendable {
             let shared = state.tally.global.factCount
             let output = try Tally.execute(operation, &state, environment)
             precondition(state.tally.global.factCount == shared, "\(Op.self) emitted a shared fact without holding every partition")
-            let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted, bulk: operation.isBulk)
+            let ticket = state.emitted.isEmpty ? nil : state.journal.enqueue(state.emitted, bulk: operation.isBulk, partition: partition.index)
             // Handed to the journal, not kept: the journal holds this buffer until it is written,
             // so the next operation's first fact would copy it into a new buffer of the same
             // capacity, the largest batch's (a megabyte mapped and unmapped for a single check

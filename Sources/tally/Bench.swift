@@ -37,11 +37,16 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "For --store postgres: a server URL; each run makes a fresh database beside it.")
     var db: String?
 
+    @Option(help: "For mixed: a round of snapshots every this many facts while the reports run (0: none), to see what snapshots cost the checks.")
+    var snapshotEveryFacts: Int64 = 0
+
     @Option(help: "Events (ingest, check, restart's history) to run, at most 20,000,000.")
     var events: Int = 1_000_000
 
     /// The most events a run records: 20M, the history the restart figure is asked for at.
     static let eventsMax = 20_000_000
+    /// How often a mixed run with snapshots looks whether a round is due (the server looks every second).
+    static let snapshotCheckMilliseconds = 100
 
     @Option(help: "For ingest: events recorded first, 36 days before the run, so that their ids have left the index (a store with a history), at most 10,000,000.")
     var aged: Int = 0
@@ -81,7 +86,8 @@ struct Bench: AsyncParsableCommand {
             guard (1...Bench.eventsMax).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
-                  (0...64).contains(reporters), usageCacheGeneration >= 0 else {
+                  (0...64).contains(reporters), usageCacheGeneration >= 0,
+                  snapshotEveryFacts == 0 || Tally.snapshotEveryFactsRange.contains(snapshotEveryFacts) else {
                 throw TallyError(.countOutOfRange, "a bench bound is out of range (see --help)")
             }
             let catalog = try CatalogLocator.load(self.catalog.catalog)
@@ -352,6 +358,15 @@ extension Bench {
                     }
                 }
             }
+            if snapshotEveryFacts > 0 {
+                group.addTask {
+                    while !progress.done.load(ordering: .relaxed) {
+                        let written = try await tally.snapshotIfDue(everyFacts: snapshotEveryFacts, everySeconds: Tally.snapshotEverySecondsRange.upperBound)
+                        if written > 0 { progress.snapshotRounds.add(1, ordering: .relaxed) }
+                        try await Task.sleep(for: .milliseconds(Bench.snapshotCheckMilliseconds))
+                    }
+                }
+            }
             // The reports get going before the checks start.
             try await Task.sleep(for: .milliseconds(reporters > 0 ? 500 : 0))
             let result = try await checkPhase("beside")
@@ -368,6 +383,7 @@ extension Bench {
             aloneFigures, besideFigures,
             ("reported_events_per_second", .int(Int64(Double(progress.reported.load(ordering: .relaxed)) / besideSeconds))),
             ("checks_per_second_ratio", .string(String(format: "%.3f", besideRate / aloneRate))),
+            ("snapshot_every_facts", .int(snapshotEveryFacts)), ("snapshot_rounds", .int(Int64(progress.snapshotRounds.load(ordering: .relaxed)))),
         ])
     }
 
@@ -416,6 +432,7 @@ extension Bench {
 final class ReportProgress: Sendable {
     let done = Atomic<Bool>(false)
     let reported = Atomic<Int>(0)
+    let snapshotRounds = Atomic<Int>(0)
 }
 
 /// Opens and activates benchmark accounts in one operation.

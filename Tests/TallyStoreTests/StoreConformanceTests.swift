@@ -456,6 +456,22 @@ final class ProbeStore: TallyStore {
         #expect(spans.max()! <= 10, "a caller waited through \(spans.max()!) writes (\(store.writes.withLock { $0.count }) in all)")
     }
 
+    /// A partition is quiet while nothing of its own, nor of several partitions, is on its way to
+    /// the store: what a snapshot waits for.
+    @Test func aPartitionIsQuietOnceItsEntriesAreDurable() async throws {
+        let store = ProbeStore(microsecondsPerFact: 20_000)
+        let journal = Journal(store: store)
+        #expect(journal.isQuiet(partition: 3) && journal.isQuiet(partition: 4))
+        let ticket = journal.enqueue([StoreConformanceTests.fact(1)], partition: 3)
+        #expect(!journal.isQuiet(partition: 3) && journal.isQuiet(partition: 4))
+        try await journal.waitDurable(ticket)
+        #expect(journal.isQuiet(partition: 3))
+        let shared = journal.enqueue([StoreConformanceTests.fact(2)])
+        #expect(!journal.isQuiet(partition: 4), "an entry of several partitions keeps every one busy")
+        try await journal.waitDurable(shared)
+        #expect(journal.isQuiet(partition: 4) && journal.isQuiet(partition: 3))
+    }
+
     /// Many concurrent callers share writes: fewer store writes than facts, every fact written once.
     @Test func groupCommitSharesWrites() async throws {
         let store = ProbeStore()
