@@ -48,7 +48,7 @@ struct Bench: AsyncParsableCommand {
     /// How often a mixed run with snapshots looks whether a round is due (the server looks every second).
     static let snapshotCheckMilliseconds = 100
 
-    @Option(help: "For ingest: events recorded first, 36 days before the run, so that their ids have left the index (a store with a history), at most 10,000,000.")
+    @Option(help: "For ingest and restart: events recorded first, 36 days before the run, so that their ids have left the index and the filter (a store with a history), at most 20,000,000.")
     var aged: Int = 0
 
     @Option(help: "Events for the one-transaction-per-event baseline, at most 100,000.")
@@ -83,7 +83,7 @@ struct Bench: AsyncParsableCommand {
                 throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
             }
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
-            guard (1...Bench.eventsMax).contains(events), (0...10_000_000).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
+            guard (1...Bench.eventsMax).contains(events), (0...Bench.eventsMax).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
                   (0...64).contains(reporters), usageCacheGeneration >= 0,
@@ -387,17 +387,24 @@ extension Bench {
         ])
     }
 
-    /// Time from opening a store that holds `events` usage events of this month (over
-    /// `accounts` accounts) to an engine ready to answer: what `tally serve` spends before
-    /// `/health` answers, less the HTTP listener.
+    /// Time from opening a store that holds `events` usage events of this month, after `aged`
+    /// events recorded 36 days before (over `accounts` accounts), to an engine ready to answer:
+    /// what `tally serve` spends before `/health` answers, less the HTTP listener.
     func restart(_ catalog: Catalog) async throws -> JSON {
         guard store != "memory" else { throw TallyError(.invalidRequest, "restart needs a durable store: --store sqlite or postgres") }
         let path = Stores.temporarySQLitePath("bench")
         defer { Stores.removeSQLite(path) }
         let url = store == "postgres" ? try await PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())") : nil
+        var now = Instant(rfc3339: "2026-11-02T10:00:00+08:00")!
         do {
-            let (tally, _) = try await engine(catalog, accounts: accounts, on: try await backing(sqlitePath: path, postgresURL: url))
+            let (tally, virtualClock) = try await engine(catalog, accounts: accounts, on: try await backing(sqlitePath: path, postgresURL: url))
+            if aged > 0 {
+                try await report(aged, prefix: "old", to: tally)
+                try virtualClock.advance(to: virtualClock.now.adding(seconds: (Tally.usageIndexDays + 1) * 86_400))
+                await tally.forgetOldUsage()
+            }
             try await report(events, prefix: "h", to: tally)
+            now = virtualClock.now
         }
         let clock = ContinuousClock()
         var facts: Int64 = 0, loaded = 0
@@ -407,7 +414,7 @@ extension Bench {
         func start() async throws -> Duration {
             try await clock.measure {
                 let reopened = try await backing(sqlitePath: path, postgresURL: url)
-                let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { Instant(rfc3339: "2026-11-02T10:00:00+08:00")! },
+                let tally = try await Tally.start(catalog: catalog, store: reopened, clock: TallyClock { [now] in now },
                                                   ids: SequentialIDs(), usageCacheGeneration: usageCacheGeneration == 0 ? nil : usageCacheGeneration)
                 facts = tally.readShared { $0.factCount } + tally.readEach { $0.partition.factCount }.reduce(0, +)
                 loaded = tally.snapshotsLoaded
@@ -419,7 +426,8 @@ extension Bench {
         started = nil
         let fromSnapshots = try await start()
         return .object([
-            ("scenario", .string("restart")), ("store", .string(store)), ("events", .int(Int64(events))), ("accounts", .int(Int64(accounts))),
+            ("scenario", .string("restart")), ("store", .string(store)), ("events", .int(Int64(events))), ("aged", .int(Int64(aged))),
+            ("accounts", .int(Int64(accounts))),
             ("facts", .int(facts)), ("seconds_to_ready", .string(String(format: "%.3f", Bench.seconds(fromSnapshots)))),
             ("partitions_from_snapshots", .int(Int64(loaded))),
             ("seconds_to_ready_replaying_every_fact", .string(String(format: "%.3f", Bench.seconds(replayed)))),
