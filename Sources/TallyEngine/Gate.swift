@@ -106,4 +106,12 @@ final class Gate: Sendable {
         defer { leave() }
         return try body()
     }
+
+    /// Runs `body` holding the gate while it suspends (a snapshot's wait for its partition's
+    /// writes): nothing else passes meanwhile.
+    func passSuspending<T>(_ lane: Lane = .small, _ body: () async throws -> T) async throws -> T {
+        await enter(lane)
+        defer { leave() }
+        return try await body()
+    }
 }

@@ -69,8 +69,6 @@ public final class Journal: Sendable {
         var bodies: [[UInt8]?]?
         /// Whether it is a bulk operation's, whatever its size (a small part of a large report).
         let bulk: Bool
-        /// The engine's partition whose facts these are (`Journal.everyPartition`: several).
-        let partition: Int
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
         var accounts: Set<String>??
@@ -92,11 +90,10 @@ public final class Journal: Sendable {
         /// Entries not yet taken by the writer, in the order they were queued.
         var pending: [Entry] = []
         var enqueuedThrough: UInt64 = 0
-        /// Entries queued and not yet committed: taken by a write under way, or pending.
-        var outstanding: Set<UInt64> = []
-        /// Each outstanding entry's partition, and how many are outstanding a partition: what a
-        /// snapshot asks to find its partition with nothing on its way to the store.
-        var partitionOf: [UInt64: Int] = [:]
+        /// Entries queued and not yet committed (taken by a write under way, or pending), each
+        /// with the engine's partition whose facts it holds; and how many are outstanding a
+        /// partition: what a snapshot asks to find its partition with nothing on its way.
+        var outstanding: [UInt64: Int] = [:]
         var outstandingByPartition: [Int: Int] = [:]
         /// Pending entries whose bodies are ready.
         var ready = 0
@@ -130,7 +127,7 @@ public final class Journal: Sendable {
         /// Whether the caller waiting for `sequence` is answered now (nil: it waits).
         func answer(for sequence: UInt64) -> Signal? {
             // Durability first: a caller whose entry committed is answered even if a later batch failed.
-            if !outstanding.contains(sequence) { return .durable }
+            if outstanding[sequence] == nil { return .durable }
             if let failure { return .failed(failure) }
             return nil
         }
@@ -317,11 +314,9 @@ public final class Journal: Sendable {
         return state.withLock { state in
             state.enqueuedThrough += 1
             let sequence = state.enqueuedThrough
-            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk,
-                              partition: partition)
+            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk)
             state.pending.append(entry)
-            state.outstanding.insert(sequence)
-            state.partitionOf[sequence] = partition
+            state.outstanding[sequence] = partition
             state.outstandingByPartition[partition, default: 0] += 1
             if plain { state.ready += 1 }
             if entry.isSmall { state.smallQueued = .now }
@@ -340,24 +335,18 @@ public final class Journal: Sendable {
         }
     }
 
-    /// The last entry queued so far (0: none).
-    public var lastQueued: UInt64 { state.withLock { $0.enqueuedThrough } }
-
-    /// Returns once every entry queued through `sequence` is in the store (a snapshot's wait for
-    /// what its partition applied); throws if the journal fails first. It looks every
-    /// `drainPollMilliseconds`: the wait is one or two writes, and a waiter of its own per entry
-    /// would cost every write a look for it.
-    public func waitForQueued(through sequence: UInt64) async throws(TallyError) {
-        while true {
-            let (waiting, failure) = state.withLock { state in (state.outstanding.contains { $0 <= sequence }, state.failure) }
+    /// Returns once `partition` is quiet (`isQuiet`), for a caller that keeps the partition from
+    /// queueing more; throws if the journal fails first. It looks every `quietPollMilliseconds`:
+    /// a waiter of its own per entry would cost every write a look for it.
+    public func waitUntilQuiet(partition: Int) async throws(TallyError) {
+        while !isQuiet(partition: partition) {
             if let failure { throw failure }
-            if !waiting { return }
-            try? await Task.sleep(for: .milliseconds(Journal.drainPollMilliseconds))
+            try? await Task.sleep(for: .milliseconds(Journal.quietPollMilliseconds))
         }
     }
 
-    /// How often `waitForQueued` looks.
-    public static let drainPollMilliseconds = 1
+    /// How often a wait for a quiet partition looks.
+    public static let quietPollMilliseconds = 2
 
     /// Entries queued and not yet committed: the journal's queue depth.
     public var outstandingEntries: Int { state.withLock { $0.outstanding.count } }
@@ -490,8 +479,7 @@ public final class Journal: Sendable {
                 state.writingFacts[express ? 1 : 0] = []
                 var ready: [CheckedContinuation<Signal, Never>] = []
                 for sequence in sequences {
-                    state.outstanding.remove(sequence)
-                    if let partition = state.partitionOf.removeValue(forKey: sequence) { state.outstandingByPartition[partition]! -= 1 }
+                    if let partition = state.outstanding.removeValue(forKey: sequence) { state.outstandingByPartition[partition]! -= 1 }
                     if let waiter = state.waiters.removeValue(forKey: sequence) { ready.append(waiter) }
                 }
                 return ready

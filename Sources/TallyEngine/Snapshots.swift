@@ -49,9 +49,10 @@ extension Tally {
     struct Loaded {
         let state: PartitionedState
         let snapshotted: [Int64?]
-        let snapshots: Int
         let tailAfter: Int64
         let milliseconds: (read: Int64, decode: Int64, replay: Int64)
+
+        var snapshots: Int { snapshotted.count { $0 != nil } }
     }
 
     /// Snapshots decoded at once at a start: one a core.
@@ -95,7 +96,7 @@ extension Tally {
         }
         let after = covered.min() ?? 0
         let state = try await store.rebuild(PartitionedState(parts, partitioning: partitioning, covered: covered), after: after)
-        return Loaded(state: state, snapshotted: loaded.map { $0?.facts }, snapshots: loaded.count { $0 != nil }, tailAfter: after,
+        return Loaded(state: state, snapshotted: loaded.map { $0?.facts }, tailAfter: after,
                       milliseconds: (milliseconds(read - started), milliseconds(decoded - read), milliseconds(.now - decoded)))
     }
 
@@ -124,73 +125,65 @@ extension Tally {
     }
 
     /// How long a snapshot looks for a moment when nothing of its partition is on its way to the
-    /// store, before it holds the partition's gate until the journal has written what it queued.
+    /// store, before it holds the partition's gate until the partition's entries are written.
     public static let snapshotQuietWaitMilliseconds = 1_000
-    /// How often it looks.
-    static let snapshotQuietPollMilliseconds = 2
+
+    /// What a snapshot found at its partition's gate.
+    private enum SnapshotLook {
+        /// Nothing applied since the last snapshot.
+        case unchanged
+        /// Some of the partition's facts still on their way to the store: look again.
+        case busy
+        /// The state, its filter's image and the store's position, the journal, the fact count.
+        case copied(PartitionState, RetiredUsageKeys.Image?, Int64, Journal, Int64)
+    }
 
     /// Writes partition `index`'s snapshot, unless it applied nothing since its last one; true
     /// when one was written. It takes the partition's gate (as a bulk operation) at a moment when
     /// nothing the partition applied is still on its way to the store (`Journal.isQuiet`), looking
-    /// again every 2 ms and letting the gate go in between, so that checks pass; past
-    /// `snapshotQuietWaitMilliseconds` it holds the gate while the journal writes what it queued.
-    /// Holding the gate, it copies the state (its tables are shared until an operation changes
-    /// them) and reads the store's position: every fact of the partition at or before it is then
-    /// in the copy, and every later one comes after it. The image is encoded and written after the
-    /// gate is let go. Throws, writing nothing, if the journal has failed: a snapshot never holds
-    /// a fact the store did not take.
+    /// again every `Journal.quietPollMilliseconds` and letting the gate go in between, so that
+    /// checks pass; past `snapshotQuietWaitMilliseconds` it holds the gate until the partition is
+    /// quiet. Holding the gate, it copies the state (its tables are shared until an operation
+    /// changes them) and reads the store's position: every fact of the partition at or before it
+    /// is then in the copy, and every later one comes after it. The image is encoded and written
+    /// after the gate is let go. Throws, writing nothing, if the journal has failed: a snapshot
+    /// never holds a fact the store did not take.
     @discardableResult
     public func snapshot(partition index: Int) async throws -> Bool {
         let partition = partitions[index]
         let deadline = ContinuousClock.now + .milliseconds(Tally.snapshotQuietWaitMilliseconds)
-        var looked = false
         while true {
-            if looked { try? await Task.sleep(for: .milliseconds(Tally.snapshotQuietPollMilliseconds)) }
-            looked = true
-            await partition.gate.enter(.bulk)
-            let (journal, queued, facts) = partition.state.withLock { ($0.journal, $0.journal.lastQueued, $0.tally.partition.factCount) }
-            if let failure = journal.failure {
-                partition.gate.leave()
-                throw failure
+            let look: SnapshotLook = try await partition.gate.passSuspending(.bulk) {
+                let (journal, facts) = partition.state.withLock { ($0.journal, $0.tally.partition.factCount) }
+                if let failure = journal.failure { throw failure }
+                if snapshots.withLock({ $0.covered[index] }) == facts { return .unchanged }
+                if !journal.isQuiet(partition: index) {
+                    if ContinuousClock.now < deadline { return .busy }
+                    try await journal.waitUntilQuiet(partition: index)
+                }
+                let (state, retired) = partition.state.withLock { ($0.tally.partition, $0.tally.retiredKeys?.image) }
+                return .copied(state, retired, try await store.position(), journal, facts)
             }
-            if snapshots.withLock({ $0.covered[index] }) == facts {
-                partition.gate.leave()
+            switch look {
+            case .unchanged:
                 return false
-            }
-            if !journal.isQuiet(partition: index) {
-                if ContinuousClock.now < deadline {
-                    partition.gate.leave()
-                    continue
+            case .busy:
+                try? await Task.sleep(for: .milliseconds(Journal.quietPollMilliseconds))
+            case .copied(let state, let retired, let position, let journal, let facts):
+                // Another process wrote to the store since this state was read: the snapshot could
+                // claim to cover facts of the partition this process never applied. None is written.
+                guard position == journal.positionIfAlone else {
+                    if snapshots.withLock({ marks in defer { marks.othersWrite = true }; return !marks.othersWrite }) {
+                        logger.warning("another process writes to this store: no snapshots are taken (run each process with --snapshot-every-facts 0)",
+                                       metadata: ["position": "\(position)", "expected": "\(journal.positionIfAlone.map(String.init) ?? "unknown")"])
+                    }
+                    return false
                 }
-                do {
-                    try await journal.waitForQueued(through: queued)
-                } catch {
-                    partition.gate.leave()
-                    throw error
-                }
+                let bytes = try SnapshotCodec.encode(state.image(retired: retired))
+                try await store.saveSnapshot(StoredSnapshot(partition: index, position: position, taken: clock.now(), bytes: bytes))
+                snapshots.withLock { $0.covered[index] = facts }
+                return true
             }
-            let (state, retired) = partition.state.withLock { ($0.tally.partition, $0.tally.retiredKeys?.image) }
-            let position: Int64
-            do {
-                position = try await store.position()
-            } catch {
-                partition.gate.leave()
-                throw error
-            }
-            partition.gate.leave()
-            // Another process wrote to the store since this state was read: the snapshot could
-            // claim to cover facts of the partition this process never applied. None is written.
-            guard position == journal.positionIfAlone else {
-                if snapshots.withLock({ marks in defer { marks.othersWrite = true }; return !marks.othersWrite }) {
-                    logger.warning("another process writes to this store: no snapshots are taken (run each process with --snapshot-every-facts 0)",
-                                   metadata: ["position": "\(position)", "expected": "\(journal.positionIfAlone.map(String.init) ?? "unknown")"])
-                }
-                return false
-            }
-            let bytes = try SnapshotCodec.encode(state.image(retired: retired))
-            try await store.saveSnapshot(StoredSnapshot(partition: index, position: position, taken: clock.now(), bytes: bytes))
-            snapshots.withLock { $0.covered[index] = facts }
-            return true
         }
     }
 

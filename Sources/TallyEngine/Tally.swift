@@ -383,22 +383,15 @@ public final class Tally: Sendable {
         return partitioning
     }
 
-    /// The states a rebuild starts from, one a partition: the catalog, the instant before which
-    /// usage ids stay out of memory, each partition's share of the bound on the index's
-    /// generations, and one new filter, shared by all, for the keys of the ids memory does not keep.
-    static func emptyState(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
-                           usageCacheGeneration: Int?) -> PartitionedState {
-        PartitionedState((0..<partitioning.count).map { _ in
-            emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration)
-        }, partitioning: partitioning)
-    }
-
     /// The keys the first segment of a day of the filter of retired ids is sized for at least,
     /// over all partitions (each partition's filter takes its share, at least 1,024): 128 KiB a
     /// day in all, 4.5 MB for the 35 days of the ids' window, however quiet the store.
     static let retiredFirstKeys = 1 << 16
 
-    /// One partition's empty state, with a filter of its own (hashed under a key of its own).
+    /// One partition's empty state, what a start begins a partition with no usable snapshot from:
+    /// the catalog, the instant before which usage ids stay out of memory, the partition's share
+    /// of the bound on the index's generations, and a filter of its own (hashed under a key of its
+    /// own) for the ids the index lets go.
     static func emptyPartition(_ catalog: Catalog, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
                                usageCacheGeneration: Int?) -> TallyState {
         var tally = TallyState(catalog: catalog)

@@ -249,12 +249,9 @@ public final class PostgresStore: TallyStore {
             partition INTEGER NOT NULL, position BIGINT NOT NULL, taken BIGINT NOT NULL, body BYTEA NOT NULL,
             PRIMARY KEY (partition, position))
             """,
-            "CREATE INDEX facts_shared ON facts (seq) WHERE \(PostgresStore.sharedCondition)",
+            "CREATE INDEX facts_shared ON facts (seq) WHERE \(SharedFacts.condition)",
         ]),
     ]
-
-    /// The facts a row of `facts` is shared by: the condition of the index that finds them.
-    static let sharedCondition = "kind IN (\(FactRoute.sharedKinds.map { "'\($0)'" }.joined(separator: ", ")))"
 
     func migrate() async throws {
         try await client.withTransaction(logger: logger) { connection in
@@ -332,7 +329,7 @@ public final class PostgresStore: TallyStore {
         var facts: [(Int64, Fact)] = []
         if position > 0 {
             let shared = try await client.query("""
-                SELECT seq, body FROM facts WHERE \(unescaped: PostgresStore.sharedCondition) AND seq <= \(position) ORDER BY seq
+                SELECT seq, body FROM facts WHERE \(unescaped: SharedFacts.condition) AND seq <= \(position) ORDER BY seq
                 """, logger: logger)
             for try await (seq, body) in shared.decode((Int64, ByteBuffer).self) {
                 facts.append((seq, try decoder.decode(Fact.self, from: Data(buffer: body))))

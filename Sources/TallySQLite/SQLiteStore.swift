@@ -239,7 +239,7 @@ public final class SQLiteStore: TallyStore {
                     body BLOB NOT NULL,
                     PRIMARY KEY (partition, position)
                 );
-                CREATE INDEX facts_shared ON facts(seq) WHERE \(SQLiteStore.sharedCondition);
+                CREATE INDEX facts_shared ON facts(seq) WHERE \(SharedFacts.condition);
                 """)
         }
         return migrator
@@ -262,9 +262,6 @@ public final class SQLiteStore: TallyStore {
             return state
         }
     }
-
-    /// The facts a row of `facts` is shared by: the condition of the index that finds them.
-    static let sharedCondition = "kind IN (\(FactRoute.sharedKinds.map { "'\($0)'" }.joined(separator: ", ")))"
 
     public func position() async throws -> Int64 { nextSequence.withLock { $0 } - 1 }
 
@@ -310,7 +307,7 @@ public final class SQLiteStore: TallyStore {
             }
         }
         if position > 0 {
-            try read(Row.fetchCursor(db, sql: "SELECT seq, body FROM facts WHERE \(sharedCondition) AND seq <= ? ORDER BY seq", arguments: [position]))
+            try read(Row.fetchCursor(db, sql: "SELECT seq, body FROM facts WHERE \(SharedFacts.condition) AND seq <= ? ORDER BY seq", arguments: [position]))
         }
         try read(Row.fetchCursor(db, sql: "SELECT seq, body FROM facts WHERE seq > ? ORDER BY seq", arguments: [position]))
         var merger = FactMerger(facts: facts)

@@ -22,6 +22,12 @@ public struct StoredSnapshot: Sendable, Hashable {
     }
 }
 
+/// What the durable stores' SQL says of the shared facts (`FactRoute.sharedKinds`): the condition
+/// of the partial index that finds them, and of the query that reads them whatever the snapshots.
+public enum SharedFacts {
+    public static let condition = "kind IN (\(FactRoute.sharedKinds.map { "'\($0)'" }.joined(separator: ", ")))"
+}
+
 /// The bytes of a partition's snapshot: whole or refused. Format 2 keeps the filter of retired ids
 /// by day (format 1, in one piece, is refused and the partition replayed). A header (a magic word, the format,
 /// a checksum of everything after it), then the partition's records as JSON, then the usage
