@@ -7,8 +7,9 @@ import Synchronization
 /// what the store has back into the index, so an old id sent again is answered as a duplicate
 /// without the batch failing at the store's unique index and the engine reloading (docs/decisions.md).
 ///
-/// About 2 bytes a key (16 bits), with about 0.1-0.3% of absent keys answered "maybe": each of
-/// those costs one read of the store outside the engine's lock, never a wrong answer. Each day's
+/// 2 bytes a key (16 bits) and at most as much again unfilled, with about 0.13% of absent keys
+/// answered "maybe" by each full segment: each of those costs one read of the store outside the
+/// engine's lock, never a wrong answer. Each day's
 /// filter starts sized from the day before and grows in segments (`add`), so that none is ever rehashed
 /// (a Bloom filter keeps no keys to rehash), and a day is dropped whole once it is older than the
 /// ids' window (`forget(recordedBefore:)`): memory follows the last 35 days' events, not all of them.
@@ -158,13 +159,19 @@ public final class RetiredUsageKeys: Sendable {
         }
     }
 
-    /// Adds to the day's last segment, or to a new one when it is full: the second a quarter of
-    /// the first (at least `floor`), so that a day a little busier than the one before adds a
-    /// quarter of its filter and not four times it; each later one four times the one before.
+    /// Adds to the day's last segment, or to a new one when it is full. A new segment doubles
+    /// the day's capacity, so that a day holds at most twice the bits its keys need (1.4 times on
+    /// average over day sizes; four times the last segment gave 2.1) and a day grown from the
+    /// floor to 150,000 keys is asked in nine segments. After a first segment sized from the day
+    /// before (larger than `floor`), the second is a quarter of it: a day a little busier than the
+    /// one before adds a quarter of its filter, not as much again.
     private static func add(_ hash: UInt64, to segments: inout [SplitBlockBloomFilter], floor: Int) {
         let last = segments[segments.count - 1]
         if last.count >= last.capacity {
-            segments.append(SplitBlockBloomFilter(capacity: segments.count == 1 ? max(floor, last.capacity / 4) : last.capacity * 4))
+            let capacity = segments.count == 1 && last.capacity > floor
+                ? max(floor, last.capacity / 4)
+                : segments.reduce(0) { $0 + $1.capacity }
+            segments.append(SplitBlockBloomFilter(capacity: capacity))
         }
         segments[segments.count - 1].insert(hash)
     }
@@ -179,7 +186,9 @@ public final class RetiredUsageKeys: Sendable {
 
     private func mayHold(_ key: TallyState.UsageKey, from: Int64?, _ days: [Int64: [SplitBlockBloomFilter]]) -> Bool {
         let hash = hash(key)
-        return days.contains { day, segments in day >= (from ?? .min) && segments.contains { $0.mightContain(hash) } }
+        // One mask for every segment: only the block differs.
+        let mask = SplitBlockBloomFilter.mask(hash)
+        return days.contains { day, segments in day >= (from ?? .min) && segments.contains { $0.mightContain(hash, mask: mask) } }
     }
 
     public var isEmpty: Bool { days.withLock { $0.isEmpty } }
@@ -234,7 +243,8 @@ struct SplitBlockBloomFilter: Sendable {
     private func block(_ hash: UInt64) -> Int { Int(((hash >> 32) &* UInt64(blocks.count)) >> 32) }
 
     /// One bit in each word, chosen by the hash's lower half times the word's salt.
-    private static func mask(_ hash: UInt64) -> SIMD8<UInt32> {
+    @inline(__always)
+    static func mask(_ hash: UInt64) -> SIMD8<UInt32> {
         let positions = (SIMD8(repeating: UInt32(truncatingIfNeeded: hash)) &* salt) &>> 27
         return SIMD8(repeating: 1) &<< positions
     }
@@ -244,8 +254,7 @@ struct SplitBlockBloomFilter: Sendable {
         count += 1
     }
 
-    func mightContain(_ hash: UInt64) -> Bool {
-        let mask = SplitBlockBloomFilter.mask(hash)
-        return blocks[block(hash)] & mask == mask
-    }
+    /// With the hash's `mask`, worked out once for all the segments asked.
+    @inline(__always)
+    func mightContain(_ hash: UInt64, mask: SIMD8<UInt32>) -> Bool { blocks[block(hash)] & mask == mask }
 }

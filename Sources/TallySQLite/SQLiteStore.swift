@@ -76,6 +76,17 @@ public final class SQLiteStore: TallyStore {
         }
     }
 
+    /// The bytes the writing connection's page cache holds now (SQLite's `SQLITE_DBSTATUS_CACHE_USED`):
+    /// what the bench takes from the process's resident memory to tell the store's share from the
+    /// engine's.
+    public func writerPageCacheBytes() async throws -> Int {
+        try await pool.writeWithoutTransaction { db in
+            var current: Int32 = 0, highest: Int32 = 0
+            sqlite3_db_status(db.sqliteConnection, SQLITE_DBSTATUS_CACHE_USED, &current, &highest, 0)
+            return Int(current)
+        }
+    }
+
     /// Copies what was committed since the last time into the database file, without waiting for
     /// (or holding up) the writer or readers: a passive checkpoint. Pages a reader still needs
     /// stay in the WAL for the next one.

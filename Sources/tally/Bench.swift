@@ -51,6 +51,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "For ingest and restart: events recorded first, 36 days before the run, so that their ids have left the index and the filter (a store with a history), at most 20,000,000.")
     var aged: Int = 0
 
+    @Option(help: "For ingest: days the events are spread over, one after another, with the daily trim between them, as a server sees them (at most 35, the ids' window).")
+    var days: Int = 1
+
     @Option(help: "Events for the one-transaction-per-event baseline, at most 100,000.")
     var baselineEvents: Int = 3_000
 
@@ -83,7 +86,7 @@ struct Bench: AsyncParsableCommand {
                 throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
             }
             if store == "postgres", db == nil { throw TallyError(.invalidRequest, "--store postgres needs --db postgres://...") }
-            guard (1...Bench.eventsMax).contains(events), (0...Bench.eventsMax).contains(aged), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
+            guard (1...Bench.eventsMax).contains(events), (0...Bench.eventsMax).contains(aged), (1...Int(Tally.usageIndexDays)).contains(days), (1...100_000).contains(baselineEvents), (1...2_000_000).contains(accounts),
                   (1...RecordUsageBatch.eventsMax).contains(batch), (1...10_000).contains(callers),
                   (1...RecordUsageBatch.eventsMax).contains(checkBatch), (1...100_000).contains(checks), (1...1_000).contains(checkers),
                   (0...64).contains(reporters), usageCacheGeneration >= 0,
@@ -176,7 +179,19 @@ struct Bench: AsyncParsableCommand {
             await tally.forgetOldUsage()
         }
         let clock = ContinuousClock()
-        let elapsed = try await clock.measure { try await report(events, prefix: "e", to: tally) }
+        // The events in equal days (the last takes what is left), each day's ids of their own.
+        let perDay = events / days
+        let elapsed = try await clock.measure {
+            for day in 0..<days {
+                if day > 0 {
+                    try virtualClock.advance(to: virtualClock.now.adding(seconds: 86_400))
+                    await tally.forgetOldUsage()
+                }
+                try await report(day == days - 1 ? events - perDay * (days - 1) : perDay, prefix: "e\(day)-", to: tally)
+            }
+        }
+        let resident = Bench.residentBytes()
+        let pageCache = try await (tally.store as? SQLiteStore)?.writerPageCacheBytes() ?? 0
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)
         defer { Stores.removeSQLite(baselinePath) }
         let baselineElapsed = try await clock.measure {
@@ -187,7 +202,7 @@ struct Bench: AsyncParsableCommand {
         let rate = Double(events) / Bench.seconds(elapsed)
         let baselineRate = Double(baselineEvents) / Bench.seconds(baselineElapsed)
         return .object([
-            ("scenario", .string("ingest")), ("store", .string(store)), ("events", .int(Int64(events))), ("aged", .int(Int64(aged))),
+            ("scenario", .string("ingest")), ("store", .string(store)), ("events", .int(Int64(events))), ("days", .int(Int64(days))), ("aged", .int(Int64(aged))),
             ("seconds", .string(String(format: "%.3f", Bench.seconds(elapsed)))),
             ("events_per_second", .int(Int64(rate))),
             ("baseline_events", .int(Int64(baselineEvents))),
@@ -195,6 +210,8 @@ struct Bench: AsyncParsableCommand {
             ("ratio", .string(String(format: "%.1f", rate / baselineRate))),
             ("indexed", .int(Int64(tally.readEach { $0.usage.count }.reduce(0, +)))),
             ("retired_filter_bytes", .int(Int64(tally.readEach { $0.retiredKeys?.bytes ?? 0 }.reduce(0, +)))),
+            ("resident_bytes", .int(resident)),
+            ("store_page_cache_bytes", .int(Int64(pageCache))),
             ("max_resident_bytes", .int(Bench.maxResidentBytes())),
         ])
     }
@@ -266,6 +283,15 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
+    /// The process's resident memory now (the second field of /proc/self/statm, in pages); 0
+    /// where there is no /proc.
+    static func residentBytes() -> Int64 {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int64(fields[1]) else { return 0 }
+        return pages * Int64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// The process's peak resident memory so far (getrusage's ru_maxrss, kilobytes on Linux).
     static func maxResidentBytes() -> Int64 {
         var usage = rusage()

@@ -350,9 +350,10 @@ import Testing
         let keys = (0..<60_000).map { TallyState.usageKey(account: "acct\($0 % 97)", id: "e\($0)") }
         retired.insert(contentsOf: keys[..<30_000].map { ($0, Self.noon) })
         for key in keys[30_000...] { retired.insert(key, recorded: Self.noon) }
-        // 10,000 in the day's first segment, 10,000 in the second (a quarter of the first, at
-        // least the floor), 40,000 in the third.
-        #expect(retired.segmentCount == 3 && retired.count == 60_000 && retired.dayCount == 1)
+        // A first segment of the floor's size: each later one doubles the day's capacity (10,000,
+        // 10,000, 20,000 and 40,000, 20,000 of it used).
+        #expect(retired.segmentCount == 4 && retired.count == 60_000 && retired.dayCount == 1)
+        #expect(retired.bytes == 80_000 * 16 / 8)
         #expect(keys.allSatisfy { retired.mightContain($0) })
         #expect(retired.suspects(among: keys.map { ($0, nil) }).count == 60_000)
     }
@@ -385,16 +386,17 @@ import Testing
         func day(_ d: Int64, keys: Int) {
             retired.insert(contentsOf: (0..<keys).map { (TallyState.usageKey(account: "a", id: "d\(d)-\($0)"), Self.noon.adding(seconds: d * 86_400)) })
         }
-        // No day before: 1,000, 1,000, 4,000 and 16,000 keys.
+        // No day before: 1,000, 1,000, 2,000, 4,000, 8,000 and 16,000 keys, each doubling the day.
         day(0, keys: 20_000)
-        #expect(retired.segmentCount == 4)
+        // 32,000 keys' bits, each segment rounded up to whole 32-byte blocks.
+        #expect(retired.segmentCount == 6 && (32_000 * 16 / 8..<32_000 * 16 / 8 + 6 * 32).contains(retired.bytes))
         // 20,000 and an eighth: one segment of 22,500 holds 21,000.
         day(1, keys: 21_000)
-        #expect(retired.segmentCount == 5)
-        // 23,625, then a quarter of it for the rest: 2 bytes and a little a key, not 8.
+        #expect(retired.segmentCount == 7)
+        // 23,625, then a quarter of it for the rest: 2 bytes and a little a key, not 4.
         let before = retired.bytes
         day(2, keys: 25_000)
-        #expect(retired.segmentCount == 7)
+        #expect(retired.segmentCount == 9)
         #expect(Double(retired.bytes - before) / 25_000 < 2.5)
     }
 
