@@ -38,6 +38,8 @@ public final class ServerMetrics: Sendable {
     let inArrears: Prometheus.Gauge
     /// Partitions the start loaded from a snapshot (the others were replayed from their facts).
     let fromSnapshots: Prometheus.Gauge
+    /// Partitions' snapshots the store has taken since the process started.
+    let snapshotsWritten: Prometheus.Counter
     private let decisions = Mutex<[String: Prometheus.Counter]>([:])
     private let decisionSeconds = Mutex<[DecisionProtocol: Prometheus.DurationHistogram]>([:])
 
@@ -72,6 +74,8 @@ public final class ServerMetrics: Sendable {
                                                      helpText: "1 while the engine takes work; 0 after a write the store refused, until it has reloaded from the store."))
         inArrears = registry.makeGauge(descriptor: .init(metricName: "tally_accounts_in_arrears", unitName: "",
                                                          helpText: "Accounts in arrears when scraped."))
+        snapshotsWritten = registry.makeCounter(descriptor: .init(metricName: "tally_snapshots_written", unitName: "total",
+                                                                  helpText: "Partitions' snapshots written to the store since the process started."))
         fromSnapshots = registry.makeGauge(descriptor: .init(metricName: "tally_partitions_from_snapshots", unitName: "",
                                                              helpText: "Partitions the start loaded from a snapshot; the others were replayed from their facts."))
     }
@@ -153,7 +157,10 @@ struct ObservedStore: TallyStore {
     func recountUsage(zone: Zone) async throws -> UsageRecount { try await base.recountUsage(zone: zone) }
     func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { try await base.rebuild(state, after: position) }
     func position() async throws -> Int64 { try await base.position() }
-    func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try await base.saveSnapshot(snapshot) }
+    func saveSnapshot(_ snapshot: StoredSnapshot) async throws {
+        try await base.saveSnapshot(snapshot)
+        metrics.snapshotsWritten.increment()
+    }
     func snapshots() async throws -> [StoredSnapshot] { try await base.snapshots() }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
