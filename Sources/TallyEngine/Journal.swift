@@ -113,6 +113,9 @@ public final class Journal: Sendable {
         var waiters: [UInt64: CheckedContinuation<Signal, Never>] = [:]
         /// When the last small entry was queued.
         var smallQueued: ContinuousClock.Instant?
+        /// Whether the last write took small entries only (`take`): the next one then takes bulk
+        /// entries first, so that checks arriving without end never hold a report back.
+        var lastTookSmallOnly = false
 
         /// Fails the journal: every waiter hears `failure`, and so does every later caller.
         mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<Signal, Never>] {
@@ -152,15 +155,39 @@ public final class Journal: Sendable {
         /// The next batch: entries in queue order, whole, each ready and clear of every entry
         /// passed over before it (same account, or a fact of no single account); while a small
         /// entry waits (or one was queued within `smallActiveMilliseconds`), bulk entries fill at
-        /// most `bulkFactsWhileSmallWait`. Nil, and the writer steps down, when nothing can be taken.
+        /// most `bulkFactsWhileSmallWait`. On a store with one writer, small entries that are ready
+        /// get a write of their own, every other write at most (`lastTookSmallOnly`): a check then
+        /// waits for the bulk write under way and a short write, not for its share of a bulk one.
+        /// Nil, and the writer steps down, when nothing can be taken.
         mutating func take() -> (batch: EncodedBatch, sequences: [UInt64])? {
             guard failure == nil else {
                 writing = false
                 return nil
             }
             let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
-            let smallWaiting = smallActive || pending.contains { $0.isSmall && $0.bodies != nil }
+            let smallReady = pending.contains { $0.isSmall && $0.bodies != nil }
+            let smallWaiting = smallActive || smallReady
             let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
+            var chosen: (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) = ([], 0, 0, [])
+            if smallReady && !express && !lastTookSmallOnly { chosen = collect(smallWaiting: true, bulkRoom: 0) }
+            // Every small entry ready sits behind one of its accounts' bulk entries: an ordinary write.
+            if chosen.taken.isEmpty { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom) }
+            guard !chosen.taken.isEmpty else {
+                writing = false
+                mainInFlight = []
+                return nil
+            }
+            mainInFlight = chosen.route
+            lastTookSmallOnly = chosen.bulkTaken == 0
+            let written = batch(of: chosen.taken, factCount: chosen.factCount)
+            writingFacts[0] = written.batch.facts
+            return written
+        }
+
+        /// The entries a write takes (indices into `pending`), their facts, the bulk facts among
+        /// them and the accounts they touch (nil: a fact of no single account). `bulkRoom` 0 takes
+        /// no bulk entry at all; otherwise the first bulk entry always goes, whatever its size.
+        private mutating func collect(smallWaiting: Bool, bulkRoom: Int) -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
             var factCount = 0
             var taken: [Int] = []
             var bulkTaken = 0
@@ -185,7 +212,7 @@ public final class Journal: Sendable {
                     } else {
                         // The first bulk entry always goes, whatever its size: small entries
                         // arriving without end must not hold a report back for ever.
-                        take = inOrder && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
+                        take = bulkRoom > 0 && inOrder && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
                     }
                 }
                 // In order, the first entry left behind ends the batch.
@@ -202,15 +229,7 @@ public final class Journal: Sendable {
                     passedShared = true
                 }
             }
-            guard !taken.isEmpty else {
-                writing = false
-                mainInFlight = []
-                return nil
-            }
-            mainInFlight = route
-            let written = batch(of: taken, factCount: factCount)
-            writingFacts[0] = written.batch.facts
-            return written
+            return (taken, factCount, bulkTaken, route)
         }
 
         /// The express writer's next batch: ready small entries, in queue order, clear of every

@@ -551,6 +551,14 @@ final class ProbeStore: TallyStore {
             writes.firstIndex { factsBefore += $0; return factsBefore > checkAt }!
         }
         #expect(writeOfCheck + 1 - before <= 2, "the check waited through \(writeOfCheck + 1 - before) writes")
+        // On a store with one writer the check's write is its own: no report's fact shares it.
+        let checkWrite = store.events.withLock { events in
+            events.first { $0.start && $0.facts.contains(JournalTests.usage(account: "c", id: "check")) }!.facts
+        }
+        #expect(checkWrite.allSatisfy { fact in
+            guard case .usageRecorded(let record, _) = fact else { return true }
+            return record.id == "check"
+        }, "the check's write carried \(checkWrite.count) facts")
         #expect(written.count == reportFacts + 4)
         let position = { (fact: Fact) in written.firstIndex(of: fact)! }
         let lastReportOfR3 = written.lastIndex { fact in
@@ -560,6 +568,44 @@ final class ProbeStore: TallyStore {
         #expect(position(JournalTests.usage(account: "r3", id: "check")) > lastReportOfR3)
         let sharedAt = position(JournalTests.closedMonth)
         #expect(sharedAt == written.count - 2 && position(JournalTests.usage(account: "d", id: "check")) == written.count - 1)
+    }
+
+    /// Checks arriving without end do not hold a report back: a write of small entries only is
+    /// followed by one that takes bulk entries, so the report's ten entries (one write each while
+    /// checks wait) are durable within about twice ten writes.
+    @Test func checksWithoutEndDoNotHoldAReportBack() async throws {
+        let store = ProbeStore(microsecondsPerFact: 5)
+        let journal = Journal(store: store)
+        let checking = Task {
+            var n = 0
+            while !Task.isCancelled {
+                let ticket = journal.enqueue([JournalTests.usage(account: "c\(n % 7)", id: "check-\(n)")])
+                Task { try? await journal.waitDurable(ticket) }
+                n += 1
+                try? await Task.sleep(for: .microseconds(300))
+            }
+        }
+        defer { checking.cancel() }
+        try await Task.sleep(for: .milliseconds(20))
+        let before = store.writes.withLock { $0.count }
+        var tickets: [Journal.Ticket] = []
+        for n in 0..<10 {
+            let ticket = journal.enqueue((0..<500).map { JournalTests.usage(account: "r", id: "\(n)-\($0)") }, bulk: true)
+            journal.submit(ticket)
+            tickets.append(ticket)
+        }
+        for ticket in tickets { try await journal.waitDurable(ticket) }
+        let writes = store.writes.withLock { $0.count } - before
+        #expect(writes <= 2 * 10 + 2, "the report took \(writes) writes")
+        let smallOnly = store.events.withLock { events in
+            events.filter { event in
+                event.start && event.facts.allSatisfy { fact in
+                    guard case .usageRecorded(let record, _) = fact else { return false }
+                    return record.id.hasPrefix("check")
+                }
+            }.count
+        }
+        #expect(smallOnly > 0, "checks had writes of their own")
     }
 
     /// On a store that takes writes side by side, a check is written beside a report's write
