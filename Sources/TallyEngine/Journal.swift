@@ -15,7 +15,8 @@ import TallyStore
 /// of entries queued before it that touch none of its accounts, and while small entries wait, one
 /// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. So a check queued
 /// behind 40,000 facts of reports for other accounts is durable after the write under way and the
-/// next one. Each account's facts still reach the store in the order they were applied, and facts
+/// next one; on a store with one writer, ready small entries get a write of their own every
+/// other write, so that the next one is short. Each account's facts still reach the store in the order they were applied, and facts
 /// that belong to no single account (the catalog, keys, closed months) keep their place among all
 /// others: facts of different accounts commute, so a rebuild from the store's order gives the
 /// state the memory holds (`FactRoute`).
