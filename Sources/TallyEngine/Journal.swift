@@ -40,10 +40,12 @@ public final class Journal: Sendable {
     /// bulk entries for other accounts. A check is one to four facts; a report's slice is hundreds.
     public static let smallEntryFactsMax = 64
     /// While small entries wait, the most facts of bulk entries one write takes by default, so
-    /// that the write a check shares is short; an engine setting (`--journal-bulk-facts`), since
-    /// it trades a check's latency for the reports' throughput (docs/decisions.md, "Fair group
-    /// commit").
-    public static let bulkFactsWhileSmallWaitDefault = 512
+    /// that the write under way when a check comes is short; an engine setting
+    /// (`--journal-bulk-facts`), since it trades a check's latency for the reports' throughput
+    /// (docs/decisions.md, "Fair group commit"). 256 on a store with one writer (SQLite), where a
+    /// check waits for the bulk write under way; 512 on one that takes writes side by side
+    /// (PostgreSQL), where checks are written beside it and 256 slowed the reports.
+    public static func bulkFactsWhileSmallWaitDefault(concurrentWrites: Bool) -> Int { concurrentWrites ? 512 : 256 }
     /// The bounds of that setting.
     public static let bulkFactsWhileSmallWaitRange = 64...batchSizeMax
     /// Small entries count as waiting for this long after the last one was queued: a gateway's
@@ -317,7 +319,9 @@ public final class Journal: Sendable {
     /// The position the store is at if only this journal wrote to it since `startPosition`.
     public var positionIfAlone: Int64? { startPosition.map { $0 + sent.load(ordering: .acquiring) } }
 
-    public init(store: any TallyStore, bulkFactsWhileSmallWait: Int = Journal.bulkFactsWhileSmallWaitDefault, startPosition: Int64? = nil) {
+    /// `bulkFactsWhileSmallWait` nil: the store's default (`bulkFactsWhileSmallWaitDefault`).
+    public init(store: any TallyStore, bulkFactsWhileSmallWait: Int? = nil, startPosition: Int64? = nil) {
+        let bulkFactsWhileSmallWait = bulkFactsWhileSmallWait ?? Journal.bulkFactsWhileSmallWaitDefault(concurrentWrites: store.concurrentWrites)
         precondition(Journal.bulkFactsWhileSmallWaitRange.contains(bulkFactsWhileSmallWait), "a bulk budget within its range")
         self.startPosition = startPosition
         self.store = store

@@ -326,9 +326,10 @@ public final class Tally: Sendable {
     public static func start(
         catalog: Catalog, store: any TallyStore, clock: TallyClock, ids: any IDSource,
         usageIndexDays: Int64? = Tally.usageIndexDays, usageCacheGeneration: Int? = Tally.usageCacheGeneration,
-        journalBulkFacts: Int = Journal.bulkFactsWhileSmallWaitDefault, partitions: Int? = nil,
+        journalBulkFacts: Int? = nil, partitions: Int? = nil,
         logger: Logger = Logger(label: "tally.engine")
     ) async throws -> Tally {
+        let journalBulkFacts = journalBulkFacts ?? Journal.bulkFactsWhileSmallWaitDefault(concurrentWrites: store.concurrentWrites)
         guard Journal.bulkFactsWhileSmallWaitRange.contains(journalBulkFacts) else {
             throw TallyError(.countOutOfRange, "the journal's bulk facts a write are from \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound), got \(journalBulkFacts)")
         }

@@ -27,8 +27,9 @@ public struct ServerConfiguration: Sendable {
     /// wrong cannot starve the gateways; a gateway's limit is set far above what one process serves.
     public var requestsPerSecondMax: [Role: Int64] = [.operator: 10_000, .customer: 200, .gateway: 1_000_000]
     /// While checks wait, the most facts of bulk work (reports, bill runs) one store write takes:
-    /// lower answers checks sooner beside bulk reports, higher writes the reports faster.
-    public var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
+    /// lower answers checks sooner beside bulk reports, higher writes the reports faster (nil: the
+    /// store's default, `Journal.bulkFactsWhileSmallWaitDefault`).
+    public var journalBulkFacts: Int?
     /// The partitions a new store's data is split into; nil: the store's recorded count, or the default.
     public var partitions: Int?
     /// A round of snapshots every this many facts applied, or every this many seconds if anything

@@ -72,8 +72,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Events a generation of the usage index holds (0: every event of the 35-day window, as before the index was bounded).")
     var usageCacheGeneration: Int = Tally.usageCacheGeneration
 
-    @Option(help: "While checks wait, the most facts of bulk work one store write takes (as tally serve's).")
-    var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
+    @Option(help: "While checks wait, the most facts of bulk work one store write takes (as tally serve's; default the store's).")
+    var journalBulkFacts: Int?
 
     @Option(help: "Partitions the fresh store's accounts are split into (1 to 1,024).")
     var partitions: Int = Partitioning.countDefault
@@ -405,7 +405,7 @@ extension Bench {
         let aloneRate = Double(alone.count) / aloneSeconds, besideRate = Double(beside.count) / besideSeconds
         return .object([
             ("scenario", .string("mixed")), ("store", .string(store)), ("checkers", .int(Int64(checkers))),
-            ("reporters", .int(Int64(reporters))), ("report_batch", .int(Int64(RecordUsageBatch.eventsMax))), ("journal_bulk_facts", .int(Int64(journalBulkFacts))),
+            ("reporters", .int(Int64(reporters))), ("report_batch", .int(Int64(RecordUsageBatch.eventsMax))), ("journal_bulk_facts", .int(Int64(tally.journalBulkFacts))),
             aloneFigures, besideFigures,
             ("reported_events_per_second", .int(Int64(Double(progress.reported.load(ordering: .relaxed)) / besideSeconds))),
             ("checks_per_second_ratio", .string(String(format: "%.3f", besideRate / aloneRate))),

@@ -35,8 +35,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The port of Envoy's rate limit service (gRPC) on the same address; none by default.")
     var grpcPort: Int?
 
-    @Option(help: "While gateway checks wait, the most facts of bulk work (reports, bill runs) one store write takes, \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound): lower answers checks sooner beside bulk reports, higher writes reports faster.")
-    var journalBulkFacts = Journal.bulkFactsWhileSmallWaitDefault
+    @Option(help: "While gateway checks wait, the most facts of bulk work (reports, bill runs) one store write takes, \(Journal.bulkFactsWhileSmallWaitRange.lowerBound) to \(Journal.bulkFactsWhileSmallWaitRange.upperBound): lower answers checks sooner beside bulk reports, higher writes reports faster (default 256 on SQLite, 512 on PostgreSQL).")
+    var journalBulkFacts: Int?
 
     @Option(help: "A round of snapshots (each partition's state, so that a start replays only what came after) every this many facts, \(Tally.snapshotEveryFactsRange.lowerBound) to \(Tally.snapshotEveryFactsRange.upperBound); 0: no snapshots (two processes writing one store).")
     var snapshotEveryFacts = Tally.snapshotEveryFactsDefault
