@@ -119,6 +119,10 @@ public final class Journal: Sendable {
         /// Whether the last write took small entries only (`take`): the next one then takes bulk
         /// entries first, so that checks arriving without end never hold a report back.
         var lastTookSmallOnly = false
+        /// The partition whose entries the next writes take first, ahead of other partitions'
+        /// (`waitUntilQuiet`): a snapshot holding its gate waits for those entries alone, not for
+        /// the whole queue.
+        var expedited: Int?
 
         /// Fails the journal: every waiter hears `failure`, and so does every later caller.
         mutating func fail(_ failure: TallyError, known: [TallyState.UsageKey: UsageEntry] = [:]) -> [CheckedContinuation<Signal, Never>] {
@@ -172,7 +176,8 @@ public final class Journal: Sendable {
             let smallWaiting = smallActive || smallReady
             let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
             var chosen: (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) = ([], 0, 0, [])
-            if smallReady && !express && !lastTookSmallOnly { chosen = collect(smallWaiting: true, bulkRoom: 0) }
+            if let partition = expedited { chosen = collect(smallWaiting: true, bulkRoom: 0, expediting: partition) }
+            if chosen.taken.isEmpty && smallReady && !express && !lastTookSmallOnly { chosen = collect(smallWaiting: true, bulkRoom: 0) }
             // Every small entry ready sits behind one of its accounts' bulk entries: an ordinary write.
             if chosen.taken.isEmpty { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom) }
             guard !chosen.taken.isEmpty else {
@@ -181,7 +186,7 @@ public final class Journal: Sendable {
                 return nil
             }
             mainInFlight = chosen.route
-            lastTookSmallOnly = chosen.bulkTaken == 0
+            lastTookSmallOnly = chosen.bulkTaken == 0 && smallReady
             let written = batch(of: chosen.taken, factCount: chosen.factCount)
             writingFacts[0] = written.batch.facts
             return written
@@ -190,7 +195,9 @@ public final class Journal: Sendable {
         /// The entries a write takes (indices into `pending`), their facts, the bulk facts among
         /// them and the accounts they touch (nil: a fact of no single account). `bulkRoom` 0 takes
         /// no bulk entry at all; otherwise the first bulk entry always goes, whatever its size.
-        private mutating func collect(smallWaiting: Bool, bulkRoom: Int) -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
+        /// `expediting`: that partition's entries only, bulk ones too, each clear of what it
+        /// passes like a small one (other partitions' accounts are other accounts).
+        private mutating func collect(smallWaiting: Bool, bulkRoom: Int, expediting: Int? = nil) -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
             var factCount = 0
             var taken: [Int] = []
             var bulkTaken = 0
@@ -210,7 +217,10 @@ public final class Journal: Sendable {
                 let clearOfExpress = (expressInFlight ?? []).isEmpty
                     || (pending[index].route().map { expressInFlight!.isDisjoint(with: $0) } ?? false)
                 if clearOfExpress, entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
-                    if entry.isSmall {
+                    if let expediting {
+                        take = outstanding[entry.sequence] == expediting
+                            && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
+                    } else if entry.isSmall {
                         take = inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false
                     } else {
                         // The first bulk entry always goes, whatever its size: small entries
@@ -360,14 +370,21 @@ public final class Journal: Sendable {
     }
 
     /// Returns once `partition` is quiet (`isQuiet`), for a caller that keeps the partition from
-    /// queueing more; throws if the journal fails first. It looks every `quietPollMilliseconds`:
-    /// a waiter of its own per entry would cost every write a look for it.
+    /// queueing more; throws if the journal fails first. Meanwhile the writer takes the
+    /// partition's entries ahead of other partitions', so the wait
+    /// is for them and not for the whole queue. It looks every `quietPollMilliseconds`: a waiter
+    /// of its own per entry would cost every write a look for it.
     public func waitUntilQuiet(partition: Int) async throws(TallyError) {
+        state.withLock { $0.expedited = partition }
+        defer { state.withLock { $0.expedited = nil } }
         while !isQuiet(partition: partition) {
             if let failure { throw failure }
             try? await Task.sleep(for: .milliseconds(Journal.quietPollMilliseconds))
         }
     }
+
+    /// The partition a wait for quiet has the writer take first, if any.
+    public var expeditedPartition: Int? { state.withLock { $0.expedited } }
 
     /// How often a wait for a quiet partition looks.
     public static let quietPollMilliseconds = 2

@@ -472,6 +472,38 @@ final class ProbeStore: TallyStore {
         #expect(journal.isQuiet(partition: 4) && journal.isQuiet(partition: 3))
     }
 
+    /// A snapshot waiting for its partition to be quiet waits for that partition's entries, which
+    /// the writer takes ahead of other partitions' bulk entries queued before them (40,000 facts,
+    /// more than two writes' worth), not after the whole queue; on either kind of store. Each
+    /// account's facts still reach the store in the order queued.
+    @Test(arguments: [false, true])
+    func aPartitionWaitedForIsWrittenAheadOfOthers(concurrentWrites: Bool) async throws {
+        let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: concurrentWrites)
+        let journal = Journal(store: store)
+        // Queued, not yet submitted: no writer runs until the wait has begun.
+        let tickets = (0..<80).map { n in
+            journal.enqueue((0..<500).map { JournalTests.usage(account: "r\(n % 4)", id: "\(n)-\($0)") }, bulk: true, partition: 1)
+        }
+        let waited = journal.enqueue((0..<300).map { JournalTests.usage(account: "w", id: "\($0)") }, bulk: true, partition: 2)
+        let waiting = Task { try await journal.waitUntilQuiet(partition: 2) }
+        while journal.expeditedPartition != 2 { try await Task.sleep(for: .milliseconds(1)) }
+        for ticket in tickets + [waited] { journal.submit(ticket) }
+        try await waiting.value
+        for ticket in tickets { try await journal.waitDurable(ticket) }
+        let first = store.events.withLock { events in events.first(where: \.start)!.facts }
+        #expect(first == (0..<300).map { JournalTests.usage(account: "w", id: "\($0)") }, "the first write took \(first.count) facts")
+        let written = store.written.withLock { $0.map(\.fact) }
+        #expect(written.count == 80 * 500 + 300)
+        for account in ["r0", "r1", "r2", "r3"] {
+            let ids = written.compactMap { fact -> String? in
+                guard case .usageRecorded(let record, _) = fact, record.account == account else { return nil }
+                return record.id
+            }
+            let queued = (0..<80).filter { $0 % 4 == Int(account.dropFirst())! }.flatMap { n in (0..<500).map { "\(n)-\($0)" } }
+            #expect(ids == queued)
+        }
+    }
+
     /// Many concurrent callers share writes: fewer store writes than facts, every fact written once.
     @Test func groupCommitSharesWrites() async throws {
         let store = ProbeStore()
