@@ -59,33 +59,42 @@ extension Tally {
     static let decodesInFlightMax = 2
 
     /// Loads every partition: its newest usable snapshot (one that cannot be read is logged and
-    /// the one before it is tried; with none, the partition starts empty), then the shared facts
-    /// and the facts after the oldest snapshot's position, each partition skipping those its
-    /// snapshot covers. With `usageIndexDays` nil (memory keeps every id: the audit's way),
-    /// snapshots are not read, since theirs do not.
+    /// the one before it is read and tried; with none, the partition starts empty), then the
+    /// shared facts and the facts after the oldest snapshot's position, each partition skipping
+    /// those its snapshot covers. With `usageIndexDays` nil (memory keeps every id: the audit's
+    /// way), snapshots are not read, since theirs do not.
     ///
     /// `keeping`: partitions whose state stands as it is (a reload's, for the partitions none of
     /// whose facts may be missing from the store): only their shared part is rebuilt.
     static func load(_ catalog: Catalog, store: any TallyStore, partitioning: Partitioning, now: Instant, usageIndexDays: Int64?,
                      usageCacheGeneration: Int?, keeping: [Int: PartitionState] = [:], logger: Logger) async throws -> Loaded {
-        let started = ContinuousClock.now
-        let kept = usageIndexDays == nil ? [] : try await store.snapshots()
-        let read = ContinuousClock.now
-        let byPartition = Dictionary(grouping: kept.filter { keeping[$0.partition] == nil }) { $0.partition }
         let empty = { emptyPartition(catalog, partitioning: partitioning, now: now, usageIndexDays: usageIndexDays, usageCacheGeneration: usageCacheGeneration) }
         var loaded = [(state: TallyState, position: Int64, facts: Int64)?](repeating: nil, count: partitioning.count)
-        await withTaskGroup(of: (Int, (state: TallyState, position: Int64, facts: Int64)?).self) { group in
-            var waiting = byPartition.keys.filter { (0..<partitioning.count).contains($0) }.sorted()[...]
-            func start() {
-                guard let index = waiting.popFirst() else { return }
-                let snapshots = byPartition[index]!, base = empty()
-                group.addTask { (index, decode(snapshots, partition: index, base: base, zone: catalog.zone, now: now, usageIndexDays: usageIndexDays, logger: logger)) }
+        var reading = Duration.zero, decoding = Duration.zero
+        // The partitions still to load: at rank 0 every one not kept, then those whose snapshot at
+        // the rank before could not be used.
+        var unloaded = Set((0..<partitioning.count).filter { keeping[$0] == nil })
+        for rank in 0..<(usageIndexDays == nil ? 0 : StoredSnapshot.keptPerPartition) where !unloaded.isEmpty {
+            let started = ContinuousClock.now
+            var waiting = try await store.snapshots(rank: rank).filter { unloaded.contains($0.partition) }[...]
+            let tried = Set(waiting.map(\.partition))
+            let read = ContinuousClock.now
+            await withTaskGroup(of: (Int, (state: TallyState, position: Int64, facts: Int64)?).self) { group in
+                func start() {
+                    guard let snapshot = waiting.popFirst() else { return }
+                    let base = empty()
+                    group.addTask { (snapshot.partition, decode(snapshot, base: base, zone: catalog.zone, now: now, usageIndexDays: usageIndexDays, logger: logger)) }
+                }
+                for _ in 0..<decodesInFlightMax { start() }
+                while let (index, partition) = await group.next() {
+                    loaded[index] = partition
+                    start()
+                }
             }
-            for _ in 0..<decodesInFlightMax { start() }
-            while let (index, partition) = await group.next() {
-                loaded[index] = partition
-                start()
-            }
+            // Only a partition whose snapshot at this rank was there and unusable is read at the next.
+            unloaded = tried.filter { loaded[$0] == nil }
+            reading += read - started
+            decoding += .now - read
         }
         let decoded = ContinuousClock.now
         var covered = loaded.map { $0?.position ?? 0 }
@@ -97,27 +106,25 @@ extension Tally {
         let after = covered.min() ?? 0
         let state = try await store.rebuild(PartitionedState(parts, partitioning: partitioning, covered: covered), after: after)
         return Loaded(state: state, snapshotted: loaded.map { $0?.facts }, tailAfter: after,
-                      milliseconds: (milliseconds(read - started), milliseconds(decoded - read), milliseconds(.now - decoded)))
+                      milliseconds: (milliseconds(reading), milliseconds(decoding), milliseconds(.now - decoded)))
     }
 
-    /// A partition's newest usable snapshot among `snapshots` (newest first), on `base`'s shared
-    /// part and settings; nil when none can be used (each one passed over is logged).
-    private static func decode(_ snapshots: [StoredSnapshot], partition index: Int, base: TallyState, zone: Zone, now: Instant, usageIndexDays: Int64?,
+    /// A partition's state from its snapshot, on `base`'s shared part and settings; nil when the
+    /// snapshot cannot be used (logged).
+    private static func decode(_ snapshot: StoredSnapshot, base: TallyState, zone: Zone, now: Instant, usageIndexDays: Int64?,
                                logger: Logger) -> (state: TallyState, position: Int64, facts: Int64)? {
-        for snapshot in snapshots {
-            do {
-                let image = try SnapshotCodec.decode(snapshot.bytes)
-                var partition = try PartitionState(image: image, zone: zone, usageCacheGeneration: base.usageCacheGeneration)
-                if partition.retiredKeys == nil { partition.retiredKeys = base.retiredKeys }
-                var state = TallyState(global: base.global, partition: partition)
-                if let days = usageIndexDays { state.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
-                return (state, snapshot.position, image.records.factCount)
-            } catch {
-                logger.warning("a partition's snapshot cannot be used; an older one or the partition's facts are replayed instead",
-                               metadata: ["partition": "\(index)", "position": "\(snapshot.position)", "error": "\(error)"])
-            }
+        do {
+            let image = try SnapshotCodec.decode(snapshot.bytes)
+            var partition = try PartitionState(image: image, zone: zone, usageCacheGeneration: base.usageCacheGeneration)
+            if partition.retiredKeys == nil { partition.retiredKeys = base.retiredKeys }
+            var state = TallyState(global: base.global, partition: partition)
+            if let days = usageIndexDays { state.forgetUsage(recordedBefore: now.adding(seconds: -days * 86_400)) }
+            return (state, snapshot.position, image.records.factCount)
+        } catch {
+            logger.warning("a partition's snapshot cannot be used; an older one or the partition's facts are replayed instead",
+                           metadata: ["partition": "\(snapshot.partition)", "position": "\(snapshot.position)", "error": "\(error)"])
+            return nil
         }
-        return nil
     }
 
     static func milliseconds(_ duration: Duration) -> Int64 {

@@ -304,9 +304,13 @@ public final class PostgresStore: TallyStore {
         }
     }
 
-    public func snapshots() async throws -> [StoredSnapshot] {
+    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
         var found: [StoredSnapshot] = []
-        let rows = try await client.query("SELECT partition, position, taken, body FROM snapshots ORDER BY partition, position DESC", logger: logger)
+        let rows = try await client.query("""
+            SELECT partition, position, taken, body FROM snapshots AS s
+            WHERE \(rank)::bigint IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = \(rank)::bigint
+            ORDER BY partition, position DESC
+            """, logger: logger)
         for try await (partition, position, taken, body) in rows.decode((Int, Int64, Int64, ByteBuffer).self) {
             found.append(StoredSnapshot(partition: partition, position: position, taken: Instant(microseconds: taken),
                                         bytes: body.getBytes(at: body.readerIndex, length: body.readableBytes) ?? []))
@@ -321,7 +325,6 @@ public final class PostgresStore: TallyStore {
                  postpaid: row.10, refused: row.11, refusal: row.12, draws: row.13, transaction: row.14)
     }
 
-    /// Hands every fact to `body` in order, one at a time: usage rows are never all in memory.
     /// Hands to `body` in order, one at a time, with its position, every shared fact and every
     /// fact after `position`: usage rows are never all in memory.
     private func forEachFact(after position: Int64 = 0, _ body: (Int64, Fact) throws -> Void) async throws {

@@ -288,9 +288,15 @@ public final class SQLiteStore: TallyStore {
         committed.store(true, ordering: .relaxed)
     }
 
-    public func snapshots() async throws -> [StoredSnapshot] {
+    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT partition, position, taken, body FROM snapshots ORDER BY partition, position DESC").map { row in
+            // A body is read only for the rows returned (a blob's overflow pages are read when the
+            // column is).
+            try Row.fetchAll(db, sql: """
+                SELECT partition, position, taken, body FROM snapshots AS s
+                WHERE ?1 IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = ?1
+                ORDER BY partition, position DESC
+                """, arguments: [rank]).map { row in
                 let body: Data = row[3]
                 return StoredSnapshot(partition: row[0], position: row[1], taken: Instant(microseconds: row[2]), bytes: [UInt8](body))
             }

@@ -19,8 +19,10 @@ public protocol TallyStore: Sendable {
     /// Keeps a partition's snapshot, in one transaction, and forgets that partition's older ones
     /// past the newest `StoredSnapshot.keptPerPartition`.
     func saveSnapshot(_ snapshot: StoredSnapshot) async throws
-    /// The snapshots kept, newest first within each partition.
-    func snapshots() async throws -> [StoredSnapshot]
+    /// The snapshots kept, newest first within each partition (`rank` nil), or each partition's
+    /// snapshot at `rank` (0: its newest; 1: the one before): a start reads the newest only, and
+    /// the one before only for a partition whose newest cannot be used.
+    func snapshots(rank: Int?) async throws -> [StoredSnapshot]
     /// Every stored usage event recounted into monthly totals as it streams past: what the audit
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
@@ -60,6 +62,9 @@ public protocol TallyStore: Sendable {
 }
 
 extension TallyStore {
+    /// Every snapshot kept, newest first within each partition.
+    public func snapshots() async throws -> [StoredSnapshot] { try await snapshots(rank: nil) }
+
     /// One writer at a time unless a store says otherwise (SQLite has one writer; the memory
     /// store is for tests and the simulator).
     public var concurrentWrites: Bool { false }
@@ -185,8 +190,13 @@ public final class InMemoryStore: TallyStore {
         }
     }
 
-    public func snapshots() async throws -> [StoredSnapshot] {
-        kept.withLock { kept in kept.keys.sorted().flatMap { kept[$0]! } }
+    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
+        kept.withLock { kept in
+            kept.keys.sorted().flatMap { partition in
+                let list = kept[partition]!
+                return rank.map { list.dropFirst($0).prefix(1) } ?? list[...]
+            }
+        }
     }
 
     private let partitions = Mutex<Int?>(nil)

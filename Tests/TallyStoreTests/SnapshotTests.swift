@@ -90,9 +90,15 @@ import TallyStore
             try await store.saveSnapshot(StoredSnapshot(partition: 0, position: Int64(position), taken: taken, bytes: [UInt8(position), 1, 2]))
         }
         try await store.saveSnapshot(StoredSnapshot(partition: 3, position: 4, taken: taken, bytes: []))
-        let kept = try await reopen().snapshots()
+        let reopened = try await reopen()
+        let kept = try await reopened.snapshots()
         #expect(kept.map { [$0.partition, Int($0.position)] } == [[0, 12], [0, 9], [3, 4]])
         #expect(kept[0].bytes == [12, 1, 2] && kept[0].taken == taken && kept[2].bytes.isEmpty)
+        // By rank: each partition's newest, then the one before (partition 3 has none).
+        let newest = try await reopened.snapshots(rank: 0), before = try await reopened.snapshots(rank: 1)
+        #expect(newest.map { [$0.partition, Int($0.position)] } == [[0, 12], [3, 4]] && newest[0].bytes == [12, 1, 2])
+        #expect(before.map { [$0.partition, Int($0.position)] } == [[0, 9]] && before[0].bytes == [9, 1, 2])
+        #expect(try await reopened.snapshots(rank: 2).isEmpty)
     }
 
     /// A rebuild after a position hands over every shared fact and every fact after it, in
