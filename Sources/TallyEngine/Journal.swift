@@ -16,8 +16,8 @@ import TallyStore
 /// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. So a check queued
 /// behind 40,000 facts of reports for other accounts is durable after the write under way and the
 /// next one; on a store with one writer, ready small entries get a write of their own every
-/// other write, so that the next one is short. Each account's facts still reach the store in the order they were applied, and facts
-/// that belong to no single account (the catalog, keys, closed months) keep their place among all
+/// other write, so that the next one is short. Each account's facts still reach the store in the
+/// order they were applied, and facts that belong to no single account (the catalog, keys, closed months) keep their place among all
 /// others: facts of different accounts commute, so a rebuild from the store's order gives the
 /// state the memory holds (`FactRoute`).
 ///
@@ -371,9 +371,9 @@ public final class Journal: Sendable {
 
     /// Returns once `partition` is quiet (`isQuiet`), for a caller that keeps the partition from
     /// queueing more; throws if the journal fails first. Meanwhile the writer takes the
-    /// partition's entries ahead of other partitions', so the wait
-    /// is for them and not for the whole queue. It looks every `quietPollMilliseconds`: a waiter
-    /// of its own per entry would cost every write a look for it.
+    /// partition's entries ahead of other partitions', so the wait is for them and not for the
+    /// whole queue. It looks every `quietPollMilliseconds`: a waiter of its own per entry would
+    /// cost every write a look for it.
     public func waitUntilQuiet(partition: Int) async throws(TallyError) {
         state.withLock { $0.expedited = partition }
         defer { state.withLock { $0.expedited = nil } }
