@@ -104,7 +104,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TallyStoreTests",
-            dependencies: ["TallyStore", "TallyEngine", "TallySQLite", "TallyPostgres", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: [
+                "TallyStore", "TallyEngine", "TallySQLite", "TallyPostgres", .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(
             name: "TallyServerTests",

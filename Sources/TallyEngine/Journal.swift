@@ -13,13 +13,17 @@ import TallyStore
 /// The writer is fair to small operations. Entries are written in the order they were queued,
 /// except that a small entry (at most `smallEntryFactsMax` facts: a check, a top-up) may go ahead
 /// of entries queued before it that touch none of its accounts, and while small entries wait, one
-/// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. So a check queued
-/// behind 40,000 facts of reports for other accounts is durable after the write under way and the
-/// next one; on a store with one writer, ready small entries get a write of their own every
-/// other write, so that the next one is short. Each account's facts still reach the store in the
-/// order they were applied, and facts that belong to no single account (the catalog, keys, closed months) keep their place among all
-/// others: facts of different accounts commute, so a rebuild from the store's order gives the
-/// state the memory holds (`FactRoute`).
+/// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. On a store with express
+/// writes (`TallyStore.expressWrites`: SQLite's express log, PostgreSQL's second connection) a
+/// second writer takes every small entry of one account's facts, beside the main writer's write,
+/// and the main writer takes the rest, each entry ahead of small ones it passes when it shares no
+/// account with them: a check is durable after its own short write. On a store without them,
+/// ready small entries get a write of their own every other write, so a check queued behind
+/// 40,000 facts of reports for other accounts is durable after the write under way and the next
+/// one. Each account's facts still reach the store in the order they were applied, and facts that
+/// belong to no single account (the catalog, keys, closed months) keep their place among all
+/// others, with nothing written beside them: facts of different accounts commute, so a rebuild
+/// from the store's order gives the state the memory holds (`FactRoute`).
 ///
 /// The writer is a task of its own, started by the first waiter that finds none under way; it
 /// drains the queue and ends. Callers that queue meanwhile wait for the next batch (TigerBeetle and
@@ -40,11 +44,11 @@ public final class Journal: Sendable {
     /// bulk entries for other accounts. A check is one to four facts; a report's slice is hundreds.
     public static let smallEntryFactsMax = 64
     /// While small entries wait, the most facts of bulk entries one write takes by default, so
-    /// that the write under way when a check comes is short; an engine setting
+    /// that the write under way when a check comes is short (with express writes: so that the
+    /// flush a check's commit waits behind on the same disk is short); an engine setting
     /// (`--journal-bulk-facts`), since it trades a check's latency for the reports' throughput
-    /// (docs/decisions.md, "Fair group commit"). 256 on a store with one writer (SQLite), where a
-    /// check waits for the bulk write under way; 512 on one that takes writes side by side
-    /// (PostgreSQL), where checks are written beside it and 256 slowed the reports.
+    /// (docs/decisions.md, "Fair group commit"). 256 on SQLite; 512 on a store that takes writes
+    /// side by side (PostgreSQL), where 256 slowed the reports.
     public static func bulkFactsWhileSmallWaitDefault(concurrentWrites: Bool) -> Int { concurrentWrites ? 512 : 256 }
     /// The bounds of that setting.
     public static let bulkFactsWhileSmallWaitRange = 64...batchSizeMax
@@ -53,9 +57,8 @@ public final class Journal: Sendable {
     /// taken their checks may all be in the write under way, and a write of 16,384 bulk facts
     /// taken then would hold every next check for its whole length.
     public static let smallActiveMilliseconds = 50
-    /// On a store that takes writes side by side (`TallyStore.concurrentWrites`: PostgreSQL), the
-    /// most facts of small entries a second writer takes while the main one's write is under way,
-    /// so that a check commits beside a report's write instead of after it.
+    /// On a store with express writes (`TallyStore.expressWrites`), the most facts of small
+    /// entries the express writer takes in one write.
     public static let expressFactsMax = 256
 
     /// What `enqueue` hands back: the entry to wait on, and the facts the caller encodes (none
@@ -72,6 +75,9 @@ public final class Journal: Sendable {
         var bodies: [[UInt8]?]?
         /// Whether it is a bulk operation's, whatever its size (a small part of a large report).
         let bulk: Bool
+        /// Whether the express writer takes it: a small entry whose facts are all one account's,
+        /// on a store with express writes. The main writer then never does.
+        let expressable: Bool
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
         var accounts: Set<String>??
@@ -88,7 +94,7 @@ public final class Journal: Sendable {
 
     private struct State {
         let bulkFactsWhileSmallWait: Int
-        /// Whether the store takes writes side by side, and so the express writer runs.
+        /// Whether the store has express writes, and so the express writer runs.
         let express: Bool
         /// Entries not yet taken by the writer, in the order they were queued.
         var pending: [Entry] = []
@@ -98,10 +104,12 @@ public final class Journal: Sendable {
         /// partition: what a snapshot asks to find its partition with nothing on its way.
         var outstanding: [UInt64: Int] = [:]
         var outstandingByPartition: [Int: Int] = [:]
-        /// Pending entries whose bodies are ready.
+        /// Pending entries whose bodies are ready, and how many of those the main writer takes
+        /// (all of them, unless the store has express writes).
         var ready = 0
+        var readyMain = 0
         var writing = false
-        /// The second writer, for small entries while the first one writes (`expressFactsMax`).
+        /// The second writer, for small entries of one account's facts (`expressFactsMax`).
         var expressWriting = false
         /// What each writer's write under way touches: the other writer takes nothing that shares
         /// an account with it (nil: a fact of no single account, which nothing may pass).
@@ -145,16 +153,17 @@ public final class Journal: Sendable {
         /// Takes the writer's role when nobody holds it and some entry is ready; an entry still
         /// being encoded is written once its caller submits it.
         mutating func startWriter() -> Bool {
-            if writing || failure != nil || ready == 0 { return false }
+            if writing || failure != nil || readyMain == 0 { return false }
             writing = true
             return true
         }
 
-        /// Takes the express writer's role when the main writer is writing, nobody holds it, and a
-        /// small entry is ready (on a store that takes writes side by side).
+        /// Takes the express writer's role when nobody holds it and a small entry is ready (on a
+        /// store with express writes), unless the main writer's write under way holds a fact of
+        /// no single account, which nothing may pass.
         mutating func startExpress() -> Bool {
-            if !writing || expressWriting || failure != nil || ready == 0 || mainInFlight == nil { return false }
-            guard pending.contains(where: { $0.isSmall && $0.bodies != nil }) else { return false }
+            if expressWriting || failure != nil || ready == 0 || mainInFlight == nil { return false }
+            guard pending.contains(where: { $0.expressable && $0.bodies != nil }) else { return false }
             expressWriting = true
             return true
         }
@@ -171,8 +180,10 @@ public final class Journal: Sendable {
                 writing = false
                 return nil
             }
+            // With express writes, the small entries this writer must take are only those of no
+            // single account; the express writer takes the others.
             let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
-            let smallReady = pending.contains { $0.isSmall && $0.bodies != nil }
+            let smallReady = pending.contains { $0.isSmall && !$0.expressable && $0.bodies != nil }
             let smallWaiting = smallActive || smallReady
             let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
             var chosen: (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) = ([], 0, 0, [])
@@ -205,11 +216,14 @@ public final class Journal: Sendable {
             var passedAccounts = Set<String>()
             var passedShared = false
             var route: Set<String>? = []
+            // Whether an entry may go ahead of one passed over: a small entry while small entries
+            // wait; with express writes, any entry clear of those passed over, since this writer
+            // leaves the small entries of one account to the express writer.
+            let passing = smallWaiting || express
             for index in pending.indices {
                 if passedShared || factCount >= Journal.batchSizeMax { break }
-                // Only a small entry goes ahead of one passed over.
                 let inOrder = taken.count == index
-                if !inOrder && !smallWaiting { break }
+                if !inOrder && !passing { break }
                 let entry = pending[index]
                 var take = false
                 // Nothing that shares an account with the express writer's write under way, and
@@ -221,15 +235,17 @@ public final class Journal: Sendable {
                         take = outstanding[entry.sequence] == expediting
                             && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
                     } else if entry.isSmall {
-                        take = inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false
+                        take = !entry.expressable
+                            && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
                     } else {
                         // The first bulk entry always goes, whatever its size: small entries
                         // arriving without end must not hold a report back for ever.
-                        take = bulkRoom > 0 && inOrder && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
+                        take = bulkRoom > 0 && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
+                            && (inOrder || (express && pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false))
                     }
                 }
                 // In order, the first entry left behind ends the batch.
-                if !take && !smallWaiting { break }
+                if !take && !passing { break }
                 if take {
                     factCount += entry.facts.count
                     if !entry.isSmall { bulkTaken += entry.facts.count }
@@ -261,7 +277,7 @@ public final class Journal: Sendable {
             for index in pending.indices {
                 let entry = pending[index]
                 guard let accounts = pending[index].route() else { break }
-                if entry.isSmall, entry.bodies != nil, factCount + entry.facts.count <= Journal.expressFactsMax,
+                if entry.expressable, entry.bodies != nil, factCount + entry.facts.count <= Journal.expressFactsMax,
                    passedAccounts.isDisjoint(with: accounts) {
                     factCount += entry.facts.count
                     taken.append(index)
@@ -285,6 +301,7 @@ public final class Journal: Sendable {
         private mutating func batch(of taken: [Int], factCount: Int) -> (batch: EncodedBatch, sequences: [UInt64]) {
             let last = taken[taken.count - 1]
             ready -= taken.count
+            readyMain -= taken.count { !pending[$0].expressable }
             let sequences = taken.map { pending[$0].sequence }
             // Copied once into arrays of the right size; one entry is handed over as it is.
             var facts: [Fact] = [], bodies: [[UInt8]?] = []
@@ -316,7 +333,7 @@ public final class Journal: Sendable {
 
     private let store: any TallyStore
     private let state: Mutex<State>
-    /// Whether a second writer may write small entries beside the first one's write.
+    /// Whether the express writer writes small entries beside the main writer's write.
     private let express: Bool
 
     /// The store's position when the state this journal writes for was read from it (nil: not
@@ -335,8 +352,8 @@ public final class Journal: Sendable {
         precondition(Journal.bulkFactsWhileSmallWaitRange.contains(bulkFactsWhileSmallWait), "a bulk budget within its range")
         self.startPosition = startPosition
         self.store = store
-        express = store.concurrentWrites
-        state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait, express: store.concurrentWrites))
+        express = store.expressWrites
+        state = Mutex(State(bulkFactsWhileSmallWait: bulkFactsWhileSmallWait, express: store.expressWrites))
     }
 
     /// Queues facts; returns the ticket to wait on. Called under the engine's lock, so each
@@ -345,14 +362,21 @@ public final class Journal: Sendable {
     public func enqueue(_ facts: [Fact], bulk: Bool = false, partition: Int = Journal.everyPartition) -> Ticket {
         precondition(!facts.isEmpty, "an entry carries facts")
         let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
+        // A small entry's accounts are worked out now, to know which writer takes it.
+        let accounts: Set<String>?? = express && !bulk && facts.count <= Journal.smallEntryFactsMax ? .some(FactRoute.accounts(of: facts)) : nil
+        let expressable = accounts.map { $0 != nil } ?? false
         return state.withLock { state in
             state.enqueuedThrough += 1
             let sequence = state.enqueuedThrough
-            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk)
+            let entry = Entry(sequence: sequence, facts: facts, bodies: plain ? Array(repeating: nil, count: facts.count) : nil, bulk: bulk,
+                              expressable: expressable, accounts: accounts)
             state.pending.append(entry)
             state.outstanding[sequence] = partition
             state.outstandingByPartition[partition, default: 0] += 1
-            if plain { state.ready += 1 }
+            if plain {
+                state.ready += 1
+                if !expressable { state.readyMain += 1 }
+            }
             if entry.isSmall { state.smallQueued = .now }
             return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
         }
@@ -433,7 +457,11 @@ public final class Journal: Sendable {
 
     private func startWriters(_ start: (main: Bool, express: Bool)) {
         if start.main { startDraining() }
-        if start.express { Task(priority: .high) { await self.drain(express: true) } }
+        if start.express { startExpress() }
+    }
+
+    private func startExpress() {
+        Task(priority: .high) { await self.drain(express: true) }
     }
 
     /// Encodes the ticket's facts (unless submitted already), then returns once they are in the store.
@@ -500,6 +528,7 @@ public final class Journal: Sendable {
             guard low < state.pending.count, state.pending[low].sequence == ticket.sequence, state.pending[low].bodies == nil else { return }
             state.pending[low].bodies = bodies
             state.ready += 1
+            if !state.pending[low].expressable { state.readyMain += 1 }
         }
     }
 
@@ -509,7 +538,7 @@ public final class Journal: Sendable {
         while let (batch, sequences) = state.withLock({ express ? $0.takeExpress() : $0.take() }) {
             sent.add(Int64(batch.count), ordering: .releasing)
             do {
-                try await store.append(batch)
+                try await (express ? store.appendExpress(batch) : store.append(batch))
             } catch let conflict as StoreConflict {
                 return fail(TallyError(.storeConflict, "another process won a race for the same pack or event: \(conflict.reason)"),
                             known: conflict.known)
@@ -518,6 +547,7 @@ public final class Journal: Sendable {
             }
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
                 state.writingFacts[express ? 1 : 0] = []
+                if !express { state.mainInFlight = [] }
                 var ready: [CheckedContinuation<Signal, Never>] = []
                 for sequence in sequences {
                     if let partition = state.outstanding.removeValue(forKey: sequence) { state.outstandingByPartition[partition]! -= 1 }
@@ -526,8 +556,9 @@ public final class Journal: Sendable {
                 return ready
             }
             for continuation in ready { continuation.resume(returning: .durable) }
-            // The main writer may have stepped down for entries that waited on this write.
+            // Either writer may have stepped down for entries that waited on this write.
             if express, state.withLock({ $0.startWriter() }) { startDraining() }
+            if !express, self.express, state.withLock({ $0.startExpress() }) { startExpress() }
         }
         if express, state.withLock({ $0.startWriter() }) { startDraining() }
     }

@@ -17,6 +17,8 @@ public final class PostgresStore: TallyStore {
     public let kind = "postgres"
     /// Each append is a transaction on a connection of its own from the pool.
     public let concurrentWrites = true
+    /// Small batches are appended beside a bulk one, each on a connection of its own.
+    public let expressWrites = true
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger

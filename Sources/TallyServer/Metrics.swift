@@ -172,10 +172,14 @@ struct ObservedStore: TallyStore {
     func saveConsoleSession(_ session: StoredSession) async throws { try await base.saveConsoleSession(session) }
     func endConsoleSession(digest: [UInt8]) async throws { try await base.endConsoleSession(digest: digest) }
     func pruneConsoleSessions(expiredBefore instant: Instant) async throws { try await base.pruneConsoleSessions(expiredBefore: instant) }
-    func append(_ batch: EncodedBatch) async throws {
+    var expressWrites: Bool { base.expressWrites }
+    func append(_ batch: EncodedBatch) async throws { try await observe(batch) { try await base.append(batch) } }
+    func appendExpress(_ batch: EncodedBatch) async throws { try await observe(batch) { try await base.appendExpress(batch) } }
+
+    private func observe(_ batch: EncodedBatch, _ write: () async throws -> Void) async throws {
         let started = ContinuousClock.now
         do {
-            try await base.append(batch)
+            try await write()
         } catch {
             metrics.storeWriteFailures.increment()
             throw error

@@ -31,6 +31,14 @@ public protocol TallyStore: Sendable {
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry]
     /// Appends a batch atomically: all of it is kept, or none (and the call throws).
     func append(_ batch: EncodedBatch) async throws
+    /// Appends a small batch beside a bulk `append` under way (`expressWrites`), as atomically and
+    /// as durably. The caller sends nothing here that shares an account with a batch not yet
+    /// written, and nothing of a batch's accounts to `append` until this returns.
+    func appendExpress(_ batch: EncodedBatch) async throws
+    /// Whether `appendExpress` runs beside `append` instead of after it: the journal then writes
+    /// small operations' facts beside a bulk write (PostgreSQL takes two transactions side by
+    /// side; SQLite writes them to its express log).
+    var expressWrites: Bool { get }
     /// A short name for reports ("memory", "sqlite", "postgres").
     var kind: String { get }
     /// Whether two appends may run side by side, each its own transaction (PostgreSQL): the journal
@@ -68,6 +76,10 @@ extension TallyStore {
     /// One writer at a time unless a store says otherwise (SQLite has one writer; the memory
     /// store is for tests and the simulator).
     public var concurrentWrites: Bool { false }
+
+    /// No express writes unless a store says so: small batches go through `append`.
+    public var expressWrites: Bool { false }
+    public func appendExpress(_ batch: EncodedBatch) async throws { try await append(batch) }
 
     /// Encodes the facts here and appends them: for callers outside the journal (tests, tools).
     public func append(_ facts: [Fact]) async throws {

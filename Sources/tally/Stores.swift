@@ -63,7 +63,7 @@ enum Stores {
 
     /// Removes an SQLite file with its WAL and shared-memory files.
     static func removeSQLite(_ path: String) {
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) }
     }
 }
 

@@ -383,8 +383,10 @@ final class ProbeStore: TallyStore {
     let microsecondsPerFact: Int
     /// Writes begun.
     let started = Mutex(0)
-    /// Whether writes may run side by side, as PostgreSQL's do.
+    /// Whether writes may run side by side, as PostgreSQL's do (and so small ones are written
+    /// beside a bulk one).
     let concurrentWrites: Bool
+    var expressWrites: Bool { concurrentWrites }
     /// Each write's start and end, in the order they happened, with the write's facts.
     let events = Mutex<[(start: Bool, write: Int, facts: [Fact])]>([])
 
@@ -414,6 +416,13 @@ final class ProbeStore: TallyStore {
     func saveConsoleSession(_ session: StoredSession) async throws {}
     func endConsoleSession(digest: [UInt8]) async throws {}
     func pruneConsoleSessions(expiredBefore instant: Instant) async throws {}
+
+    /// The batches written through `appendExpress`.
+    let expressed = Mutex<[[Fact]]>([])
+    func appendExpress(_ batch: EncodedBatch) async throws {
+        expressed.withLock { $0.append(batch.facts) }
+        try await append(batch)
+    }
 
     func append(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
@@ -670,6 +679,30 @@ final class ProbeStore: TallyStore {
         #expect(events[..<sharedStart].filter(\.start).count == events[..<sharedStart].filter { !$0.start }.count, "nothing under way beside it")
         #expect(follows(JournalTests.usage(account: "d", id: "check"), sharedFact))
         #expect(events.filter(\.start).reduce(0) { $0 + $1.facts.count } == 40_004, "every fact written once")
+    }
+
+    /// On a store with express writes the express writer takes every check, even with the main
+    /// writer idle, and the main writer the bulk entries, passing over checks of other accounts;
+    /// a check queued after its account's bulk entry is written after that entry's write ends.
+    @Test func checksGoToTheExpressWriterAndBulkToTheMainOne() async throws {
+        let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: true)
+        let journal = Journal(store: store)
+        let alone = JournalTests.usage(account: "c", id: "alone")
+        try await journal.waitDurable(journal.enqueue([alone]))
+        #expect(store.expressed.withLock { $0 } == [[alone]])
+
+        let before = JournalTests.usage(account: "c", id: "before")
+        let report = (0..<1_000).map { JournalTests.usage(account: "r", id: "\($0)") }
+        let behind = JournalTests.usage(account: "r", id: "behind")
+        let tickets = [journal.enqueue([before]), journal.enqueue(report, bulk: true), journal.enqueue([behind])]
+        for ticket in tickets { journal.submit(ticket) }
+        for ticket in tickets { try await journal.waitDurable(ticket) }
+        let expressed = store.expressed.withLock { $0 }.flatMap { $0 }
+        #expect(expressed == [alone, before, behind], "checks only, each once")
+        let events = store.events.withLock { $0 }
+        let reportEnd = events.firstIndex { !$0.start && $0.facts.contains(report[0]) }!
+        let behindStart = events.firstIndex { $0.start && $0.facts.contains(behind) }!
+        #expect(behindStart > reportEnd, "its account's report was durable first")
     }
 
     /// Random traffic on a store that takes writes side by side: small and bulk entries of a few
