@@ -14,10 +14,11 @@ import TallyStore
 /// except that a small entry (at most `smallEntryFactsMax` facts: a check, a top-up) may go ahead
 /// of entries queued before it that touch none of its accounts, and while small entries wait, one
 /// write takes at most `bulkFactsWhileSmallWait` facts of bulk entries. On a store with express
-/// writes (`TallyStore.expressWrites`: SQLite's express log, PostgreSQL's second connection) a
-/// second writer takes every small entry of one account's facts, beside the main writer's write,
-/// and the main writer takes the rest, each entry ahead of small ones it passes when it shares no
-/// account with them: a check is durable after its own short write. On a store without them,
+/// writes (`TallyStore.expressWrites`: SQLite's express log, PostgreSQL's second connection),
+/// while the main writer writes, a second writer takes the small entries of one account's facts
+/// beside it, and the main writer leaves them to it, taking each other entry ahead of the small
+/// ones it passes when it shares no account with them: a check is durable after its own short
+/// write. With nothing else ready the main writer takes the checks itself. On a store without them,
 /// ready small entries get a write of their own every other write, so a check queued behind
 /// 40,000 facts of reports for other accounts is durable after the write under way and the next
 /// one. Each account's facts still reach the store in the order they were applied, and facts that
@@ -114,6 +115,9 @@ public final class Journal: Sendable {
         /// What each writer's write under way touches: the other writer takes nothing that shares
         /// an account with it (nil: a fact of no single account, which nothing may pass).
         var mainInFlight: Set<String>? = []
+        /// Whether the main writer's write under way carries bulk facts: only then does the
+        /// express writer run beside it (checks alone are written by the main writer).
+        var mainBulk = false
         var expressInFlight: Set<String>? = []
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
@@ -153,16 +157,16 @@ public final class Journal: Sendable {
         /// Takes the writer's role when nobody holds it and some entry is ready; an entry still
         /// being encoded is written once its caller submits it.
         mutating func startWriter() -> Bool {
-            if writing || failure != nil || readyMain == 0 { return false }
+            if writing || failure != nil || ready == 0 { return false }
             writing = true
             return true
         }
 
-        /// Takes the express writer's role when nobody holds it and a small entry is ready (on a
-        /// store with express writes), unless the main writer's write under way holds a fact of
-        /// no single account, which nothing may pass.
+        /// Takes the express writer's role when the main writer is writing bulk facts, nobody holds it and a
+        /// small entry of one account is ready (on a store with express writes), unless the main
+        /// writer's write under way holds a fact of no single account, which nothing may pass.
         mutating func startExpress() -> Bool {
-            if expressWriting || failure != nil || ready == 0 || mainInFlight == nil { return false }
+            if !writing || !mainBulk || expressWriting || failure != nil || ready == 0 || mainInFlight == nil { return false }
             guard pending.contains(where: { $0.expressable && $0.bodies != nil }) else { return false }
             expressWriting = true
             return true
@@ -180,8 +184,10 @@ public final class Journal: Sendable {
                 writing = false
                 return nil
             }
-            // With express writes, the small entries this writer must take are only those of no
-            // single account; the express writer takes the others.
+            // With express writes, while other entries are ready this writer leaves the small
+            // entries of one account to the express writer; with none, it writes them itself
+            // (checks alone: SQLite then has nothing to move from its express log).
+            let leavingExpressable = express && readyMain > 0
             let smallActive = smallQueued.map { ContinuousClock.now - $0 < .milliseconds(Journal.smallActiveMilliseconds) } ?? false
             let smallReady = pending.contains { $0.isSmall && !$0.expressable && $0.bodies != nil }
             let smallWaiting = smallActive || smallReady
@@ -190,13 +196,18 @@ public final class Journal: Sendable {
             if let partition = expedited { chosen = collect(smallWaiting: true, bulkRoom: 0, expediting: partition) }
             if chosen.taken.isEmpty && smallReady && !express && !lastTookSmallOnly { chosen = collect(smallWaiting: true, bulkRoom: 0) }
             // Every small entry ready sits behind one of its accounts' bulk entries: an ordinary write.
-            if chosen.taken.isEmpty { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom) }
+            if chosen.taken.isEmpty { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom, leavingExpressable: leavingExpressable) }
+            // What is ready waits behind small entries left to the express writer, which runs only
+            // beside a bulk write: this writer takes them itself.
+            if chosen.taken.isEmpty && leavingExpressable { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom) }
             guard !chosen.taken.isEmpty else {
                 writing = false
                 mainInFlight = []
+                mainBulk = false
                 return nil
             }
             mainInFlight = chosen.route
+            mainBulk = chosen.bulkTaken > 0
             lastTookSmallOnly = chosen.bulkTaken == 0 && smallReady
             let written = batch(of: chosen.taken, factCount: chosen.factCount)
             writingFacts[0] = written.batch.facts
@@ -208,7 +219,9 @@ public final class Journal: Sendable {
         /// no bulk entry at all; otherwise the first bulk entry always goes, whatever its size.
         /// `expediting`: that partition's entries only, bulk ones too, each clear of what it
         /// passes like a small one (other partitions' accounts are other accounts).
-        private mutating func collect(smallWaiting: Bool, bulkRoom: Int, expediting: Int? = nil) -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
+        /// `leavingExpressable`: no small entry the express writer takes.
+        private mutating func collect(smallWaiting: Bool, bulkRoom: Int, expediting: Int? = nil, leavingExpressable: Bool = false)
+            -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
             var factCount = 0
             var taken: [Int] = []
             var bulkTaken = 0
@@ -235,7 +248,7 @@ public final class Journal: Sendable {
                         take = outstanding[entry.sequence] == expediting
                             && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
                     } else if entry.isSmall {
-                        take = !entry.expressable
+                        take = !(leavingExpressable && entry.expressable)
                             && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
                     } else {
                         // The first bulk entry always goes, whatever its size: small entries
@@ -536,6 +549,8 @@ public final class Journal: Sendable {
     /// role ends with the queue (`take` gives it up).
     private func drain(express: Bool = false) async {
         while let (batch, sequences) = state.withLock({ express ? $0.takeExpress() : $0.take() }) {
+            // Checks left waiting (or behind this write's accounts before it) go beside a bulk write.
+            if !express, self.express, state.withLock({ $0.startExpress() }) { startExpress() }
             sent.add(Int64(batch.count), ordering: .releasing)
             do {
                 try await (express ? store.appendExpress(batch) : store.append(batch))
@@ -547,7 +562,10 @@ public final class Journal: Sendable {
             }
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
                 state.writingFacts[express ? 1 : 0] = []
-                if !express { state.mainInFlight = [] }
+                if !express {
+                    state.mainInFlight = []
+                    state.mainBulk = false
+                }
                 var ready: [CheckedContinuation<Signal, Never>] = []
                 for sequence in sequences {
                     if let partition = state.outstanding.removeValue(forKey: sequence) { state.outstandingByPartition[partition]! -= 1 }
@@ -556,9 +574,8 @@ public final class Journal: Sendable {
                 return ready
             }
             for continuation in ready { continuation.resume(returning: .durable) }
-            // Either writer may have stepped down for entries that waited on this write.
+            // The main writer may have stepped down for entries that waited on this write.
             if express, state.withLock({ $0.startWriter() }) { startDraining() }
-            if !express, self.express, state.withLock({ $0.startExpress() }) { startExpress() }
         }
         if express, state.withLock({ $0.startWriter() }) { startDraining() }
     }

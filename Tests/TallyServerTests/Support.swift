@@ -38,7 +38,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .postgres:
             let base = ProcessInfo.processInfo.environment["TALLY_TEST_POSTGRES_URL"]!
             let url = try await PostgresStore.createDatabase(near: base, name: "s_\(UUID().uuidString.prefix(8).lowercased())")
-            return try await PostgresStore(url: url)
+            // The suites open many stores at once on two cores: their migrations then took more
+            // than the default 5 s now and then.
+            return try await PostgresStore(url: url, connectTimeoutSeconds: 30)
         }
     }
 }

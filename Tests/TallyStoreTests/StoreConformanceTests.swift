@@ -681,15 +681,17 @@ final class ProbeStore: TallyStore {
         #expect(events.filter(\.start).reduce(0) { $0 + $1.facts.count } == 40_004, "every fact written once")
     }
 
-    /// On a store with express writes the express writer takes every check, even with the main
-    /// writer idle, and the main writer the bulk entries, passing over checks of other accounts;
-    /// a check queued after its account's bulk entry is written after that entry's write ends.
-    @Test func checksGoToTheExpressWriterAndBulkToTheMainOne() async throws {
+    /// On a store with express writes a check with nothing else queued goes to the main writer
+    /// (SQLite has nothing to move from its log then). Beside a bulk entry the express writer
+    /// takes the checks and the main writer the bulk entry, passing over checks of other
+    /// accounts; a check queued after its account's bulk entry is written after that entry's
+    /// write ends.
+    @Test func checksGoToTheExpressWriterBesideBulkWork() async throws {
         let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: true)
         let journal = Journal(store: store)
         let alone = JournalTests.usage(account: "c", id: "alone")
         try await journal.waitDurable(journal.enqueue([alone]))
-        #expect(store.expressed.withLock { $0 } == [[alone]])
+        #expect(store.expressed.withLock { $0 }.isEmpty, "the main writer took it")
 
         let before = JournalTests.usage(account: "c", id: "before")
         let report = (0..<1_000).map { JournalTests.usage(account: "r", id: "\($0)") }
@@ -698,7 +700,9 @@ final class ProbeStore: TallyStore {
         for ticket in tickets { journal.submit(ticket) }
         for ticket in tickets { try await journal.waitDurable(ticket) }
         let expressed = store.expressed.withLock { $0 }.flatMap { $0 }
-        #expect(expressed == [alone, before, behind], "checks only, each once")
+        #expect(expressed.first == before, "the check beside the report")
+        #expect(!expressed.contains(report[0]))
+        #expect(store.events.withLock { $0 }.filter(\.start).reduce(0) { $0 + $1.facts.count } == 1_003, "every fact written once")
         let events = store.events.withLock { $0 }
         let reportEnd = events.firstIndex { !$0.start && $0.facts.contains(report[0]) }!
         let behindStart = events.firstIndex { $0.start && $0.facts.contains(behind) }!

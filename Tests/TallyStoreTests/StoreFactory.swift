@@ -12,6 +12,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var testDescription: String { rawValue }
 
     static let postgresURL = ProcessInfo.processInfo.environment["TALLY_TEST_POSTGRES_URL"]
+    /// How long a test waits to open a PostgreSQL store: the suites open many at once on two
+    /// cores, and their migrations then took more than the default 5 s now and then.
+    static let postgresConnectTimeoutSeconds: Int64 = 30
 
     /// The kinds this run can test.
     static var available: [StoreKind] { postgresURL == nil ? [.memory, .sqlite] : allCases }
@@ -28,7 +31,8 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .postgres:
             guard let base = StoreKind.postgresURL else { throw TallyError(.storeUnavailable, "no test cluster") }
             let url = try await PostgresStore.createDatabase(near: base, name: "t_\(UUID().uuidString.prefix(8).lowercased())")
-            return (try await PostgresStore(url: url), { try await PostgresStore(url: url) })
+            let timeout = StoreKind.postgresConnectTimeoutSeconds
+            return (try await PostgresStore(url: url, connectTimeoutSeconds: timeout), { try await PostgresStore(url: url, connectTimeoutSeconds: timeout) })
         }
     }
 }
