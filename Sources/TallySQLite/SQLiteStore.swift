@@ -71,29 +71,17 @@ public final class SQLiteStore: TallyStore {
     public init(path: String) throws {
         _ = SQLiteStore.processSettings
         self.path = path
-        var configuration = Configuration()
-        configuration.journalMode = .wal
-        configuration.busyMode = .timeout(10)
+        var configuration = SQLiteStore.durableWAL()
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
             // The unique index on (account, id) takes inserts all over its pages: a writer's page
             // cache that holds it spares a read per insert (the default is 2 MB). Readers scan,
             // and keep the default.
             if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -\(SQLiteStore.cacheKiB)") }
-            // The checkpointer copies pages beside the writer; the writer checkpoints only past
-            // this many (the default, 1,000, made it copy most pages back after every commit).
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteStore.checkpointPages)")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
         try SQLiteStore.migrator.migrate(pool)
-        var expressConfiguration = Configuration()
-        expressConfiguration.journalMode = .wal
-        expressConfiguration.busyMode = .timeout(10)
-        expressConfiguration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteStore.checkpointPages)")
-        }
+        let expressConfiguration = SQLiteStore.durableWAL()
         // The writer reads the main file in its own transaction, as the attached database `store`.
         var expressWriter = expressConfiguration
         expressWriter.prepareDatabase { db in try db.execute(sql: "ATTACH DATABASE ? AS store", arguments: [path]) }
@@ -117,6 +105,20 @@ public final class SQLiteStore: TallyStore {
                 await store.checkpointIfCommitted()
             }
         }
+    }
+
+    /// Both files' settings: WAL with `synchronous = FULL`, so a commit is flushed before it is
+    /// acknowledged. The checkpointer copies pages beside the writer; the writer checkpoints only
+    /// past `checkpointPages` (the default, 1,000, made it copy most pages back after every commit).
+    static func durableWAL() -> Configuration {
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteStore.checkpointPages)")
+        }
+        return configuration
     }
 
     /// The bytes the writing connection's page cache holds now (SQLite's `SQLITE_DBSTATUS_CACHE_USED`):
