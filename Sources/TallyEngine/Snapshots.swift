@@ -76,7 +76,9 @@ extension Tally {
         var unloaded = Set((0..<partitioning.count).filter { keeping[$0] == nil })
         for rank in 0..<(usageIndexDays == nil ? 0 : StoredSnapshot.keptPerPartition) where !unloaded.isEmpty {
             let started = ContinuousClock.now
-            var waiting = try await store.snapshots(rank: rank).filter { unloaded.contains($0.partition) }[...]
+            // Every partition's at a start; a reload's few by name.
+            let asked = unloaded.count == partitioning.count ? nil : unloaded.sorted()
+            var waiting = try await store.snapshots(rank: rank, partitions: asked).filter { unloaded.contains($0.partition) }[...]
             let tried = Set(waiting.map(\.partition))
             let read = ContinuousClock.now
             await withTaskGroup(of: (Int, (state: TallyState, position: Int64, facts: Int64)?).self) { group in

@@ -306,11 +306,13 @@ public final class PostgresStore: TallyStore {
         }
     }
 
-    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
+    public func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] {
         var found: [StoredSnapshot] = []
+        let every = partitions == nil, listed = partitions ?? []
         let rows = try await client.query("""
             SELECT partition, position, taken, body FROM snapshots AS s
-            WHERE \(rank)::bigint IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = \(rank)::bigint
+            WHERE (\(rank)::bigint IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = \(rank)::bigint)
+              AND (\(every) OR partition = ANY(\(listed)))
             ORDER BY partition, position DESC
             """, logger: logger)
         for try await (partition, position, taken, body) in rows.decode((Int, Int64, Int64, ByteBuffer).self) {

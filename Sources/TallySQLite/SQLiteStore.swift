@@ -491,15 +491,18 @@ public final class SQLiteStore: TallyStore {
         committed.store(true, ordering: .relaxed)
     }
 
-    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
-        try await pool.read { db in
+    public func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] {
+        // The partitions as a JSON array, which `json_each` reads as rows.
+        let listed = partitions.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
+        return try await pool.read { db in
             // A body is read only for the rows returned (a blob's overflow pages are read when the
             // column is).
             try Row.fetchAll(db, sql: """
                 SELECT partition, position, taken, body FROM snapshots AS s
-                WHERE ?1 IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = ?1
+                WHERE (?1 IS NULL OR (SELECT COUNT(*) FROM snapshots AS t WHERE t.partition = s.partition AND t.position > s.position) = ?1)
+                  AND (?2 IS NULL OR partition IN (SELECT value FROM json_each(?2)))
                 ORDER BY partition, position DESC
-                """, arguments: [rank]).map { row in
+                """, arguments: [rank, listed]).map { row in
                 let body: Data = row[3]
                 return StoredSnapshot(partition: row[0], position: row[1], taken: Instant(microseconds: row[2]), bytes: [UInt8](body))
             }

@@ -161,7 +161,7 @@ struct ObservedStore: TallyStore {
         try await base.saveSnapshot(snapshot)
         metrics.snapshotsWritten.increment()
     }
-    func snapshots(rank: Int?) async throws -> [StoredSnapshot] { try await base.snapshots(rank: rank) }
+    func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] { try await base.snapshots(rank: rank, partitions: partitions) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { try await base.answer(for: key) }
     func saveAnswer(_ answer: StoredAnswer) async throws { try await base.saveAnswer(answer) }

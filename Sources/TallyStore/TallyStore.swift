@@ -21,8 +21,9 @@ public protocol TallyStore: Sendable {
     func saveSnapshot(_ snapshot: StoredSnapshot) async throws
     /// The snapshots kept, newest first within each partition (`rank` nil), or each partition's
     /// snapshot at `rank` (0: its newest; 1: the one before): a start reads the newest only, and
-    /// the one before only for a partition whose newest cannot be used.
-    func snapshots(rank: Int?) async throws -> [StoredSnapshot]
+    /// the one before only for a partition whose newest cannot be used. `partitions`: those
+    /// partitions' only (nil: every partition's), for a reload of a few.
+    func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot]
     /// Every stored usage event recounted into monthly totals as it streams past: what the audit
     /// compares the state's totals with, since the state keeps only recent events' ids.
     func recountUsage(zone: Zone) async throws -> UsageRecount
@@ -71,7 +72,10 @@ public protocol TallyStore: Sendable {
 
 extension TallyStore {
     /// Every snapshot kept, newest first within each partition.
-    public func snapshots() async throws -> [StoredSnapshot] { try await snapshots(rank: nil) }
+    public func snapshots() async throws -> [StoredSnapshot] { try await snapshots(rank: nil, partitions: nil) }
+
+    /// Every partition's snapshots at `rank` (nil: all of them).
+    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] { try await snapshots(rank: rank, partitions: nil) }
 
     /// One writer at a time unless a store says otherwise (SQLite has one writer; the memory
     /// store is for tests and the simulator).
@@ -202,9 +206,9 @@ public final class InMemoryStore: TallyStore {
         }
     }
 
-    public func snapshots(rank: Int?) async throws -> [StoredSnapshot] {
+    public func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] {
         kept.withLock { kept in
-            kept.keys.sorted().flatMap { partition in
+            kept.keys.sorted().filter { partitions?.contains($0) ?? true }.flatMap { partition in
                 let list = kept[partition]!
                 return rank.map { list.dropFirst($0).prefix(1) } ?? list[...]
             }

@@ -16,7 +16,7 @@ final class StoppingStore: TallyStore {
     func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { try await base.rebuild(state, after: position) }
     func position() async throws -> Int64 { try await base.position() }
     func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try await base.saveSnapshot(snapshot) }
-    func snapshots(rank: Int?) async throws -> [StoredSnapshot] { try await base.snapshots(rank: rank) }
+    func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] { try await base.snapshots(rank: rank, partitions: partitions) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { try await base.storedUsage(keys) }
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}

@@ -26,7 +26,7 @@ final class OutageStore: TallyStore {
     }
     func position() async throws -> Int64 { try check(); return try await base.position() }
     func saveSnapshot(_ snapshot: StoredSnapshot) async throws { try check(); try await base.saveSnapshot(snapshot) }
-    func snapshots(rank: Int?) async throws -> [StoredSnapshot] { try check(); return try await base.snapshots(rank: rank) }
+    func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] { try check(); return try await base.snapshots(rank: rank, partitions: partitions) }
     func recountUsage(zone: Zone) async throws -> UsageRecount { try check(); return try await base.recountUsage(zone: zone) }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         try check()

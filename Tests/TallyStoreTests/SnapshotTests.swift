@@ -81,7 +81,8 @@ import TallyStore
         mutating func fold(_ fact: Fact, at position: Int64) { seen.append((position, fact.kind, FactRoute.isShared(fact))) }
     }
 
-    /// A store keeps the newest two snapshots of each partition, across a reopen, newest first.
+    /// A store keeps the newest two snapshots of each partition, across a reopen, newest first,
+    /// and answers by rank and by partition.
     @Test(arguments: StoreKind.available)
     func aStoreKeepsTheNewestTwoOfEachPartition(kind: StoreKind) async throws {
         let (store, reopen) = try await kind.make()
@@ -99,6 +100,11 @@ import TallyStore
         #expect(newest.map { [$0.partition, Int($0.position)] } == [[0, 12], [3, 4]] && newest[0].bytes == [12, 1, 2])
         #expect(before.map { [$0.partition, Int($0.position)] } == [[0, 9]] && before[0].bytes == [9, 1, 2])
         #expect(try await reopened.snapshots(rank: 2).isEmpty)
+        // By partition: a reload reads the few it reloads.
+        let three = try await reopened.snapshots(rank: 0, partitions: [3]), none = try await reopened.snapshots(rank: nil, partitions: [1, 2])
+        #expect(three.map { [$0.partition, Int($0.position)] } == [[3, 4]] && none.isEmpty)
+        let both = try await reopened.snapshots(rank: nil, partitions: [0, 3])
+        #expect(both.map { [$0.partition, Int($0.position)] } == [[0, 12], [0, 9], [3, 4]])
     }
 
     /// A rebuild after a position hands over every shared fact and every fact after it, in

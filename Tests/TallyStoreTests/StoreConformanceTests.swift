@@ -405,7 +405,7 @@ final class ProbeStore: TallyStore {
     func rebuild<State: FactFolding>(_ state: State, after position: Int64) async throws -> State { state }
     func position() async throws -> Int64 { Int64(written.withLock { $0.count }) }
     func saveSnapshot(_ snapshot: StoredSnapshot) async throws { throw TallyError(.storeUnavailable, "the probe keeps no snapshots") }
-    func snapshots(rank: Int?) async throws -> [StoredSnapshot] { [] }
+    func snapshots(rank: Int?, partitions: [Int]?) async throws -> [StoredSnapshot] { [] }
     func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] { [:] }
     func answer(for key: String) async throws -> StoredAnswer? { nil }
     func saveAnswer(_ answer: StoredAnswer) async throws {}
