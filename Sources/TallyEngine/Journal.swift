@@ -76,8 +76,9 @@ public final class Journal: Sendable {
         var bodies: [[UInt8]?]?
         /// Whether it is a bulk operation's, whatever its size (a small part of a large report).
         let bulk: Bool
-        /// Whether the express writer takes it: a small entry whose facts are all one account's,
-        /// on a store with express writes. The main writer then never does.
+        /// Whether the express writer may take it: a small entry whose facts are all one
+        /// account's, on a store with express writes. The main writer leaves it to that writer
+        /// while other entries are ready (`take`).
         let expressable: Bool
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
@@ -233,6 +234,8 @@ public final class Journal: Sendable {
             // wait; with express writes, any entry clear of those passed over, since this writer
             // leaves the small entries of one account to the express writer.
             let passing = smallWaiting || express
+            // Whether the entry at `index` shares no account with those passed over.
+            func clearOfPassed(_ index: Int) -> Bool { pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false }
             for index in pending.indices {
                 if passedShared || factCount >= Journal.batchSizeMax { break }
                 let inOrder = taken.count == index
@@ -246,15 +249,15 @@ public final class Journal: Sendable {
                 if clearOfExpress, entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
                     if let expediting {
                         take = outstanding[entry.sequence] == expediting
-                            && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
+                            && (inOrder || clearOfPassed(index))
                     } else if entry.isSmall {
                         take = !(leavingExpressable && entry.expressable)
-                            && (inOrder || pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false)
+                            && (inOrder || clearOfPassed(index))
                     } else {
                         // The first bulk entry always goes, whatever its size: small entries
                         // arriving without end must not hold a report back for ever.
                         take = bulkRoom > 0 && (bulkTaken == 0 || bulkTaken + entry.facts.count <= bulkRoom)
-                            && (inOrder || (express && pending[index].route().map { passedAccounts.isDisjoint(with: $0) } ?? false))
+                            && (inOrder || (express && clearOfPassed(index)))
                     }
                 }
                 // In order, the first entry left behind ends the batch.

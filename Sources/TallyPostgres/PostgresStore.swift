@@ -505,10 +505,7 @@ public final class PostgresStore: TallyStore {
             if state == "23514" || state == "23505" {
                 // Ids of the batch already stored (by another process, or older than the engine's
                 // index) go back to the engine, which remembers them before retrying.
-                let keys = batch.facts.compactMap { fact -> TallyState.UsageKey? in
-                    guard case .usageRecorded(let record, _) = fact else { return nil }
-                    return TallyState.usageKey(account: record.account, id: record.id)
-                }
+                let keys = batch.usageKeys
                 let known = state == "23505" && !keys.isEmpty ? try await storedUsage(keys) : [:]
                 throw StoreConflict(reason: server.serverInfo?[.message] ?? "constraint violated", known: known)
             }

@@ -161,6 +161,19 @@ public final class SQLiteStore: TallyStore {
         CREATE UNIQUE INDEX IF NOT EXISTS usage_events_key ON usage_events(id, account);
         """
 
+    /// Deletes the facts at `positions` from the express log (its own tables, on a connection
+    /// that may have the main file attached).
+    static func forget(_ positions: ClosedRange<Int64>, inLog db: Database) throws {
+        for table in ["facts", "usage_events"] {
+            try db.execute(sql: "DELETE FROM main.\(table) WHERE seq BETWEEN ? AND ?", arguments: [positions.lowerBound, positions.upperBound])
+        }
+    }
+
+    /// Every file a store at `path` keeps, removed (those there are).
+    public static func removeFiles(at path: String) {
+        for file in files(path) { try? FileManager.default.removeItem(atPath: file) }
+    }
+
     /// Whether the main file holds the fact at position `seq`.
     static func holds(_ seq: Int64, _ db: Database) throws -> Bool {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM facts WHERE seq = ?1) OR EXISTS (SELECT 1 FROM usage_events WHERE seq = ?1)",
@@ -189,9 +202,7 @@ public final class SQLiteStore: TallyStore {
             }
             for run in runs { try SQLiteStore.write(try EncodedBatch(encoding: run.facts), firstSequence: run.first, db: db) }
         }
-        try express.write { db in
-            for table in ["facts", "usage_events"] { try db.execute(sql: "DELETE FROM \(table) WHERE seq <= ?", arguments: [last]) }
-        }
+        try express.write { db in try SQLiteStore.forget(Int64.min...last, inLog: db) }
     }
 
     /// Writes a small batch to the express log, beside the main file's write under way; it is
@@ -210,19 +221,12 @@ public final class SQLiteStore: TallyStore {
             defer { state.moved.removeAll() }
             return state.moved
         }
-        let keys = batch.facts.compactMap { fact -> TallyState.UsageKey? in
-            guard case .usageRecorded(let record, _) = fact else { return nil }
-            return TallyState.usageKey(account: record.account, id: record.id)
-        }
+        let keys = batch.usageKeys
         do {
             // Deferred: an immediate transaction would take the attached main file's write lock
             // too, and wait for the write under way there.
             try await express.writeWithoutTransaction { db in try db.inTransaction(.deferred) {
-                for range in moved {
-                    for table in ["facts", "usage_events"] {
-                        try db.execute(sql: "DELETE FROM main.\(table) WHERE seq BETWEEN ? AND ?", arguments: [range.lowerBound, range.upperBound])
-                    }
-                }
+                for range in moved { try SQLiteStore.forget(range, inLog: db) }
                 // The main file's unique index is not there to refuse an event counted before, so
                 // it is looked up here: in the log, and in the main file, attached (a WAL reader's
                 // snapshot, which does not wait for the write under way; that write shares no
@@ -584,10 +588,7 @@ public final class SQLiteStore: TallyStore {
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             // An event id the store holds but the engine's index no longer does (older than its
             // window): the batch rolled back; the engine reloads, remembers these and retries.
-            let keys = batch.facts.compactMap { fact -> TallyState.UsageKey? in
-                guard case .usageRecorded(let record, _) = fact else { return nil }
-                return TallyState.usageKey(account: record.account, id: record.id)
-            }
+            let keys = batch.usageKeys
             let known = try await storedUsage(keys)
             guard !known.isEmpty else { throw error }
             throw StoreConflict(reason: "\(known.count) event ids of the batch were counted before", known: known)

@@ -108,6 +108,15 @@ public struct EncodedBatch: Sendable {
         self.init(facts: facts, bodies: try StreamingJSONEncoder.bodies(of: facts))
     }
 
+    /// The keys of the usage events among the facts: what a store looks up when it refuses an
+    /// event counted before.
+    public var usageKeys: [TallyState.UsageKey] {
+        facts.compactMap { fact in
+            guard case .usageRecorded(let record, _) = fact else { return nil }
+            return TallyState.usageKey(account: record.account, id: record.id)
+        }
+    }
+
     public var count: Int { facts.count }
     public var isEmpty: Bool { facts.isEmpty }
 }

@@ -63,7 +63,7 @@ enum Stores {
 
     /// Removes an SQLite file with its WAL and shared-memory files.
     static func removeSQLite(_ path: String) {
-        for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) }
+        SQLiteStore.removeFiles(at: path)
     }
 }
 

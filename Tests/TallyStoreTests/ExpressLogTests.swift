@@ -26,7 +26,7 @@ import TallyStore
     /// once the store is opened again, in its place, and the log is empty.
     @Test func aBatchOnlyTheLogHoldsSurvivesACrash() async throws {
         let path = Self.path()
-        defer { for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) } }
+        defer { SQLiteStore.removeFiles(at: path) }
         let store = try SQLiteStore(path: path)
         try await store.append(EncodedBatch(encoding: [Self.opened("a")]))
         let logged: [Fact] = [Self.opened("b"), StoreConformanceTests.usage("b", 1), StoreConformanceTests.usage("a", 2)]
@@ -49,7 +49,7 @@ import TallyStore
     /// may record its usage (the foreign key holds), and the facts keep their order.
     @Test func theNextMainWriteMovesTheLogFirst() async throws {
         let path = Self.path()
-        defer { for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) } }
+        defer { SQLiteStore.removeFiles(at: path) }
         let store = try SQLiteStore(path: path)
         try await store.appendExpress(EncodedBatch(encoding: [Self.opened("a")]))
         let usage = (0..<100).map { StoreConformanceTests.usage("a", $0) }
@@ -65,7 +65,7 @@ import TallyStore
     /// all the same.
     @Test func aRefusedMainBatchStillMovesTheLog() async throws {
         let path = Self.path()
-        defer { for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) } }
+        defer { SQLiteStore.removeFiles(at: path) }
         let store = try SQLiteStore(path: path)
         try await store.appendExpress(EncodedBatch(encoding: [Self.opened("a")]))
         await #expect(throws: (any Error).self) {
@@ -79,7 +79,7 @@ import TallyStore
     /// the main file's unique index does, and says which.
     @Test func theLogRefusesAnEventCountedBefore() async throws {
         let path = Self.path()
-        defer { for file in SQLiteStore.files(path) { try? FileManager.default.removeItem(atPath: file) } }
+        defer { SQLiteStore.removeFiles(at: path) }
         let store = try SQLiteStore(path: path)
         try await store.append(EncodedBatch(encoding: [Self.opened("a"), StoreConformanceTests.usage("a", 1)]))
         try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 2)]))
