@@ -59,6 +59,18 @@ public final class SQLiteStore: TallyStore {
     /// leaves quiet long enough for the checkpointer to finish.
     static let checkpointPages = 65_536
 
+    /// The dispatch quality of service of each connection's queue, which on Linux is a thread's
+    /// nice value: libdispatch runs each class on threads of its own (user-interactive -4, default
+    /// 0, utility +2, background +10). The express log's writer commits the checks that wait
+    /// beside a bulk write; it goes ahead of everything else for a core. The main file's
+    /// connections (the writer's bulk writes, the readers' reloads) and both checkpointers go
+    /// after the request threads. With every queue at the default, a check's commit to the log
+    /// waited for a core behind the main writer's inserts (docs/decisions.md, "Threads by
+    /// urgency").
+    static let expressQoS = DispatchQoS.userInteractive
+    static let mainQoS = DispatchQoS.utility
+    static let checkpointerQoS = DispatchQoS.utility
+
     /// SQLite's settings for the whole process, made once, before the first connection opens:
     /// memory statistics off (with them on, each of SQLite's allocations took a process-wide lock;
     /// ingest ran 8-15% faster without). A connection opened earlier (by GRDB used directly, in a
@@ -79,11 +91,14 @@ public final class SQLiteStore: TallyStore {
             // and keep the default.
             if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -\(SQLiteStore.cacheKiB)") }
         }
+        configuration.qos = SQLiteStore.mainQoS
         pool = try DatabasePool(path: path, configuration: configuration)
         try SQLiteStore.migrator.migrate(pool)
-        let expressConfiguration = SQLiteStore.durableWAL()
+        var expressConfiguration = SQLiteStore.durableWAL()
+        expressConfiguration.qos = SQLiteStore.checkpointerQoS
         // The writer reads the main file in its own transaction, as the attached database `store`.
         var expressWriter = expressConfiguration
+        expressWriter.qos = SQLiteStore.expressQoS
         expressWriter.prepareDatabase { db in try db.execute(sql: "ATTACH DATABASE ? AS store", arguments: [path]) }
         let express = try DatabaseQueue(path: SQLiteStore.expressPath(path), configuration: expressWriter)
         try express.write { db in try db.execute(sql: SQLiteStore.expressSchema) }
@@ -93,6 +108,7 @@ public final class SQLiteStore: TallyStore {
             try Int64.fetchOne(db, sql: "SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM facts UNION ALL SELECT MAX(seq) FROM usage_events)")
         }
         nextSequence = Mutex((last ?? 0) + 1)
+        configuration.qos = SQLiteStore.checkpointerQoS
         checkpointer = try DatabaseQueue(path: path, configuration: configuration)
         expressCheckpointer = try DatabaseQueue(path: SQLiteStore.expressPath(path), configuration: expressConfiguration)
         Task.detached(priority: .utility) { [weak self] in
