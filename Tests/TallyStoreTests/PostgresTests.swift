@@ -103,6 +103,60 @@ struct PostgresTests {
         #expect(try await postgres.count("usage_events") == 1)
     }
 
+    /// A usage event for `account`, paid by `settlement` (one call).
+    static func usage(_ account: String, _ id: String, edition: String? = nil, settlement: Settlement) -> Fact {
+        .usageRecorded(record: UsageRecord(account: account, id: id, api: "taishan.smart-cover", edition: edition, calls: 1,
+                                           at: Instant(seconds: 10), recorded: Instant(seconds: 11), settlement: settlement),
+                       transaction: nil)
+    }
+
+    /// A small batch of usage events alone goes in one statement (`UsageStatement`), a batch with
+    /// other facts by COPY: both keep the batch's order and every column, null or not.
+    @Test func aSmallBatchOfUsageAloneReadsBackAsTheCopyPathWritesIt() async throws {
+        var postpaid = Settlement()
+        postpaid.postpaid = 1
+        var refused = Settlement()
+        refused.refused = 1
+        refused.refusal = .quotaExhausted
+        let events = [Self.usage("a1", "e3", settlement: postpaid), Self.usage("a1", "e1", edition: "pro", settlement: refused),
+                      Self.usage("a1", "e2", settlement: postpaid)]
+        let (alone, _) = try await StoreKind.postgres.make()
+        try await alone.append([StoreConformanceTests.fact(1)])
+        try await alone.append(events)
+        let (copied, _) = try await StoreKind.postgres.make()
+        try await copied.append([StoreConformanceTests.fact(1)] + events)
+        let expected = [StoreConformanceTests.fact(1)] + events
+        #expect(try await alone.loadFacts() == expected)
+        #expect(try await copied.loadFacts() == expected)
+        let stored = try await alone.storedUsage([TallyState.usageKey(account: "a1", id: "e1")])
+        #expect(stored.count == 1)
+    }
+
+    /// The one statement is atomic like the COPY path's transaction: an unknown account, an event
+    /// counted before, or a draw on a pack the store does not hold refuses the whole batch.
+    @Test func aSmallBatchOfUsageAloneIsRefusedWhole() async throws {
+        let (store, _) = try await StoreKind.postgres.make()
+        let postgres = try #require(store as? PostgresStore)
+        var postpaid = Settlement()
+        postpaid.postpaid = 1
+        try await postgres.append([StoreConformanceTests.fact(1), Self.usage("a1", "e1", settlement: postpaid)])
+        await #expect(throws: (any Error).self) {
+            try await postgres.append([Self.usage("a1", "e2", settlement: postpaid), Self.usage("ghost", "e3", settlement: postpaid)])
+        }
+        let repeated = await #expect(throws: StoreConflict.self) {
+            try await postgres.append([Self.usage("a1", "e4", settlement: postpaid), Self.usage("a1", "e1", settlement: postpaid)])
+        }
+        #expect(repeated?.known.keys.contains(TallyState.usageKey(account: "a1", id: "e1")) == true)
+        var drawn = Settlement()
+        drawn.draws = [Settlement.PackDraw(pack: "no-such-pack", calls: 1, isFree: false)]
+        let unknownPack = await #expect(throws: TallyError.self) {
+            try await postgres.append([Self.usage("a1", "e5", settlement: postpaid), Self.usage("a1", "e6", settlement: drawn)])
+        }
+        #expect(unknownPack?.code == .storeUnavailable)
+        #expect(unknownPack?.message.contains("unknown pack") == true)
+        #expect(try await postgres.count("usage_events") == 1)
+    }
+
     /// An unbalanced transaction is refused at commit by the deferred constraint trigger.
     @Test func unbalancedTransactionsAreRefusedAtCommit() async throws {
         let (store, _) = try await StoreKind.postgres.make()
