@@ -580,10 +580,32 @@ public final class SQLiteStore: TallyStore {
                      free: row[8], postpaid: row[10], refused: row[11], refusal: row[12], draws: row[13], transaction: row[14])
     }
 
+    /// Reads the main file and the batches the express log committed that it does not hold yet,
+    /// without moving them: a move is a write to the main file, and this read is on the engine's
+    /// path for a check whose id may be old, which would then wait behind a bulk write. The list
+    /// of batches is read first: a batch leaves it only once the main file holds it, so the main
+    /// file's read, begun after, sees every batch the list no longer shows.
     public func storedUsage(_ keys: [TallyState.UsageKey]) async throws -> [TallyState.UsageKey: UsageEntry] {
         guard !keys.isEmpty else { return [:] }
-        try await moveExpressed()
-        return try await pool.read { db in try SQLiteStore.storedEntries(keys, db) }
+        let waiting = expressed.withLock { $0.waiting }
+        var found = SQLiteStore.entries(keys, in: waiting.map(\.batch))
+        found.merge(try await pool.read { db in try SQLiteStore.storedEntries(keys, db) }) { logged, _ in logged }
+        return found
+    }
+
+    /// The events among `keys` that `batches` hold.
+    static func entries(_ keys: [TallyState.UsageKey], in batches: [EncodedBatch]) -> [TallyState.UsageKey: UsageEntry] {
+        guard !batches.isEmpty else { return [:] }
+        let wanted = Set(keys)
+        var found: [TallyState.UsageKey: UsageEntry] = [:]
+        for batch in batches {
+            for fact in batch.facts {
+                guard case .usageRecorded(let record, _) = fact else { continue }
+                let key = TallyState.usageKey(account: record.account, id: record.id)
+                if wanted.contains(key) { found[key] = UsageEntry(record) }
+            }
+        }
+        return found
     }
 
     // MARK: Writing

@@ -75,6 +75,43 @@ import TallyStore
         #expect(try Self.rowsOnDisk(path, "usage_events") == 0)
     }
 
+    /// Stored usage, the engine's read for an id that may be old, finds what only the log holds
+    /// without moving it: a move is a write to the main file, and here another connection holds
+    /// that file's write lock all along (a move would wait for it, then fail). Once moved, the
+    /// same events are found in the main file.
+    @Test func storedUsageReadsTheLogWithoutMovingIt() async throws {
+        let path = Self.path()
+        defer { SQLiteStore.removeFiles(at: path) }
+        let store = try SQLiteStore(path: path)
+        try await store.append(EncodedBatch(encoding: [Self.opened("a"), StoreConformanceTests.usage("a", 1)]))
+        try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 2)]))
+        let keys = [1, 2, 3].map { TallyState.usageKey(account: "a", id: "u\($0)") }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        let blocker = try DatabaseQueue(path: path, configuration: configuration)
+        let held = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? blocker.inDatabase { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                held.signal()
+                release.wait()
+                try db.execute(sql: "ROLLBACK")
+            }
+        }
+        holder.start()
+        held.wait()
+        let before: [TallyState.UsageKey: UsageEntry]
+        do {
+            defer { release.signal() }
+            before = try await store.storedUsage(keys)
+        }
+        #expect(Set(before.keys.map(\.id)) == ["u1", "u2"])
+        try await store.append(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 4)]))
+        #expect(try Self.rowsOnDisk(path, "usage_events") == 3)
+        let after = try await store.storedUsage(keys)
+        #expect(after == before)
+    }
+
     /// The log refuses an event the store counted before, in the main file or in the log, as
     /// the main file's unique index does, and says which.
     @Test func theLogRefusesAnEventCountedBefore() async throws {
