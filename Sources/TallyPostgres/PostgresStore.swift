@@ -603,22 +603,51 @@ public final class PostgresStore: TallyStore {
 
 /// A small batch of usage events alone, as one statement: the rows go in as arrays, each takes
 /// the next sequence number in the batch's order, and the packs they draw on are charged in the
-/// same statement, which PostgreSQL runs as a transaction of its own. A draw on a pack the store
-/// does not hold fails the whole statement (a division by zero, `unknownPackState`), as the
+/// same statement, which PostgreSQL runs as a transaction of its own. Prepared once a connection
+/// (PostgresNIO keeps it), so a check's write is not planned again each time. A draw on a pack the
+/// store does not hold fails the whole statement (a division by zero, `unknownPackState`), as the
 /// transaction of the COPY path rolls back.
-struct UsageStatement {
+struct UsageStatement: PostgresPreparedStatement {
+    typealias Row = Int64
+
     /// The SQLSTATE of a draw on an unknown pack (division_by_zero, raised on purpose).
     static let unknownPackState = "22012"
+
+    static let sql = """
+        WITH seqs AS (
+            SELECT array_agg(nextval('fact_seq')) AS s FROM generate_series(1, $1::bigint)
+        ), rows AS (
+            SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bigint[], $8::bigint[], $9::bigint[],
+                                 $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::bool[], $16::text[],
+                                 $17::text[], $18::bool[])
+                WITH ORDINALITY AS r(account, id, api, edition, has_edition, calls, at, recorded, free, pack, postpaid, refused,
+                                     refusal, has_refusal, draws, txn, has_txn, n)
+        ), inserted AS (
+            INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
+            SELECT r.account, r.id, seqs.s[r.n], r.api, CASE WHEN r.has_edition THEN r.edition END, r.calls, r.at, r.recorded,
+                   r.free, r.pack, r.postpaid, r.refused, CASE WHEN r.has_refusal THEN r.refusal END, r.draws,
+                   CASE WHEN r.has_txn THEN r.txn END
+            FROM rows r, seqs
+            RETURNING 1
+        ), charged AS (
+            UPDATE packs SET "left" = "left" - d.n FROM UNNEST($19::text[], $20::bigint[]) AS d(id, n)
+            WHERE packs.id = d.id RETURNING packs.id
+        )
+        -- Every pack drawn on was charged, or the division fails the statement (not foldable
+        -- early: it reads the update's rows).
+        SELECT (SELECT count(*) FROM inserted) * (1 / (((SELECT count(*) FROM charged) + $21::bigint) / $22::bigint))
+        """
 
     private var account: [String] = [], id: [String] = [], api: [String] = [], edition: [String] = [], hasEdition: [Bool] = []
     private var calls: [Int64] = [], at: [Int64] = [], recorded: [Int64] = []
     private var free: [Int64] = [], pack: [Int64] = [], postpaid: [Int64] = [], refused: [Int64] = []
     private var refusal: [String] = [], hasRefusal: [Bool] = [], draws: [String] = [], txn: [String] = [], hasTxn: [Bool] = []
-    private var drawn: [String: Int64] = [:]
+    private let packs: [String], amounts: [Int64]
 
     /// Nil unless the batch holds usage events only, and at most `factsMax` of them.
     init?(_ batch: EncodedBatch, factsMax: Int) {
         guard batch.count <= factsMax else { return nil }
+        var drawn: [String: Int64] = [:]
         for fact in batch.facts {
             guard case .usageRecorded(let record, let transaction) = fact else { return nil }
             let settlement = record.settlement
@@ -631,43 +660,31 @@ struct UsageStatement {
             txn.append(transaction?.id ?? ""); hasTxn.append(transaction != nil)
             for draw in settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
         }
+        packs = drawn.keys.sorted()
+        amounts = packs.map { drawn[$0]! }
     }
 
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 22)
+        bindings.append(Int64(account.count))
+        for texts in [account, id, api, edition] { bindings.append(texts) }
+        bindings.append(hasEdition)
+        for numbers in [calls, at, recorded, free, pack, postpaid, refused] { bindings.append(numbers) }
+        bindings.append(refusal); bindings.append(hasRefusal); bindings.append(draws); bindings.append(txn); bindings.append(hasTxn)
+        bindings.append(packs); bindings.append(amounts)
+        // With no pack drawn on: (0 + 1) / 1.
+        bindings.append(Int64(packs.isEmpty ? 1 : 0)); bindings.append(Int64(max(1, packs.count)))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
+
     func run(_ connection: PostgresConnection, logger: Logger) async throws {
-        let packs = drawn.keys.sorted()
-        let amounts = packs.map { drawn[$0]! }
-        // Every pack drawn on was charged, or the division fails the statement; not a constant,
-        // so the planner cannot fold it early.
-        let packsCount = Int64(max(1, packs.count))
-        let extra: Int64 = packs.isEmpty ? 1 : 0, eventCount = Int64(account.count)
-        let statement: PostgresQuery = """
-            WITH seqs AS (
-                SELECT array_agg(nextval('fact_seq')) AS s FROM generate_series(1, \(eventCount))
-            ), rows AS (
-                SELECT * FROM UNNEST(\(account)::text[], \(id)::text[], \(api)::text[], \(edition)::text[], \(hasEdition)::bool[],
-                                     \(calls)::bigint[], \(at)::bigint[], \(recorded)::bigint[], \(free)::bigint[], \(pack)::bigint[],
-                                     \(postpaid)::bigint[], \(refused)::bigint[], \(refusal)::text[], \(hasRefusal)::bool[],
-                                     \(draws)::text[], \(txn)::text[], \(hasTxn)::bool[])
-                    WITH ORDINALITY AS r(account, id, api, edition, has_edition, calls, at, recorded, free, pack, postpaid, refused,
-                                         refusal, has_refusal, draws, txn, has_txn, n)
-            ), inserted AS (
-                INSERT INTO usage_events (account, id, seq, api, edition, calls, at, recorded, free, pack, postpaid, refused, refusal, draws, txn)
-                SELECT r.account, r.id, seqs.s[r.n], r.api, CASE WHEN r.has_edition THEN r.edition END, r.calls, r.at, r.recorded,
-                       r.free, r.pack, r.postpaid, r.refused, CASE WHEN r.has_refusal THEN r.refusal END, r.draws,
-                       CASE WHEN r.has_txn THEN r.txn END
-                FROM rows r, seqs
-                RETURNING 1
-            ), charged AS (
-                UPDATE packs SET "left" = "left" - d.n FROM UNNEST(\(packs)::text[], \(amounts)::bigint[]) AS d(id, n)
-                WHERE packs.id = d.id RETURNING packs.id
-            )
-            SELECT (SELECT count(*) FROM inserted), 1 / (((SELECT count(*) FROM charged) + \(extra)) / \(packsCount))
-            """
         // Read to the end: an error after the statement's first row shows only there.
         var inserted: Int64 = 0
-        for try await (count, _) in try await connection.query(statement, logger: logger).decode((Int64, Int64).self) { inserted = count }
-        guard inserted == eventCount else {
-            throw TallyError(.storeUnavailable, "PostgreSQL stored \(inserted) of a batch's \(eventCount) usage events")
+        for try await count in try await connection.execute(self, logger: logger) { inserted = count }
+        guard inserted == Int64(account.count) else {
+            throw TallyError(.storeUnavailable, "PostgreSQL stored \(inserted) of a batch's \(account.count) usage events")
         }
     }
 }
