@@ -16,6 +16,15 @@ import TallyStore
         .accountOpened(account: account, subject: .personal, verified: true, at: Instant(seconds: 1))
     }
 
+    /// A store at `path` with account `a` and its event `u1` in the main file, and its event `u2`
+    /// in the express log only.
+    static func storeWithAnEventInEachFile(_ path: String) async throws -> SQLiteStore {
+        let store = try SQLiteStore(path: path)
+        try await store.append(EncodedBatch(encoding: [opened("a"), StoreConformanceTests.usage("a", 1)]))
+        try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 2)]))
+        return store
+    }
+
     /// Rows of `table` in the file at `path` as it is on disk, read past the store (which would
     /// move what its log holds first).
     static func rowsOnDisk(_ path: String, _ table: String) throws -> Int {
@@ -82,9 +91,7 @@ import TallyStore
     @Test func storedUsageReadsTheLogWithoutMovingIt() async throws {
         let path = Self.path()
         defer { SQLiteStore.removeFiles(at: path) }
-        let store = try SQLiteStore(path: path)
-        try await store.append(EncodedBatch(encoding: [Self.opened("a"), StoreConformanceTests.usage("a", 1)]))
-        try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 2)]))
+        let store = try await Self.storeWithAnEventInEachFile(path)
         let keys = [1, 2, 3].map { TallyState.usageKey(account: "a", id: "u\($0)") }
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
@@ -117,9 +124,7 @@ import TallyStore
     @Test func theLogRefusesAnEventCountedBefore() async throws {
         let path = Self.path()
         defer { SQLiteStore.removeFiles(at: path) }
-        let store = try SQLiteStore(path: path)
-        try await store.append(EncodedBatch(encoding: [Self.opened("a"), StoreConformanceTests.usage("a", 1)]))
-        try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 2)]))
+        let store = try await Self.storeWithAnEventInEachFile(path)
         for n in [1, 2] {
             let error = await #expect(throws: StoreConflict.self) {
                 try await store.appendExpress(EncodedBatch(encoding: [StoreConformanceTests.usage("a", 3 + n), StoreConformanceTests.usage("a", n)]))
