@@ -545,11 +545,9 @@ public final class PostgresStore: TallyStore {
         guard seqs.count == batch.count else { throw TallyError(.storeUnavailable, "PostgreSQL gave \(seqs.count) sequence numbers for \(batch.count) facts") }
         var usage = UsageCopy()
         var other = FactColumns()
-        var drawn: [String: Int64] = [:]
         for (index, (fact, seq)) in zip(batch.facts, seqs).enumerated() {
             if case .usageRecorded(let record, let transaction) = fact {
                 usage.append(record, seq: seq, transaction: transaction?.id)
-                for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
                 continue
             }
             other.append(fact, seq: seq, body: batch.bodies[index]!)
@@ -562,9 +560,9 @@ public final class PostgresStore: TallyStore {
                 try await writer.write(text)
             }
         }
+        let drawn = batch.drawsByPack
         if !drawn.isEmpty {
-            let ids = drawn.keys.sorted()
-            let amounts = ids.map { drawn[$0]! }
+            let ids = drawn.map(\.pack), amounts = drawn.map(\.calls)
             let rows = try await connection.query("""
                 UPDATE packs SET "left" = "left" - d.n FROM UNNEST(\(ids)::text[], \(amounts)::bigint[]) AS d(id, n)
                 WHERE packs.id = d.id RETURNING packs.id
@@ -647,7 +645,6 @@ struct UsageStatement: PostgresPreparedStatement {
     /// Nil unless the batch holds usage events only, and at most `factsMax` of them.
     init?(_ batch: EncodedBatch, factsMax: Int) {
         guard batch.count <= factsMax else { return nil }
-        var drawn: [String: Int64] = [:]
         for fact in batch.facts {
             guard case .usageRecorded(let record, let transaction) = fact else { return nil }
             let settlement = record.settlement
@@ -658,10 +655,10 @@ struct UsageStatement: PostgresPreparedStatement {
             refusal.append(settlement.refusal?.rawValue ?? ""); hasRefusal.append(settlement.refusal != nil)
             draws.append(UsageRow.encode(draws: settlement.draws))
             txn.append(transaction?.id ?? ""); hasTxn.append(transaction != nil)
-            for draw in settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
         }
-        packs = drawn.keys.sorted()
-        amounts = packs.map { drawn[$0]! }
+        let drawn = batch.drawsByPack
+        packs = drawn.map(\.pack)
+        amounts = drawn.map(\.calls)
     }
 
     func makeBindings() throws -> PostgresBindings {

@@ -638,7 +638,6 @@ public final class SQLiteStore: TallyStore {
     static func write(_ batch: EncodedBatch, firstSequence: Int64, db: Database, projecting: Bool = true) throws {
         let usage = try UsageInserts(db)
         let insertFact = try Insert(db, "INSERT INTO facts (seq, kind, body) VALUES (?, ?, ?)")
-        var drawn: [String: Int64] = [:]
         let facts = batch.facts
         var offset = 0
         while offset < facts.count {
@@ -647,7 +646,7 @@ public final class SQLiteStore: TallyStore {
                 // account opened earlier in the batch is there for the foreign key.
                 var end = offset + 1
                 while end < facts.count, facts[end].isUsage { end += 1 }
-                try usage.insert(facts[offset..<end], firstSequence: firstSequence, drawn: &drawn)
+                try usage.insert(facts[offset..<end], firstSequence: firstSequence)
                 offset = end
                 continue
             }
@@ -659,7 +658,7 @@ public final class SQLiteStore: TallyStore {
         guard projecting else { return }
         // One update per pack per batch; the CHECK refuses any draw below zero and rolls the batch back.
         let draw = try db.cachedStatement(sql: #"UPDATE packs SET "left" = "left" - ? WHERE id = ?"#)
-        for (pack, calls) in drawn.sorted(by: { $0.key < $1.key }) {
+        for (pack, calls) in batch.drawsByPack {
             draw.setUncheckedArguments([calls, pack])
             try draw.execute()
             guard db.changesCount == 1 else { throw TallyError(.storeUnavailable, "a usage event draws on unknown pack \(pack)") }
@@ -876,8 +875,8 @@ struct UsageInserts {
     }
 
     /// Inserts the rows of `facts`, a run of usage events whose indices are their offsets in the
-    /// batch, and adds their pack draws to `drawn`.
-    func insert(_ facts: ArraySlice<Fact>, firstSequence: Int64, drawn: inout [String: Int64]) throws {
+    /// batch.
+    func insert(_ facts: ArraySlice<Fact>, firstSequence: Int64) throws {
         var offset = facts.startIndex
         while offset < facts.endIndex {
             let rows = facts.endIndex - offset >= UsageInserts.rowsPerStatement ? UsageInserts.rowsPerStatement : 1
@@ -886,7 +885,6 @@ struct UsageInserts {
                 guard case .usageRecorded(let record, let transaction) = facts[offset + row] else { preconditionFailure("a run of usage events") }
                 bind(record, seq: firstSequence + Int64(offset + row), transaction: transaction?.id, into: insert,
                      after: Int32(row) * UsageInserts.columnCount)
-                for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
             }
             try insert.step()
             offset += rows

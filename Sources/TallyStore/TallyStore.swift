@@ -117,6 +117,17 @@ public struct EncodedBatch: Sendable {
         }
     }
 
+    /// The calls the batch's usage events draw on each pack, summed, in the packs' order: what a
+    /// store charges with one update a pack a batch.
+    public var drawsByPack: [(pack: String, calls: Int64)] {
+        var drawn: [String: Int64] = [:]
+        for fact in facts {
+            guard case .usageRecorded(let record, _) = fact else { continue }
+            for draw in record.settlement.draws { drawn[draw.pack, default: 0] += draw.calls }
+        }
+        return drawn.sorted { $0.key < $1.key }.map { (pack: $0.key, calls: $0.value) }
+    }
+
     public var count: Int { facts.count }
     public var isEmpty: Bool { facts.isEmpty }
 }

@@ -172,7 +172,7 @@ struct Bench: AsyncParsableCommand {
     /// written one transaction per event on the same store.
     func ingest(_ catalog: Catalog) async throws -> JSON {
         let (tally, virtualClock, path) = try await engine(catalog, accounts: accounts)
-        defer { Stores.removeSQLite(path) }
+        defer { SQLiteStore.removeFiles(at: path) }
         if aged > 0 {
             try await report(aged, prefix: "old", to: tally)
             try virtualClock.advance(to: virtualClock.now.adding(seconds: (Tally.usageIndexDays + 1) * 86_400))
@@ -193,7 +193,7 @@ struct Bench: AsyncParsableCommand {
         let resident = Bench.residentBytes()
         let pageCache = try await (tally.store as? SQLiteStore)?.writerPageCacheBytes() ?? 0
         let (baseline, _, baselinePath) = try await engine(catalog, accounts: accounts)
-        defer { Stores.removeSQLite(baselinePath) }
+        defer { SQLiteStore.removeFiles(at: baselinePath) }
         let baselineElapsed = try await clock.measure {
             for n in 0..<baselineEvents {
                 try await baseline.perform(Bench.usage(n, accounts: accounts, prefix: "b", mode: .report))
@@ -221,7 +221,7 @@ struct Bench: AsyncParsableCommand {
     /// commit done) before the caller hears it.
     func check(_ catalog: Catalog) async throws -> JSON {
         let (tally, _, path) = try await engine(catalog, accounts: accounts)
-        defer { Stores.removeSQLite(path) }
+        defer { SQLiteStore.removeFiles(at: path) }
         let perCaller = max(1, events / callers / checkBatch) * checkBatch
         let batch = checkBatch
         let clock = ContinuousClock()
@@ -256,7 +256,7 @@ struct Bench: AsyncParsableCommand {
     /// The bill run for `accounts` accounts with post-paid usage, in the command line's chunks.
     func billRun(_ catalog: Catalog) async throws -> JSON {
         let (tally, clock, path) = try await engine(catalog, accounts: accounts)
-        defer { Stores.removeSQLite(path) }
+        defer { SQLiteStore.removeFiles(at: path) }
         var n = 0
         while n < accounts {
             let chunk = (n..<min(n + RecordUsageBatch.eventsMax, accounts)).map {
@@ -333,7 +333,7 @@ extension Bench {
     /// account's bulk report, in process.
     func mixed(_ catalog: Catalog) async throws -> JSON {
         let (tally, _, path) = try await engine(catalog, accounts: max(2, accounts))
-        defer { Stores.removeSQLite(path) }
+        defer { SQLiteStore.removeFiles(at: path) }
         let half = max(1, accounts / 2), checks = self.checks, checkers = self.checkers
         let deadlineSeconds = Bench.mixedSecondsMax
         func checkPhase(_ prefix: String) async throws -> ([Int64], Double) {
@@ -419,7 +419,7 @@ extension Bench {
     func restart(_ catalog: Catalog) async throws -> JSON {
         guard store != "memory" else { throw TallyError(.invalidRequest, "restart needs a durable store: --store sqlite or postgres") }
         let path = Stores.temporarySQLitePath("bench")
-        defer { Stores.removeSQLite(path) }
+        defer { SQLiteStore.removeFiles(at: path) }
         let url = store == "postgres" ? try await PostgresStore.createDatabase(near: db!, name: "bench_\(UUID().uuidString.prefix(8).lowercased())") : nil
         var now = Instant(rfc3339: "2026-11-02T10:00:00+08:00")!
         do {

@@ -60,11 +60,6 @@ enum Stores {
     static func temporarySQLitePath(_ purpose: String) -> String {
         FileManager.default.temporaryDirectory.appendingPathComponent("tally-\(purpose)-\(UUID().uuidString).sqlite").path
     }
-
-    /// Removes an SQLite file with its WAL and shared-memory files.
-    static func removeSQLite(_ path: String) {
-        SQLiteStore.removeFiles(at: path)
-    }
 }
 
 /// The real clock, for commands that act now.

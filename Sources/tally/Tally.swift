@@ -67,7 +67,7 @@ struct Simulate: AsyncParsableCommand {
             // Without --db, a throw-away SQLite file (SPEC 8): the scenario runs on the same
             // durable store as the server, and the file is removed afterwards.
             let path = db == nil ? Stores.temporarySQLitePath("simulate") : nil
-            defer { if let path { Stores.removeSQLite(path) } }
+            defer { if let path { SQLiteStore.removeFiles(at: path) } }
             let store: any TallyStore
             if let path { store = try SQLiteStore(path: path) } else { store = try await Stores.open(db!) }
             let outcome = try await Simulator(catalog: catalog, store: store).run(scenario)
