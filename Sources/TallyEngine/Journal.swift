@@ -477,7 +477,7 @@ public final class Journal: Sendable {
     }
 
     private func startExpress() {
-        Task(priority: .high) { await self.drain(express: true) }
+        Task(priority: Urgency.decision) { await self.drain(express: true) }
     }
 
     /// Encodes the ticket's facts (unless submitted already), then returns once they are in the store.
@@ -500,7 +500,7 @@ public final class Journal: Sendable {
     /// every other waiter's batch. Every waiter waits on it, so after each write it goes ahead of
     /// the requests queued for the pool's threads.
     private func startDraining() {
-        Task(priority: .high) { await self.drain() }
+        Task(priority: Urgency.decision) { await self.drain() }
     }
 
 

@@ -182,7 +182,7 @@ extension HTTPField.Name {
 
 extension Endpoint {
     /// The usage routes, by the protocol their decisions are counted under; the single-decision
-    /// ones are also timed.
+    /// ones (a gateway's) are also timed, and run at a decision's priority (`Urgency`).
     static let decisionRoutes: [String: (protocol: ServerMetrics.DecisionProtocol, single: Bool)] = [
         "/v1/usage/check": (.http, true), "/v1/usage/check-batch": (.http, false), "/v1/usage/report": (.http, false),
         "/v1/gateway/authorize": (.authorize, true),
@@ -196,6 +196,8 @@ extension Endpoint {
         guard let (decisionProtocol, single) = Endpoint.decisionRoutes[path] else { return respond }
         return { request, context in
             let started = ContinuousClock.now
+            // A gateway's decision goes ahead of bulk work for a core (`Urgency`).
+            if single { Urgency.raiseCurrentTask() }
             defer { if single { server.metrics.timed(decisionProtocol, since: started) } }
             do {
                 return try await respond(request, context)

@@ -41,6 +41,7 @@ struct RateLimitService: Envoy_Service_Ratelimit_V3_RateLimitService.ServiceProt
 
     func shouldRateLimit(request: ServerRequest<RateLimitRequest>, context: ServerContext) async throws -> ServerResponse<RateLimitResponse> {
         let started = ContinuousClock.now
+        Urgency.raiseCurrentTask()
         defer { server.metrics.timed(.grpc, since: started) }
         do {
             return try await decide(request)

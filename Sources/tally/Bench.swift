@@ -342,7 +342,8 @@ extension Bench {
             let deadline = start + .seconds(deadlineSeconds)
             let all = try await withThrowingTaskGroup(of: [Int64].self) { group in
                 for caller in 0..<checkers {
-                    group.addTask {
+                    // At a gateway's decision's priority, as the server runs a check (`Urgency`).
+                    group.addTask(priority: Urgency.decision) {
                         var latencies: [Int64] = []
                         latencies.reserveCapacity(checks)
                         for k in 0..<checks where clock.now < deadline {
