@@ -48,9 +48,15 @@ public enum FactRoute: Sendable, Hashable {
     public static func accounts(of facts: some Sequence<Fact>) -> Set<String>? {
         var accounts = Set<String>()
         for fact in facts {
-            guard case .account(let id) = FactRoute(fact) else { return nil }
+            guard let id = account(of: fact) else { return nil }
             accounts.insert(id)
         }
         return accounts
+    }
+
+    /// The account a fact belongs to alone, if it does.
+    public static func account(of fact: Fact) -> String? {
+        if case .account(let id) = FactRoute(fact) { return id }
+        return nil
     }
 }

@@ -82,13 +82,13 @@ public final class Journal: Sendable {
         let expressable: Bool
         /// The accounts its facts belong to, worked out when the writer first needs them (to let
         /// a small entry past it); `.some(nil)` when one of its facts is not one account's.
-        var accounts: Set<String>??
+        var accounts: AccountSet??
 
         var isSmall: Bool { !bulk && facts.count <= Journal.smallEntryFactsMax }
 
-        mutating func route() -> Set<String>? {
+        mutating func route() -> AccountSet? {
             if let accounts { return accounts }
-            let found = FactRoute.accounts(of: facts)
+            let found = AccountSet.of(facts)
             accounts = .some(found)
             return found
         }
@@ -115,11 +115,11 @@ public final class Journal: Sendable {
         var expressWriting = false
         /// What each writer's write under way touches: the other writer takes nothing that shares
         /// an account with it (nil: a fact of no single account, which nothing may pass).
-        var mainInFlight: Set<String>? = []
+        var mainInFlight: AccountSet? = .empty
         /// Whether the main writer's write under way carries bulk facts: only then does the
         /// express writer run beside it (checks alone are written by the main writer).
         var mainBulk = false
-        var expressInFlight: Set<String>? = []
+        var expressInFlight: AccountSet? = .empty
         var failure: TallyError?
         /// Events the store already held when a batch lost a race (`StoreConflict.known`).
         var known: [TallyState.UsageKey: UsageEntry] = [:]
@@ -193,7 +193,7 @@ public final class Journal: Sendable {
             let smallReady = pending.contains { $0.isSmall && !$0.expressable && $0.bodies != nil }
             let smallWaiting = smallActive || smallReady
             let bulkRoom = smallWaiting ? bulkFactsWhileSmallWait : Journal.batchSizeMax
-            var chosen: (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) = ([], 0, 0, [])
+            var chosen: (taken: [Int], factCount: Int, bulkTaken: Int, route: AccountSet?) = ([], 0, 0, .empty)
             if let partition = expedited { chosen = collect(smallWaiting: true, bulkRoom: 0, expediting: partition) }
             if chosen.taken.isEmpty && smallReady && !express && !lastTookSmallOnly { chosen = collect(smallWaiting: true, bulkRoom: 0) }
             // Every small entry ready sits behind one of its accounts' bulk entries: an ordinary write.
@@ -203,7 +203,7 @@ public final class Journal: Sendable {
             if chosen.taken.isEmpty && leavingExpressable { chosen = collect(smallWaiting: smallWaiting, bulkRoom: bulkRoom) }
             guard !chosen.taken.isEmpty else {
                 writing = false
-                mainInFlight = []
+                mainInFlight = .empty
                 mainBulk = false
                 return nil
             }
@@ -222,14 +222,14 @@ public final class Journal: Sendable {
         /// passes like a small one (other partitions' accounts are other accounts).
         /// `leavingExpressable`: no small entry the express writer takes.
         private mutating func collect(smallWaiting: Bool, bulkRoom: Int, expediting: Int? = nil, leavingExpressable: Bool = false)
-            -> (taken: [Int], factCount: Int, bulkTaken: Int, route: Set<String>?) {
+            -> (taken: [Int], factCount: Int, bulkTaken: Int, route: AccountSet?) {
             var factCount = 0
             var taken: [Int] = []
             var bulkTaken = 0
             // What the entries passed over touch: later entries that share it wait for them.
-            var passedAccounts = Set<String>()
+            var passedAccounts = AccountSet()
             var passedShared = false
-            var route: Set<String>? = []
+            var route: AccountSet? = .empty
             // Whether an entry may go ahead of one passed over: a small entry while small entries
             // wait; with express writes, any entry clear of those passed over, since this writer
             // leaves the small entries of one account to the express writer.
@@ -244,7 +244,7 @@ public final class Journal: Sendable {
                 var take = false
                 // Nothing that shares an account with the express writer's write under way, and
                 // nothing of no single account beside it.
-                let clearOfExpress = (expressInFlight ?? []).isEmpty
+                let clearOfExpress = (expressInFlight ?? .empty).isEmpty
                     || (pending[index].route().map { expressInFlight!.isDisjoint(with: $0) } ?? false)
                 if clearOfExpress, entry.bodies != nil, factCount == 0 || factCount + entry.facts.count <= Journal.batchSizeMax {
                     if let expediting {
@@ -283,13 +283,13 @@ public final class Journal: Sendable {
         mutating func takeExpress() -> (batch: EncodedBatch, sequences: [UInt64])? {
             guard failure == nil, let busy = mainInFlight else {
                 expressWriting = false
-                expressInFlight = []
+                expressInFlight = .empty
                 return nil
             }
             var passedAccounts = busy
             var factCount = 0
             var taken: [Int] = []
-            var route = Set<String>()
+            var route = AccountSet()
             for index in pending.indices {
                 let entry = pending[index]
                 guard let accounts = pending[index].route() else { break }
@@ -304,7 +304,7 @@ public final class Journal: Sendable {
             }
             guard !taken.isEmpty else {
                 expressWriting = false
-                expressInFlight = []
+                expressInFlight = .empty
                 return nil
             }
             expressInFlight = route
@@ -379,7 +379,7 @@ public final class Journal: Sendable {
         precondition(!facts.isEmpty, "an entry carries facts")
         let plain = !facts.contains(where: StreamingJSONEncoder.needsBody)
         // A small entry's accounts are worked out now, to know which writer takes it.
-        let accounts: Set<String>?? = express && !bulk && facts.count <= Journal.smallEntryFactsMax ? .some(FactRoute.accounts(of: facts)) : nil
+        let accounts: AccountSet?? = express && !bulk && facts.count <= Journal.smallEntryFactsMax ? .some(AccountSet.of(facts)) : nil
         let expressable = accounts.map { $0 != nil } ?? false
         return state.withLock { state in
             state.enqueuedThrough += 1
@@ -452,8 +452,8 @@ public final class Journal: Sendable {
                 guard let found = FactRoute.accounts(of: facts) else { return nil }
                 accounts.formUnion(found)
             }
-            for index in state.pending.indices {
-                guard let found = state.pending[index].route() else { return nil }
+            for entry in state.pending {
+                guard let found = FactRoute.accounts(of: entry.facts) else { return nil }
                 accounts.formUnion(found)
             }
             return accounts
@@ -566,7 +566,7 @@ public final class Journal: Sendable {
             let ready: [CheckedContinuation<Signal, Never>] = state.withLock { state in
                 state.writingFacts[express ? 1 : 0] = []
                 if !express {
-                    state.mainInFlight = []
+                    state.mainInFlight = .empty
                     state.mainBulk = false
                 }
                 var ready: [CheckedContinuation<Signal, Never>] = []
