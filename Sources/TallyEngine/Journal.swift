@@ -497,12 +497,18 @@ public final class Journal: Sendable {
     }
 
     /// Nobody cancels the writer: a caller that is cancelled (a client hung up) must not fail
-    /// every other waiter's batch. Every waiter waits on it, so after each write it goes ahead of
-    /// the requests queued for the pool's threads.
+    /// every other waiter's batch. On a store with express writes the main writer runs at the
+    /// default priority, beside the bulk work whose facts it mostly writes: the checks waiting
+    /// beside a bulk write are the express writer's, and the main writer at a decision's priority
+    /// took the decision threads from them while it gathered and copied thousands of facts (with
+    /// checks alone, the other threads are idle). On a store without them it writes every check,
+    /// and runs at a decision's priority.
     private func startDraining() {
-        Task(priority: Urgency.decision) { await self.drain() }
+        Task(priority: express ? Journal.mainWriterPriority : Urgency.decision) { await self.drain() }
     }
 
+    /// The main writer's priority on a store with express writes.
+    static let mainWriterPriority = TaskPriority.medium
 
     private static func outcome(_ signal: Signal) throws(TallyError) {
         if case .failed(let error) = signal { throw error }

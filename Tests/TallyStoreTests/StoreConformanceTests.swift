@@ -419,12 +419,20 @@ final class ProbeStore: TallyStore {
 
     /// The batches written through `appendExpress`.
     let expressed = Mutex<[[Fact]]>([])
+    /// The priority of the task each write was asked from, by writer (main or express).
+    let priorities = Mutex<(main: Set<UInt8>, express: Set<UInt8>)>(([], []))
     func appendExpress(_ batch: EncodedBatch) async throws {
         expressed.withLock { $0.append(batch.facts) }
-        try await append(batch)
+        priorities.withLock { _ = $0.express.insert(Task.currentPriority.rawValue) }
+        try await write(batch)
     }
 
     func append(_ batch: EncodedBatch) async throws {
+        priorities.withLock { _ = $0.main.insert(Task.currentPriority.rawValue) }
+        try await write(batch)
+    }
+
+    private func write(_ batch: EncodedBatch) async throws {
         if failing.withLock({ $0 }) { throw TallyError(.storeUnavailable, "disk on fire") }
         let write = started.withLock { started in
             started += 1
@@ -679,6 +687,28 @@ final class ProbeStore: TallyStore {
         #expect(events[..<sharedStart].filter(\.start).count == events[..<sharedStart].filter { !$0.start }.count, "nothing under way beside it")
         #expect(follows(JournalTests.usage(account: "d", id: "check"), sharedFact))
         #expect(events.filter(\.start).reduce(0) { $0 + $1.facts.count } == 40_004, "every fact written once")
+    }
+
+    /// The express writer, which writes a gateway's checks beside bulk writes, runs at a decision's
+    /// priority and the main writer at the default (`Urgency`); on a store without express writes
+    /// the main writer writes every check, and runs at a decision's priority.
+    @Test(arguments: [false, true])
+    func theWritersRunAtThePriorityOfWhatTheyCarry(expressWrites: Bool) async throws {
+        let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: expressWrites)
+        let journal = Journal(store: store)
+        let report = journal.enqueue((0..<2_000).map { JournalTests.usage(account: "r", id: "\($0)") }, bulk: true)
+        journal.submit(report)
+        while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        try await journal.waitDurable(journal.enqueue([JournalTests.usage(account: "c", id: "check")]))
+        try await journal.waitDurable(report)
+        let priorities = store.priorities.withLock { $0 }
+        if expressWrites {
+            #expect(priorities.main == [TaskPriority.medium.rawValue])
+            #expect(priorities.express == [Urgency.decision.rawValue])
+        } else {
+            #expect(priorities.main == [Urgency.decision.rawValue])
+            #expect(priorities.express.isEmpty)
+        }
     }
 
     /// On a store with express writes a check with nothing else queued goes to the main writer
