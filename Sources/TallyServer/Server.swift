@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import TallyCore
@@ -189,10 +190,29 @@ public enum TallyServer {
         return router
     }
 
+    /// The nice value of NIO's event loop threads on Linux, below the request threads' 0. Every
+    /// request is read and answered there, a gateway's check too (two of its hops besides the
+    /// engine's), while the work that grows with a request (parsing a report, applying it,
+    /// answering it) runs elsewhere (`OffPool`, the pool): at 0 a check's bytes waited for a core
+    /// behind that work. -4 is what libdispatch gives its user-interactive threads.
+    static let eventLoopNice: Int32 = -4
+
+    /// Sets each of NIO's event loop threads (the server's, the gRPC server's and the PostgreSQL
+    /// client's) to `eventLoopNice`. Linux keeps a nice value a thread; a process that may not
+    /// lower it below 0 (no `CAP_SYS_NICE`) keeps its threads at 0, as libdispatch does.
+    static func raiseEventLoops(_ group: MultiThreadedEventLoopGroup = .singleton) {
+        #if os(Linux)
+        for loop in group.makeIterator() {
+            loop.execute { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, TallyServer.eventLoopNice) }
+        }
+        #endif
+    }
+
     /// The application: the HTTP server, with the scheduler and webhook delivery as services of
     /// the same service group, so that SIGTERM stops taking requests, lets those in flight
     /// finish (their usage is durable before they are answered) and stops the background work.
     public static func application(_ server: ServerEnvironment, logger: Logger) -> some ApplicationProtocol {
+        raiseEventLoops()
         var app = Application(
             router: router(server),
             configuration: .init(address: .hostname(server.configuration.host, port: server.configuration.port), serverName: "tally"),
