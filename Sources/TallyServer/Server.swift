@@ -200,7 +200,7 @@ public enum TallyServer {
     /// Sets each of NIO's event loop threads (the server's, the gRPC server's and the PostgreSQL
     /// client's) to `eventLoopNice`. Linux keeps a nice value a thread; a process that may not
     /// lower it below 0 (no `CAP_SYS_NICE`) keeps its threads at 0, as libdispatch does.
-    static func raiseEventLoops(_ group: MultiThreadedEventLoopGroup = .singleton) {
+    public static func raiseEventLoops(_ group: MultiThreadedEventLoopGroup = .singleton) {
         #if os(Linux)
         for loop in group.makeIterator() {
             loop.execute { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, TallyServer.eventLoopNice) }

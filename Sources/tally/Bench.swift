@@ -81,6 +81,8 @@ struct Bench: AsyncParsableCommand {
     @OptionGroup var catalog: CatalogOptions
 
     func run() async throws {
+        // NIO's event loops (the PostgreSQL client's) at the priority the server gives them.
+        TallyServer.raiseEventLoops()
         do {
             guard ["sqlite", "memory", "postgres"].contains(store) else {
                 throw TallyError(.invalidRequest, "--store is sqlite, postgres (with --db) or memory (the engine's own cost)")
