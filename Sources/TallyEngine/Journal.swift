@@ -67,6 +67,8 @@ public final class Journal: Sendable {
     public struct Ticket: Sendable {
         let sequence: UInt64
         let toEncode: [Fact]
+        /// Whether the entry is a bulk one (not small): what a main writer it starts carries.
+        let bulk: Bool
     }
 
     /// The facts of one `enqueue`, and their bodies once ready.
@@ -394,7 +396,7 @@ public final class Journal: Sendable {
                 if !expressable { state.readyMain += 1 }
             }
             if entry.isSmall { state.smallQueued = .now }
-            return Ticket(sequence: sequence, toEncode: plain ? [] : facts)
+            return Ticket(sequence: sequence, toEncode: plain ? [] : facts, bulk: !entry.isSmall)
         }
     }
 
@@ -468,11 +470,11 @@ public final class Journal: Sendable {
     /// applied. The ticket must still be waited on.
     public func submit(_ ticket: Ticket) {
         if !ticket.toEncode.isEmpty { attach(ticket) }
-        startWriters(state.withLock { ($0.startWriter(), express && $0.startExpress()) })
+        startWriters(state.withLock { ($0.startWriter(), express && $0.startExpress()) }, carryingBulk: ticket.bulk)
     }
 
-    private func startWriters(_ start: (main: Bool, express: Bool)) {
-        if start.main { startDraining() }
+    private func startWriters(_ start: (main: Bool, express: Bool), carryingBulk: Bool) {
+        if start.main { startDraining(carryingBulk: carryingBulk) }
         if start.express { startExpress() }
     }
 
@@ -491,24 +493,33 @@ public final class Journal: Sendable {
                 return (nil, (state.startWriter(), express && state.startExpress()))
             }
             if let now { continuation.resume(returning: now) }
-            startWriters(start)
+            startWriters(start, carryingBulk: ticket.bulk)
         }
         try Journal.outcome(signal)
     }
 
     /// Nobody cancels the writer: a caller that is cancelled (a client hung up) must not fail
-    /// every other waiter's batch. On a store with express writes the main writer runs at the
-    /// default priority, beside the bulk work whose facts it mostly writes: the checks waiting
-    /// beside a bulk write are the express writer's, and the main writer at a decision's priority
-    /// took the decision threads from them while it gathered and copied thousands of facts (with
-    /// checks alone, the other threads are idle). On a store without them it writes every check,
-    /// and runs at a decision's priority.
-    private func startDraining() {
-        Task(priority: express ? Journal.mainWriterPriority : Urgency.decision) { await self.drain() }
+    /// every other waiter's batch. `carryingBulk`: what it is started for is bulk work
+    /// (`mainPriority`).
+    private func startDraining(carryingBulk: Bool) {
+        Task(priority: mainPriority(carryingBulk: carryingBulk)) { await self.drain() }
     }
 
-    /// The main writer's priority on a store with express writes.
-    static let mainWriterPriority = TaskPriority.medium
+    /// The main writer's priority: that of what it carries. On a store with express writes, while
+    /// it writes bulk facts it runs at the default priority (`mainWriterBulkPriority`), beside the
+    /// bulk work they come from: the checks waiting beside a bulk write are the express writer's,
+    /// and a main writer at a decision's priority took the decision threads (two, one a core) from
+    /// them while it gathered and copied thousands of facts. While it writes checks alone it runs
+    /// at a decision's priority (`Urgency`), ahead of the callers that wait on it. On a store
+    /// without express writes it writes every check beside bulk work too, and keeps a decision's
+    /// priority. When the batch it takes carries the other kind, the writer hands its role and the
+    /// batch to a task of the other priority (`drain`).
+    private func mainPriority(carryingBulk: Bool) -> TaskPriority {
+        express && carryingBulk ? Journal.mainWriterBulkPriority : Urgency.decision
+    }
+
+    /// The main writer's priority while it carries bulk facts, on a store with express writes.
+    static let mainWriterBulkPriority = TaskPriority.medium
 
     private static func outcome(_ signal: Signal) throws(TallyError) {
         if case .failed(let error) = signal { throw error }
@@ -554,10 +565,26 @@ public final class Journal: Sendable {
         }
     }
 
+    /// A batch a writer took: its facts, its entries' sequences, and whether it carries bulk facts.
+    private typealias Taken = (batch: EncodedBatch, sequences: [UInt64], bulk: Bool)
+
     /// Writes batches while there are entries it can take, answering each batch's waiters; the
-    /// role ends with the queue (`take` gives it up).
-    private func drain(express: Bool = false) async {
-        while let (batch, sequences) = state.withLock({ express ? $0.takeExpress() : $0.take() }) {
+    /// role ends with the queue (`take` gives it up). `taken`: a batch handed over, written first.
+    private func drain(express: Bool = false, taken first: Taken? = nil) async {
+        var first = first
+        while let (batch, sequences, bulk) = first ?? state.withLock({ state -> Taken? in
+            if express { return state.takeExpress().map { ($0.batch, $0.sequences, false) } }
+            guard let taken = state.take() else { return nil }
+            return (taken.batch, taken.sequences, state.mainBulk)
+        }) {
+            first = nil
+            // The main writer writes at the priority of what it carries: from bulk facts to checks
+            // alone and back, it hands its role and the batch to a task of the other priority.
+            if !express, self.express, Task.currentPriority != mainPriority(carryingBulk: bulk) {
+                let taken = (batch, sequences, bulk)
+                Task(priority: mainPriority(carryingBulk: bulk)) { await self.drain(taken: taken) }
+                return
+            }
             // Checks left waiting (or behind this write's accounts before it) go beside a bulk write.
             if !express, self.express, state.withLock({ $0.startExpress() }) { startExpress() }
             sent.add(Int64(batch.count), ordering: .releasing)
@@ -584,8 +611,15 @@ public final class Journal: Sendable {
             }
             for continuation in ready { continuation.resume(returning: .durable) }
             // The main writer may have stepped down for entries that waited on this write.
-            if express, state.withLock({ $0.startWriter() }) { startDraining() }
+            if express { startMainAfterExpress() }
         }
-        if express, state.withLock({ $0.startWriter() }) { startDraining() }
+        if express { startMainAfterExpress() }
+    }
+
+    /// Starts the main writer if it stepped down for entries that waited on the express writer's
+    /// write, at the priority of what is queued.
+    private func startMainAfterExpress() {
+        let start: Bool? = state.withLock { state in state.startWriter() ? state.pending.contains { !$0.isSmall } : nil }
+        if let carryingBulk = start { startDraining(carryingBulk: carryingBulk) }
     }
 }

@@ -419,16 +419,17 @@ final class ProbeStore: TallyStore {
 
     /// The batches written through `appendExpress`.
     let expressed = Mutex<[[Fact]]>([])
-    /// The priority of the task each write was asked from, by writer (main or express).
-    let priorities = Mutex<(main: Set<UInt8>, express: Set<UInt8>)>(([], []))
+    /// The priority of the task each write was asked from, by writer (main or express) and by
+    /// what the write carried (bulk: more facts than a small entry's).
+    let priorities = Mutex<[(express: Bool, bulk: Bool, priority: UInt8)]>([])
     func appendExpress(_ batch: EncodedBatch) async throws {
         expressed.withLock { $0.append(batch.facts) }
-        priorities.withLock { _ = $0.express.insert(Task.currentPriority.rawValue) }
+        priorities.withLock { $0.append((true, batch.count > Journal.smallEntryFactsMax, Task.currentPriority.rawValue)) }
         try await write(batch)
     }
 
     func append(_ batch: EncodedBatch) async throws {
-        priorities.withLock { _ = $0.main.insert(Task.currentPriority.rawValue) }
+        priorities.withLock { $0.append((false, batch.count > Journal.smallEntryFactsMax, Task.currentPriority.rawValue)) }
         try await write(batch)
     }
 
@@ -689,25 +690,32 @@ final class ProbeStore: TallyStore {
         #expect(events.filter(\.start).reduce(0) { $0 + $1.facts.count } == 40_004, "every fact written once")
     }
 
-    /// The express writer, which writes a gateway's checks beside bulk writes, runs at a decision's
-    /// priority and the main writer at the default (`Urgency`); on a store without express writes
-    /// the main writer writes every check, and runs at a decision's priority.
+    /// The writers run at the priority of what they carry (`Urgency`). On a store with express
+    /// writes: the express writer, which writes checks beside bulk writes, at a decision's
+    /// priority; the main writer at the default while it writes bulk facts, and at a decision's
+    /// while it writes checks alone, before and after a report. On a store without express writes
+    /// the main writer writes every check beside bulk work, always at a decision's priority.
     @Test(arguments: [false, true])
     func theWritersRunAtThePriorityOfWhatTheyCarry(expressWrites: Bool) async throws {
         let store = ProbeStore(microsecondsPerFact: 20, concurrentWrites: expressWrites)
         let journal = Journal(store: store)
+        try await journal.waitDurable(journal.enqueue([JournalTests.usage(account: "c", id: "before")]))
         let report = journal.enqueue((0..<2_000).map { JournalTests.usage(account: "r", id: "\($0)") }, bulk: true)
         journal.submit(report)
-        while store.started.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
-        try await journal.waitDurable(journal.enqueue([JournalTests.usage(account: "c", id: "check")]))
+        while store.started.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        try await journal.waitDurable(journal.enqueue([JournalTests.usage(account: "c", id: "beside")]))
         try await journal.waitDurable(report)
-        let priorities = store.priorities.withLock { $0 }
+        try await journal.waitDurable(journal.enqueue([JournalTests.usage(account: "c", id: "after")]))
+        let writes = store.priorities.withLock { $0 }
+        let decision = Urgency.decision.rawValue
+        // Checks alone, before and after (and, without express writes, the one beside the report).
+        #expect(writes.filter { !$0.express && !$0.bulk }.map(\.priority) == Array(repeating: decision, count: expressWrites ? 2 : 3))
         if expressWrites {
-            #expect(priorities.main == [TaskPriority.medium.rawValue])
-            #expect(priorities.express == [Urgency.decision.rawValue])
+            #expect(writes.filter { !$0.express && $0.bulk }.map(\.priority) == [TaskPriority.medium.rawValue])
+            #expect(writes.filter(\.express).map(\.priority) == [decision], "the check beside the report")
         } else {
-            #expect(priorities.main == [Urgency.decision.rawValue])
-            #expect(priorities.express.isEmpty)
+            #expect(writes.filter { !$0.express && $0.bulk }.allSatisfy { $0.priority == decision })
+            #expect(writes.filter(\.express).isEmpty)
         }
     }
 
