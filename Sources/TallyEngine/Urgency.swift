@@ -2,12 +2,12 @@
 /// task's jobs to libdispatch's threads of the task's priority, and each priority has threads of
 /// their own with their own nice value (user-initiated -2, default 0, utility +2): a task of a
 /// higher priority gets a core first when both cores are busy with bulk work. A gateway's
-/// decision and the journal's express writer, which makes it durable beside bulk writes, run at
-/// `decision`; reports, bill runs, the journal's main writer and everything else run at the
-/// default (`Journal.startDraining`).
+/// decision and the journal's writers while they carry checks run at `decision`; reports, bill
+/// runs, the journal's main writer while it carries bulk facts and everything else run at the
+/// default (`Journal.mainPriority`).
 public enum Urgency {
     /// A gateway's single decision (check-and-record, authorize, Envoy's `ShouldRateLimit`), and
-    /// the journal's express writer.
+    /// the journal's writers while they carry checks.
     public static let decision = TaskPriority.high
 
     /// Raises the current task to `decision` for the rest of its life (a raised task is never
