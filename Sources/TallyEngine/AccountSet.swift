@@ -41,25 +41,23 @@ struct AccountSet: Sendable {
 
     mutating func insert(_ fingerprint: UInt64) {
         if (count + 1) * 2 > slots.count { grow() }
-        let mask = slots.count - 1
-        var index = Int(truncatingIfNeeded: fingerprint) & mask
-        while slots[index] != 0 {
-            if slots[index] == fingerprint { return }
-            index = (index + 1) & mask
-        }
+        let index = slot(of: fingerprint)
+        if slots[index] == fingerprint { return }
         slots[index] = fingerprint
         count += 1
     }
 
     func contains(_ fingerprint: UInt64) -> Bool {
-        if count == 0 { return false }
+        count > 0 && slots[slot(of: fingerprint)] == fingerprint
+    }
+
+    /// The slot that holds `fingerprint`, or the empty one where it would go (linear probing;
+    /// the table is never full).
+    private func slot(of fingerprint: UInt64) -> Int {
         let mask = slots.count - 1
         var index = Int(truncatingIfNeeded: fingerprint) & mask
-        while slots[index] != 0 {
-            if slots[index] == fingerprint { return true }
-            index = (index + 1) & mask
-        }
-        return false
+        while slots[index] != 0 && slots[index] != fingerprint { index = (index + 1) & mask }
+        return index
     }
 
     /// Whether no account is in both: the smaller set is looked up in the larger.
